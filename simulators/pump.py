@@ -390,7 +390,7 @@ def simulate_asset(
             vib_add = 5.5 * d * sp2
             kurt_add = 0.4 * d * on
             temp_add = 22.0 * d * speed_frac
-            current_scale = 1.0 + 0.06 * d
+            current_scale = 1.0 + 0.08 * d
 
     # Hydraulics by the affinity laws: flow ~ n, head ~ n^2, power ~ n^3.
     flow = p.bep_flow_m3_h * p.valve_factor * speed_frac * flow_scale
