@@ -1,0 +1,5 @@
+"""``python -m agent`` runs the ``edgewatch`` command."""
+
+from agent.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""What every command shares: consoles, the invocation context, JSON output."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from agent.errors import EdgewatchError
+from agent.settings import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class Invocation:
+    """Global options, kept on the Typer context for sub-commands."""
+
+    config_path: Path | None = None
+    log_level: str | None = None
+    debug: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """The effective settings: defaults < file < env < flags (loaded once)."""
+        if self._settings is None:
+            overrides = dict(self.overrides)
+            if self.log_level:
+                overrides.setdefault("logging", {})["level"] = self.log_level
+            self._settings = load_settings(self.config_path, overrides)
+        return self._settings
+
+
+def invocation(ctx: typer.Context) -> Invocation:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Invocation):
+        obj = Invocation()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    """Write ``obj`` as one JSON document to stdout (for scripts, never styled)."""
+    sys.stdout.buffer.write(
+        orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+
+
+def fail(error: EdgewatchError) -> typer.Exit:
+    """Render ``error`` as the one line a user sees and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(error.exit_code)

@@ -1,0 +1,114 @@
+"""Domain objects passed between the agent's stages.
+
+All are frozen, slotted dataclasses: cheap to create on the hot path, safe to share
+between the event loop and the inference thread. Times are UTC epoch milliseconds
+(``*_ms``) unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class RejectReason(enum.StrEnum):
+    """Why an incoming message was dead-lettered; stored in ``dead_letters.reason``.
+
+    The simulators' bad-input record uses the same codes, so tests can compare the
+    agent's verdicts with what was sent on purpose.
+    """
+
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"  # wrong shape or types, e.g. a string where a number belongs
+    NON_FINITE = "non_finite"  # NaN or +/-Inf
+    MISSING_SENSOR = "missing_sensor"
+    UNKNOWN_SENSOR = "unknown_sensor"
+    EMPTY_BATCH = "empty_batch"
+    BATCH_MISMATCH = "batch_mismatch"  # batch arrays of different lengths
+    TOO_LARGE = "too_large"
+    TS_FUTURE = "ts_future"
+    TS_PAST = "ts_past"
+    DUPLICATE = "duplicate"
+    OUT_OF_ORDER = "out_of_order"
+    UNKNOWN_TOPIC = "unknown_topic"  # topic does not match the template or the site
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """Identifies one MQTT delivery so that it can be acknowledged after commit."""
+
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One timestamped sample of every sensor of one asset."""
+
+    site: str
+    asset: str
+    ts_ms: int
+    values: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fixed-length slice of one asset's stream, sensors in the model's order.
+
+    ``data`` has shape (sensors, window_length) and dtype float32.
+    """
+
+    asset: str
+    start_ms: int
+    end_ms: int
+    data: FloatArray = field(repr=False)
+
+
+class AlertKind(enum.StrEnum):
+    ANOMALY = "anomaly"
+    RUL = "rul"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The model's verdict on one window."""
+
+    asset: str
+    window_end_ms: int
+    model_version: str
+    anomaly_score: float
+    anomaly_threshold: float
+    is_anomaly: bool
+    rul_cycles: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """The state of one alert of one asset: opened, updated or closed."""
+
+    asset: str
+    kind: AlertKind
+    severity: Severity
+    opened_ms: int
+    peak_score: float
+    last_score: float
+    closed_ms: int | None = None
+    rul_cycles: float | None = None
+    model_version: str = ""
+    detail: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_ms is None

@@ -1,0 +1,453 @@
+"""The one typed settings model of edgewatch.
+
+Precedence, lowest to highest: built-in defaults, a TOML file (``--config PATH`` or
+``EDGEWATCH_CONFIG``), ``EDGEWATCH_*`` environment variables (sections nested with
+``__``, e.g. ``EDGEWATCH_MQTT__PORT=1884``), then command-line flags. Unknown keys are
+errors everywhere, so a typo never silently falls back to a default.
+
+Defaults run out of the box on a laptop: data under ``./edgewatch-data``, a broker on
+127.0.0.1:1883, a "cloud" folder inside the data directory.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import socket
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from agent.errors import ConfigError
+
+ENV_PREFIX = "EDGEWATCH_"
+CONFIG_ENV = "EDGEWATCH_CONFIG"
+REDACTED = "********"
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("is not a port (1-65535)")
+    return value
+
+
+def _identifier(value: str) -> str:
+    # Site and agent names become MQTT topic levels and object-store key parts.
+    if not value or any(c in value for c in "/#+ \t\n") or value in {".", ".."}:
+        raise ValueError("must be a non-empty name without '/', '#', '+', '..' or spaces")
+    return value
+
+
+Port = Annotated[int, AfterValidator(_port)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+class IdentitySettings(_Section):
+    """Who this gateway is: names used in topics, object keys and records."""
+
+    site: Identifier = Field("demo", description="Plant or site name (topic level).")
+    agent: Identifier = Field(
+        default_factory=lambda: _identifier_or_default(socket.gethostname()),
+        description="This gateway's name (default: the host name).",
+    )
+
+
+def _identifier_or_default(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".")
+    return cleaned or "gateway"
+
+
+class MqttSettings(_Section):
+    """Broker connection, topics and delivery."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address.")
+    port: Port = Field(1883, description="Broker port (8883 is usual with TLS).")
+    client_id: str | None = Field(
+        None,
+        description="Stable client id for the persistent session (default: edgewatch-<agent>).",
+    )
+    username: str | None = Field(None, description="User name, if the broker requires one.")
+    password: SecretStr | None = Field(None, description="Password (never logged or shown).")
+    tls: bool = Field(False, description="Use TLS; true when ca_file is set.")
+    ca_file: Path | None = Field(None, description="CA certificate (PEM) to verify the broker.")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+    telemetry_topic: str = Field(
+        "edgewatch/{site}/{asset}/telemetry",
+        description="Template of the topics sensor readings arrive on.",
+    )
+    alerts_topic: str = Field(
+        "edgewatch/{site}/{asset}/alerts", description="Template of the alert topics."
+    )
+    status_topic: str = Field(
+        "edgewatch/{site}/{agent}/status", description="Template of the agent status topic."
+    )
+    qos: Literal[0, 1] = Field(1, description="QoS of subscriptions and alert publishes.")
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = Field(
+        30, description="MQTT keepalive interval in seconds."
+    )
+    reconnect_max_s: PositiveFloat = Field(
+        60.0, description="Upper bound of the reconnect backoff in seconds."
+    )
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = Field(
+        1000, description="Unacknowledged QoS 1 messages the broker may send at once."
+    )
+    max_payload_bytes: Annotated[int, Field(ge=64)] = Field(
+        65536, description="Larger messages are dead-lettered as too_large."
+    )
+
+    @field_validator("telemetry_topic", "alerts_topic")
+    @classmethod
+    def _asset_template(cls, value: str) -> str:
+        return _check_template(value, required=("{site}", "{asset}"))
+
+    @field_validator("status_topic")
+    @classmethod
+    def _status_template(cls, value: str) -> str:
+        return _check_template(value, required=("{site}", "{agent}"))
+
+    @model_validator(mode="after")
+    def _mtls_pair(self) -> MqttSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together for mutual TLS: set both or none")
+        return self
+
+    @property
+    def use_tls(self) -> bool:
+        return self.tls or self.ca_file is not None
+
+
+def _check_template(value: str, *, required: tuple[str, ...]) -> str:
+    missing = [part for part in required if part not in value]
+    if missing:
+        raise ValueError(f"must contain {' and '.join(missing)}")
+    if any(c in value for c in "#+"):
+        raise ValueError("must not contain MQTT wildcards ('#', '+')")
+    return value
+
+
+class StorageSettings(_Section):
+    """Where records live and how much disk they may use."""
+
+    data_dir: Path = Field(Path("edgewatch-data"), description="State directory.")
+    database: Path | None = Field(
+        None, description="SQLite database file (default: <data_dir>/edgewatch.db)."
+    )
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = Field(
+        7.0, description="Raw readings older than this are deleted."
+    )
+    disk_budget_mb: Annotated[int, Field(ge=16)] = Field(
+        1024, description="Upper bound for the database plus the sync outbox, in MB."
+    )
+    commit_interval_ms: Annotated[int, Field(ge=10, le=60000)] = Field(
+        200, description="A write batch is committed at least this often."
+    )
+    commit_max_rows: Annotated[int, Field(ge=1, le=100000)] = Field(
+        2000, description="A write batch is committed when it holds this many rows."
+    )
+    keep_readings: bool = Field(True, description="Store raw readings (for retraining).")
+    dead_letter_max_bytes: Annotated[int, Field(ge=0, le=1_048_576)] = Field(
+        4096, description="Raw payload bytes kept per dead letter."
+    )
+
+    @property
+    def database_path(self) -> Path:
+        return self.database if self.database is not None else self.data_dir / "edgewatch.db"
+
+
+class Backend(StrEnum):
+    TORCH = "torch"
+    ONNX = "onnx"
+    AUTO = "auto"
+
+
+class ModelSettings(_Section):
+    """Which model bundle runs and how predictions become alerts."""
+
+    bundle: Path | None = Field(
+        None, description="Model bundle directory or .tar.gz (default: the built-in pump model)."
+    )
+    window: PositiveInt | None = Field(None, description="Window length override (samples).")
+    hop: PositiveInt | None = Field(None, description="Hop override (samples between windows).")
+    anomaly_threshold: PositiveFloat | None = Field(
+        None, description="Normalised anomaly score threshold override."
+    )
+    rul_alert_below: PositiveFloat | None = Field(
+        None, description="Raise an alert when the RUL estimate drops below this."
+    )
+    backend: Backend = Field(Backend.TORCH, description="Inference backend.")
+    threads: Annotated[int, Field(ge=1, le=64)] = Field(1, description="Inference threads.")
+    batch_max: Annotated[int, Field(ge=1, le=4096)] = Field(
+        64, description="Most windows per inference batch."
+    )
+    batch_wait_ms: Annotated[int, Field(ge=0, le=10000)] = Field(
+        20, description="Longest wait to fill an inference batch."
+    )
+    commission_samples: Annotated[int, Field(ge=50, le=100000)] = Field(
+        400, description="Samples of a new asset used as its healthy baseline."
+    )
+    alert_open_after: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3, description="Consecutive anomalous windows that open an alert."
+    )
+    alert_close_after: Annotated[int, Field(ge=1, le=1000)] = Field(
+        5, description="Consecutive windows below the lower threshold that close it."
+    )
+    alert_close_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.8, description="Lower (closing) threshold as a fraction of the threshold."
+    )
+
+
+class SyncSettings(_Section):
+    """Upload of summaries, alerts and retraining data to object storage."""
+
+    enabled: bool = Field(True, description="Run the uploader.")
+    target: str | None = Field(
+        None,
+        description="file:///path or s3://bucket/prefix (default: <data_dir>/cloud folder).",
+    )
+    interval_s: PositiveFloat = Field(30.0, description="Seconds between drain passes.")
+    summary_period_s: Annotated[int, Field(ge=10, le=86400)] = Field(
+        300, description="Length of a summary period in seconds."
+    )
+    bandwidth_bytes_per_s: Annotated[int, Field(ge=0)] = Field(
+        0, description="Upload bandwidth cap in bytes/s (0: no cap)."
+    )
+    concurrency: Annotated[int, Field(ge=1, le=32)] = Field(
+        2, description="Uploads in flight at once."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL.")
+    s3_region: str | None = Field(None, description="S3 region (default from AWS env).")
+    s3_access_key_id: str | None = Field(None, description="Access key (default: AWS env).")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="Secret key (default: AWS env; never logged or shown)."
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _target_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("file://", "s3://")):
+            raise ValueError("must start with file:// or s3://")
+        return value
+
+
+class LoggingSettings(_Section):
+    """Log level and format."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least severe level that is logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: human lines on a terminal, JSON lines otherwise."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "edgewatch_toml_path", default=None
+)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file chosen for this load, with errors that name the file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ returns the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        return read_toml(self.path)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file, turning every failure into a :class:`ConfigError`."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} does not exist"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"config file {path} is a directory"]) from None
+    except PermissionError:
+        raise ConfigError([f"config file {path} is not readable (permission denied)"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path} is not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path} is not UTF-8 text"]) from None
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one edgewatch process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)  # type: ignore[arg-type]
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
+    model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
+    sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
+
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "identity",
+        "mqtt",
+        "storage",
+        "model",
+        "sync",
+        "logging",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: flags, then environment, then the file, then defaults.
+        return (init_settings, env_settings, _TomlSource(settings_cls, _toml_path.get()))
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"edgewatch-{self.identity.agent}"
+
+    @property
+    def sync_target(self) -> str:
+        if self.sync.target is not None:
+            return self.sync.target
+        return (self.storage.data_dir / "cloud").resolve().as_uri()
+
+    def redacted(self) -> dict[str, Any]:
+        """Plain data for display: secrets replaced, paths as strings."""
+        data = self.model_dump(mode="json")
+        for section, key in (("mqtt", "password"), ("sync", "s3_secret_access_key")):
+            if data[section][key] is not None:
+                data[section][key] = REDACTED
+        return data
+
+
+def load_settings(
+    config_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings or raise :class:`ConfigError` listing every problem.
+
+    ``config_path`` falls back to ``$EDGEWATCH_CONFIG``; ``overrides`` are nested dicts
+    from command-line flags and win over everything else.
+    """
+    env = dict(os.environ)
+    if config_path is None and env.get(CONFIG_ENV):
+        config_path = Path(env[CONFIG_ENV])
+    problems = _unknown_env_keys(env)
+    if config_path is not None:
+        read_toml(config_path)  # fail early with the file's own error
+    token = _toml_path.set(config_path)
+    try:
+        settings = Settings(**(overrides or {}))
+    except ValidationError as exc:
+        problems.extend(_describe(exc, env))
+        raise ConfigError(problems, source=str(config_path) if config_path else None) from None
+    finally:
+        _toml_path.reset(token)
+    if problems:
+        raise ConfigError(problems, source=str(config_path) if config_path else None)
+    return settings
+
+
+def _unknown_env_keys(env: dict[str, str]) -> list[str]:
+    # pydantic-settings ignores unknown top-level variables; a typo there would
+    # otherwise silently fall back to a default.
+    problems = []
+    for key in sorted(env):
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        section = key[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section not in Settings.SECTIONS:
+            problems.append(
+                f"{key}: unknown setting (sections: {', '.join(Settings.SECTIONS)}; "
+                "nest keys with __, e.g. EDGEWATCH_MQTT__PORT)"
+            )
+    return problems
+
+
+def _describe(exc: ValidationError, env: dict[str, str]) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in error["loc"])
+        env_key = ENV_PREFIX + "__".join(str(p).upper() for p in error["loc"])
+        origin = f" (from {env_key})" if env_key in env else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key{origin}")
+            continue
+        if error["type"] == "missing":
+            lines.append(f"{loc}: required{origin}")
+            continue
+        value = error.get("input")
+        shown = REDACTED if "password" in loc or "secret" in loc else _short(value)
+        lines.append(f"{loc}: {shown} {_phrase(message)}{origin}")
+    return lines
+
+
+def _short(value: object) -> str:
+    # Quote strings only where the bare text would be unreadable ('' or spaces).
+    text = (
+        repr(value)
+        if isinstance(value, str) and (not value or value != value.strip())
+        else str(value)
+    )
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _phrase(message: str) -> str:
+    # Turn pydantic's "Input should be ..." into "is not valid: should be ...".
+    if message.startswith(("is ", "must ")):
+        return message
+    if message.startswith("Input should be a valid "):
+        return "is not " + message.removeprefix("Input should be ").split(",")[0]
+    if message.startswith("Input should be "):
+        return "must be " + message.removeprefix("Input should be ")
+    if message.startswith("Input should be "):
+        return "is not allowed: should be " + message.removeprefix("Input should be ")
+    if message.startswith("Input "):
+        return "is not allowed: " + message.removeprefix("Input ")
+    return "is not allowed: " + message[:1].lower() + message[1:]

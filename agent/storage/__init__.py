@@ -1,0 +1,1 @@
+"""Local SQLite records: schema, connections, migrations, writes and queries."""

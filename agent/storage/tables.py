@@ -1,0 +1,208 @@
+"""SQLAlchemy Core tables of the local database.
+
+This module describes the schema for queries; Alembic revisions in ``alembic/versions``
+create and change it (never ``metadata.create_all``). A test compares the two so
+they cannot drift apart.
+
+Times are UTC epoch milliseconds in INTEGER columns named ``*_ms``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+# Stable constraint names let Alembic's batch mode (SQLite table rebuilds) find them.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+assets = Table(
+    "assets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("site", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    # commissioning | healthy | alerting | retired
+    Column("state", String(32), nullable=False, server_default="commissioning"),
+    Column("sensors", Text, nullable=True, comment="JSON list of sensor names seen"),
+    Column("baseline_version", String(64), nullable=True),
+    Column("commissioned_ms", BigInteger, nullable=True),
+    UniqueConstraint("site", "name"),
+)
+
+# Raw samples kept for retraining and context around alerts, bounded by retention.
+# (asset, ts) is the natural key of a reading: INSERT OR IGNORE makes a redelivered
+# MQTT message harmless.
+readings = Table(
+    "readings",
+    metadata,
+    Column("asset_id", Integer, ForeignKey("assets.id"), primary_key=True),
+    Column("ts_ms", BigInteger, primary_key=True),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("values_json", Text, nullable=False, comment="JSON object sensor -> value"),
+    sqlite_with_rowid=False,
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("asset_id", Integer, ForeignKey("assets.id"), nullable=False),
+    Column("window_end_ms", BigInteger, nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("anomaly_score", Float, nullable=False),
+    Column("anomaly_threshold", Float, nullable=False),
+    Column("is_anomaly", Integer, nullable=False),
+    Column("rul", Float, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("asset_id", "window_end_ms", "model_version"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("asset_id", Integer, ForeignKey("assets.id"), nullable=False),
+    Column("kind", String(32), nullable=False),  # anomaly | rul
+    Column("severity", String(16), nullable=False),  # info | warning | critical
+    Column("opened_ms", BigInteger, nullable=False),
+    Column("closed_ms", BigInteger, nullable=True),
+    Column("peak_score", Float, nullable=False),
+    Column("last_score", Float, nullable=False),
+    Column("rul_at_open", Float, nullable=True),
+    Column("model_version", String(64), nullable=False, server_default=""),
+    Column("acknowledged", Integer, nullable=False, server_default="0"),
+    Column("acknowledged_ms", BigInteger, nullable=True),
+    Column("acknowledged_by", String(128), nullable=True),
+    Column("detail", Text, nullable=False, server_default=""),
+    UniqueConstraint("asset_id", "kind", "opened_ms"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False, comment="raw bytes, truncated"),
+    Column("payload_size", Integer, nullable=False, comment="size before truncation"),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("asset", String(128), nullable=True),
+)
+
+summaries = Table(
+    "summaries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("asset_id", Integer, ForeignKey("assets.id"), nullable=False),
+    Column("period_start_ms", BigInteger, nullable=False),
+    Column("period_s", Integer, nullable=False),
+    Column("samples", Integer, nullable=False),
+    Column("stats_json", Text, nullable=False, comment="sensor -> min/mean/max/std/p95"),
+    Column("anomaly_rate", Float, nullable=True),
+    Column("max_score", Float, nullable=True),
+    Column("latest_rul", Float, nullable=True),
+    Column("alerts_opened", Integer, nullable=False, server_default="0"),
+    Column("alerts_closed", Integer, nullable=False, server_default="0"),
+    Column("asset_state", String(32), nullable=True),
+    Column("model_version", String(64), nullable=True),
+    UniqueConstraint("asset_id", "period_start_ms", "period_s"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),  # summary | alert | event | retraining | ledger
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("priority", Integer, nullable=False),  # lower drains first
+    Column("state", String(16), nullable=False, server_default="pending"),  # pending|done|dropped
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_ms", BigInteger, nullable=False, server_default="0"),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("size_bytes", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=True, comment="inline body, or NULL if in a file"),
+    Column("done_ms", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("installed_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # active | retired | rejected
+    Column("manifest_json", Text, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("level", String(16), nullable=False, server_default="info"),
+    Column("asset_id", Integer, ForeignKey("assets.id"), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("detail_json", Text, nullable=True),
+)
+
+# One row per agent process name: its latest heartbeat, so that `edgewatch status`
+# can tell a running agent from a dead one without talking to it.
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("agent", String(128), primary_key=True),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("health_json", Text, nullable=False, server_default="{}"),
+)
+
+# The records CLI filters by asset and time range; the uploader drains by state,
+# priority and age.
+Index("ix_predictions_asset_time", predictions.c.asset_id, predictions.c.window_end_ms)
+Index("ix_predictions_time", predictions.c.window_end_ms)
+Index("ix_alerts_asset_time", alerts.c.asset_id, alerts.c.opened_ms)
+Index("ix_alerts_open", alerts.c.asset_id, sqlite_where=text("closed_ms IS NULL"))
+Index("ix_dead_letters_time", dead_letters.c.received_ms)
+Index("ix_dead_letters_reason", dead_letters.c.reason, dead_letters.c.received_ms)
+Index("ix_readings_time", readings.c.ts_ms)
+Index("ix_summaries_time", summaries.c.period_start_ms)
+Index(
+    "ix_outbox_drain",
+    outbox.c.state,
+    outbox.c.priority,
+    outbox.c.created_ms,
+)
+Index("ix_events_time", events.c.ts_ms)
+Index("ix_events_asset_time", events.c.asset_id, events.c.ts_ms)

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import insert, select
+
+from agent.errors import SchemaTooNewError, StorageError
+from agent.storage import migrate, tables
+from agent.storage.engine import open_engine
+
+
+def revisions_oldest_first() -> list[str]:
+    return [r.revision for r in reversed(migrate.history())]
+
+
+def test_upgrade_from_empty_creates_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "edgewatch.db"
+    result = migrate.upgrade(path)
+    assert result.from_revision is None
+    assert result.to_revision == migrate.head_revision()
+    assert result.backup is None  # nothing to back up in a new database
+    engine = open_engine(path)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), tables.metadata)
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            fks = conn.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    finally:
+        engine.dispose()
+    assert diff == [], "migrations and agent/storage/tables.py disagree"
+    assert mode == "wal"
+    assert fks == 1
+
+
+@pytest.mark.parametrize("start", revisions_oldest_first()[:-1])
+def test_upgrade_from_each_previous_revision_keeps_data_and_backs_up(
+    tmp_path: Path, start: str
+) -> None:
+    path = tmp_path / "edgewatch.db"
+    migrate.upgrade(path, start)
+    engine = open_engine(path)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(tables.assets).values(
+                site="s", name="pump-1", first_seen_ms=1, last_seen_ms=2, state="healthy"
+            )
+        )
+    engine.dispose()
+
+    result = migrate.upgrade(path)
+    assert result.changed
+    assert result.from_revision == start
+    assert result.backup is not None and result.backup.is_file()
+    with sqlite3.connect(result.backup) as copy:
+        rows = copy.execute("SELECT name FROM assets").fetchall()
+        version = copy.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert rows == [("pump-1",)]
+    assert version == (start,)
+
+    engine = open_engine(path)
+    with engine.connect() as conn:
+        names = conn.execute(select(tables.assets.c.name)).scalars().all()
+    engine.dispose()
+    assert names == ["pump-1"]
+
+
+def test_upgrade_at_head_is_a_no_op_without_backup(migrated_db: Path) -> None:
+    result = migrate.upgrade(migrated_db)
+    assert not result.changed
+    assert result.backup is None
+    assert not (migrated_db.parent / migrate.BACKUP_DIR_NAME).exists()
+
+
+def test_downgrade_to_base_and_back(migrated_db: Path) -> None:
+    migrate.downgrade(migrated_db, "base")
+    engine = open_engine(migrated_db)
+    try:
+        assert migrate.current_revision(engine) is None
+    finally:
+        engine.dispose()
+    assert migrate.upgrade(migrated_db).to_revision == migrate.head_revision()
+
+
+def test_database_newer_than_code_is_refused(migrated_db: Path) -> None:
+    with sqlite3.connect(migrated_db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    with pytest.raises(SchemaTooNewError, match="newer than this edgewatch"):
+        migrate.upgrade(migrated_db)
+    with pytest.raises(SchemaTooNewError):
+        migrate.ensure_current(migrated_db)
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE stuff (x)")
+    with pytest.raises(StorageError, match="no edgewatch schema version"):
+        migrate.upgrade(path)
+
+
+def test_garbage_file_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "edgewatch.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        migrate.upgrade(path)
+    assert path.read_bytes().startswith(b"this is not sqlite")
+
+
+def test_ensure_current_refuses_an_old_schema(tmp_path: Path) -> None:
+    path = tmp_path / "edgewatch.db"
+    migrate.upgrade(path, revisions_oldest_first()[0])
+    with pytest.raises(StorageError, match="edgewatch db upgrade"):
+        migrate.ensure_current(path)
+
+
+def test_missing_database_is_not_created_by_readers(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        open_engine(tmp_path / "nope.db", create=False)
+    assert not (tmp_path / "nope.db").exists()
