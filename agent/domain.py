@@ -41,10 +41,42 @@ class RejectReason(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class MessageRef:
-    """Identifies one MQTT delivery so that it can be acknowledged after commit."""
+    """Identifies one MQTT delivery so that it can be acknowledged after commit.
+
+    ``session`` numbers the broker connection the message came on: a message id is
+    only meaningful on its own connection, so acks for an older one are dropped (the
+    broker redelivers those messages on the new connection).
+    """
 
     mid: int
     qos: int
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that was refused, with why; stored in ``dead_letters``."""
+
+    received_ms: int
+    topic: str
+    payload: bytes  # already truncated to the storage limit
+    payload_size: int  # size as received
+    reason: RejectReason
+    detail: str
+    asset: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """What one MQTT message became: readings, or a dead letter, never both.
+
+    ``ref`` is None for QoS 0 messages (nothing to acknowledge).
+    """
+
+    ref: MessageRef | None
+    received_ms: int
+    readings: tuple[Reading, ...] = ()
+    rejected: DeadLetter | None = None
 
 
 @dataclass(frozen=True, slots=True)

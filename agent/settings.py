@@ -115,8 +115,15 @@ class MqttSettings(_Section):
     receive_maximum: Annotated[int, Field(ge=1, le=65535)] = Field(
         1000, description="Unacknowledged QoS 1 messages the broker may send at once."
     )
-    max_payload_bytes: Annotated[int, Field(ge=64)] = Field(
-        65536, description="Larger messages are dead-lettered as too_large."
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT version; auto tries 5 and falls back to 3.1.1."
+    )
+    session_expiry_s: Annotated[int, Field(ge=0)] = Field(
+        7 * 86400,
+        description="How long the broker keeps our session and queued QoS 1 messages (MQTT 5).",
+    )
+    health_interval_s: Annotated[float, Field(ge=1, le=3600)] = Field(
+        30.0, description="Seconds between health messages on the status topic."
     )
 
     @field_validator("telemetry_topic", "alerts_topic")
@@ -147,6 +154,29 @@ def _check_template(value: str, *, required: tuple[str, ...]) -> str:
     if any(c in value for c in "#+"):
         raise ValueError("must not contain MQTT wildcards ('#', '+')")
     return value
+
+
+class IngestSettings(_Section):
+    """Validation of incoming readings and how streams are cut into windows."""
+
+    max_payload_bytes: Annotated[int, Field(ge=64)] = Field(
+        65536, description="Larger messages are dead-lettered as too_large."
+    )
+    max_batch: Annotated[int, Field(ge=1, le=100000)] = Field(
+        1000, description="Most readings in one batch message."
+    )
+    max_future_s: Annotated[float, Field(ge=0)] = Field(
+        300.0, description="Readings further ahead of the gateway clock are ts_future."
+    )
+    max_past_s: Annotated[float, Field(gt=0)] = Field(
+        30 * 86400.0, description="Readings older than this are ts_past."
+    )
+    reorder_samples: Annotated[int, Field(ge=0, le=1000)] = Field(
+        4, description="Late readings up to this many samples back are put in order."
+    )
+    gap_factor: Annotated[float, Field(gt=1)] = Field(
+        10.0, description="A gap longer than this many sample periods restarts the window."
+    )
 
 
 class StorageSettings(_Section):
@@ -320,6 +350,7 @@ class Settings(BaseSettings):
 
     identity: IdentitySettings = Field(default_factory=IdentitySettings)  # type: ignore[arg-type]
     mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
@@ -328,6 +359,7 @@ class Settings(BaseSettings):
     SECTIONS: ClassVar[tuple[str, ...]] = (
         "identity",
         "mqtt",
+        "ingest",
         "storage",
         "model",
         "sync",
