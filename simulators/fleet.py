@@ -23,22 +23,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-
-import numpy as np
+from pathlib import Path
 
 from simulators.badinput import BadInputInjector
-from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE, Chunk
+from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE
 from simulators.publisher import DEFAULT_MAX_INFLIGHT, MessageSink, MqttPublisher
 from simulators.pump import SENSORS, AssetRun, plan_fleet, simulate_asset
 from simulators.stream import (
     Pacing,
     ProgressCallback,
     RunReport,
+    Series,
     StreamStats,
     TruthTable,
     finish_run,
+    interleave,
     run_stream,
 )
 
@@ -77,56 +77,21 @@ def simulate_runs(config: FleetConfig, start_ts: float) -> list[AssetRun]:
     ]
 
 
-def fleet_chunks(runs: list[AssetRun], batch: int = 1) -> tuple[Iterator[Chunk], int]:
-    """Messages of every asset interleaved in time order, and how many there are.
-
-    A batch goes out when its newest sample exists, so messages are ordered by the
-    time of their last sample (ties by asset).
-    """
-    if batch < 1:
-        raise ValueError("batch must be >= 1")
-    ends: list[float] = []
-    owners: list[int] = []
-    starts: list[int] = []
-    for a, run in enumerate(runs):
-        n = len(run)
-        first = np.arange(0, n, batch)
-        last = np.minimum(first + batch, n) - 1
-        ends.extend(run.ts[last].tolist())
-        owners.extend([a] * len(first))
-        starts.extend(first.tolist())
-    order = np.lexsort((np.asarray(owners), np.asarray(ends))) if ends else np.array([], int)
-
-    def generate() -> Iterator[Chunk]:
-        # Lists once per run: slicing lists is much cheaper than numpy -> list per message.
-        cols = [
-            (
-                run.spec.asset,
-                run.ts.tolist(),
-                {s: run.values[s].tolist() for s in SENSORS},
-                run.fault,
-                run.rul_s.tolist(),
-                run.sensor_fault,
-            )
-            for run in runs
-        ]
-        for i in order.tolist():
-            asset, ts, values, fault, rul, sensor_fault = cols[owners[i]]
-            lo = starts[i]
-            hi = lo + batch
-            yield Chunk(
-                asset=asset,
-                ts=ts[lo:hi],
-                values={s: v[lo:hi] for s, v in values.items()},
-                truth={
-                    "fault": fault[lo:hi],
-                    "rul": rul[lo:hi],
-                    "sensor_fault": sensor_fault[lo:hi],
-                },
-                as_batch=batch > 1,
-            )
-
-    return generate(), len(ends)
+def runs_to_series(runs: list[AssetRun]) -> list[Series]:
+    """The runs as stream series; truth columns ``fault``, ``rul`` (s), ``sensor_fault``."""
+    return [
+        Series(
+            asset=run.spec.asset,
+            ts=run.ts,
+            values={s: run.values[s] for s in SENSORS},
+            truth={
+                "fault": list(run.fault),
+                "rul": run.rul_s.tolist(),
+                "sensor_fault": list(run.sensor_fault),
+            },
+        )
+        for run in runs
+    ]
 
 
 def stream_fleet(
@@ -145,7 +110,7 @@ def stream_fleet(
     """Simulate the fleet and send it to any sink (publisher, or a list in tests)."""
     start_ts = config.start_ts if config.start_ts is not None else round(time.time(), 3)
     runs = simulate_runs(config, start_ts)
-    chunks, total = fleet_chunks(runs, config.batch)
+    chunks, total = interleave(runs_to_series(runs), config.batch)
     return run_stream(
         chunks,
         sink,
@@ -172,8 +137,8 @@ def publish_fleet(
     pacing: Pacing | None = None,
     bad: BadInputInjector | None = None,
     count: int | None = None,
-    truth_path: str | None = None,
-    bad_record_path: str | None = None,
+    truth_path: str | Path | None = None,
+    bad_record_path: str | Path | None = None,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,

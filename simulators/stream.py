@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from simulators.badinput import BadInputInjector, BadRecord, write_records
@@ -26,6 +28,60 @@ ProgressCallback = Callable[[int, int | None], None]
 _PROGRESS_INTERVAL_S = 0.1
 #: Sample period assumed for an asset until two of its samples have been seen.
 _DEFAULT_PERIOD_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """All samples of one asset: times (epoch s), sensor columns, truth columns."""
+
+    asset: str
+    ts: npt.NDArray[np.float64]
+    values: dict[str, npt.NDArray[np.float64]]
+    truth: dict[str, list[object]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+
+def interleave(series: list[Series], batch: int = 1) -> tuple[Iterator[Chunk], int]:
+    """Messages of every asset interleaved in time order, and how many there are.
+
+    A batch goes out when its newest sample exists, so messages are ordered by the
+    time of their last sample (ties by position in ``series``).
+    """
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    ends: list[float] = []
+    owners: list[int] = []
+    starts: list[int] = []
+    for a, one in enumerate(series):
+        n = len(one)
+        first = np.arange(0, n, batch)
+        last = np.minimum(first + batch, n) - 1
+        ends.extend(one.ts[last].tolist())
+        owners.extend([a] * len(first))
+        starts.extend(first.tolist())
+    order = np.lexsort((np.asarray(owners), np.asarray(ends))) if ends else np.array([], int)
+
+    def generate() -> Iterator[Chunk]:
+        # Lists once per asset: slicing lists is much cheaper than numpy per message.
+        cols = [
+            (one.asset, one.ts.tolist(), {k: v.tolist() for k, v in one.values.items()}, one.truth)
+            for one in series
+        ]
+        for i in order.tolist():
+            asset, ts, values, truth = cols[owners[i]]
+            lo = starts[i]
+            hi = lo + batch
+            yield Chunk(
+                asset=asset,
+                ts=ts[lo:hi],
+                values={k: v[lo:hi] for k, v in values.items()},
+                truth={k: v[lo:hi] for k, v in truth.items()},
+                as_batch=batch > 1,
+            )
+
+    return generate(), len(ends)
 
 
 @dataclass(frozen=True, slots=True)
