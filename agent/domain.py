@@ -140,7 +140,64 @@ class Alert:
     rul_cycles: float | None = None
     model_version: str = ""
     detail: str = ""
+    last_update_ms: int = 0
 
     @property
     def is_open(self) -> bool:
         return self.closed_ms is None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the windowing stage made of one :class:`Inbound`, for the recorder.
+
+    ``late`` readings arrived behind their asset's stream; the recorder decides
+    whether each is a harmless redelivery (same values already stored), a
+    ``duplicate`` or ``out_of_order``. The message is acknowledged once all of it
+    is committed.
+    """
+
+    ref: MessageRef | None
+    received_ms: int
+    readings: tuple[Reading, ...] = ()
+    late: tuple[tuple[Reading, RejectReason], ...] = ()
+    rejected: DeadLetter | None = None
+
+
+class AssetState(enum.StrEnum):
+    COMMISSIONING = "commissioning"
+    HEALTHY = "healthy"
+    ALERTING = "alerting"
+
+
+@dataclass(frozen=True, slots=True)
+class CommissionRequest:
+    """An asset's first healthy samples, shape (samples, sensors), to learn its baseline."""
+
+    asset: str
+    sensors: tuple[str, ...]
+    samples: FloatArray = field(repr=False)
+    first_ms: int
+    last_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AssetStatus:
+    """A change of an asset's lifecycle state."""
+
+    asset: str
+    state: AssetState
+    ts_ms: int
+    baseline_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something an operator may want to know; stored in ``events``."""
+
+    ts_ms: int
+    kind: str
+    message: str
+    level: str = "info"
+    asset: str | None = None
+    detail: dict[str, object] | None = None

@@ -239,14 +239,20 @@ class ModelSettings(_Section):
     commission_samples: Annotated[int, Field(ge=50, le=100000)] = Field(
         400, description="Samples of a new asset used as its healthy baseline."
     )
-    alert_open_after: Annotated[int, Field(ge=1, le=1000)] = Field(
-        3, description="Consecutive anomalous windows that open an alert."
+    alert_open_after: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="Anomalous windows in a row that open an alert (default: bundle's)."
     )
-    alert_close_after: Annotated[int, Field(ge=1, le=1000)] = Field(
-        5, description="Consecutive windows below the lower threshold that close it."
+    alert_close_after: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="Windows in a row below the closing level that close it (bundle's)."
     )
-    alert_close_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.8, description="Lower (closing) threshold as a fraction of the threshold."
+    alert_close_ratio: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Closing level as a fraction of the threshold (default: bundle's)."
+    )
+    commission_cpu_budget_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="CPU seconds one asset's commissioning may spend training."
+    )
+    max_commissioning: Annotated[int, Field(ge=1, le=8)] = Field(
+        1, description="Assets commissioned at the same time."
     )
 
 

@@ -1,0 +1,1 @@
+"""Batched model inference, per-asset baselines (commissioning) and alert decisions."""

@@ -1,0 +1,145 @@
+"""From per-window verdicts to alerts, with smoothing and hysteresis.
+
+An anomaly alert opens after ``open_after`` anomalous windows in a row and closes
+after ``close_after`` windows in a row below ``close_ratio * threshold``: a single
+noisy window neither opens nor closes anything, and a score hovering at the
+threshold does not make the alert chatter. A RUL alert opens when the estimate
+stays below ``rul_below`` for ``open_after`` windows and closes once it stays above
+the limit (plus a margin) for ``close_after`` windows (e.g. after maintenance).
+
+Severity: anomaly alerts are ``warning`` and become ``critical`` when the score
+reaches ``CRITICAL_SCORE_FACTOR`` times the threshold; RUL alerts are ``warning``
+and ``critical`` below half the limit. An update is emitted when an alert opens,
+escalates or closes, not for every window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from agent.domain import Alert, AlertKind, Prediction, Severity
+
+CRITICAL_SCORE_FACTOR = 2.0
+RUL_CLOSE_MARGIN = 1.1
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    open_after: int
+    close_after: int
+    close_ratio: float
+    rul_below: float | None = None
+
+
+@dataclass
+class _Track:
+    above: int = 0
+    below: int = 0
+    alert: Alert | None = None
+
+
+class AlertTracker:
+    """Per-asset alert state machines; feed predictions in window order."""
+
+    def __init__(self, policy: AlertPolicy) -> None:
+        self.policy = policy
+        self._tracks: dict[tuple[str, AlertKind], _Track] = {}
+
+    def open_alerts(self) -> list[Alert]:
+        return [t.alert for t in self._tracks.values() if t.alert is not None]
+
+    def restore(self, alert: Alert) -> None:
+        """Continue an alert that was open when the agent stopped."""
+        self._tracks[(alert.asset, alert.kind)] = _Track(above=self.policy.open_after, alert=alert)
+
+    def forget(self, asset: str) -> list[Alert]:
+        """Close the asset's open alerts (baseline reset); returns the closed ones."""
+        closed = []
+        for (name, _kind), track in list(self._tracks.items()):
+            if name == asset and track.alert is not None:
+                closed.append(replace(track.alert, closed_ms=track.alert.last_update_ms))
+                track.alert = None
+        for key in [k for k in self._tracks if k[0] == asset]:
+            del self._tracks[key]
+        return closed
+
+    def update(self, p: Prediction) -> list[Alert]:
+        """Alerts that opened, escalated or closed with this prediction."""
+        changes = []
+        anomaly = self._step(
+            p,
+            AlertKind.ANOMALY,
+            hot=p.is_anomaly,
+            cool=p.anomaly_score < self.policy.close_ratio * p.anomaly_threshold,
+            score=p.anomaly_score,
+            severity=(
+                Severity.CRITICAL
+                if p.anomaly_score >= CRITICAL_SCORE_FACTOR * p.anomaly_threshold
+                else Severity.WARNING
+            ),
+        )
+        if anomaly is not None:
+            changes.append(anomaly)
+        limit = self.policy.rul_below
+        if limit is not None and p.rul_cycles is not None:
+            rul = self._step(
+                p,
+                AlertKind.RUL,
+                hot=p.rul_cycles < limit,
+                cool=p.rul_cycles > limit * RUL_CLOSE_MARGIN,
+                score=p.anomaly_score,
+                severity=Severity.CRITICAL if p.rul_cycles < limit / 2 else Severity.WARNING,
+            )
+            if rul is not None:
+                changes.append(rul)
+        return changes
+
+    def _step(
+        self,
+        p: Prediction,
+        kind: AlertKind,
+        *,
+        hot: bool,
+        cool: bool,
+        score: float,
+        severity: Severity,
+    ) -> Alert | None:
+        track = self._tracks.setdefault((p.asset, kind), _Track())
+        track.above = track.above + 1 if hot else 0
+        track.below = track.below + 1 if cool else 0
+        alert = track.alert
+        if alert is None:
+            if track.above < self.policy.open_after:
+                return None
+            track.alert = Alert(
+                asset=p.asset,
+                kind=kind,
+                severity=severity,
+                opened_ms=p.window_end_ms,
+                peak_score=score,
+                last_score=score,
+                rul_cycles=p.rul_cycles,
+                model_version=p.model_version,
+                last_update_ms=p.window_end_ms,
+            )
+            return track.alert
+        if track.below >= self.policy.close_after:
+            closed = replace(
+                alert,
+                closed_ms=p.window_end_ms,
+                last_score=score,
+                last_update_ms=p.window_end_ms,
+                rul_cycles=p.rul_cycles,
+            )
+            track.alert = None
+            return closed
+        escalated = severity is Severity.CRITICAL and alert.severity is not Severity.CRITICAL
+        track.alert = replace(
+            alert,
+            severity=Severity.CRITICAL if escalated else alert.severity,
+            peak_score=max(alert.peak_score, score),
+            last_score=score,
+            rul_cycles=p.rul_cycles,
+            last_update_ms=p.window_end_ms,
+        )
+        return track.alert if escalated else None

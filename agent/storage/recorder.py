@@ -1,0 +1,127 @@
+"""The recorder stage: groups items into few, large transactions, then acknowledges.
+
+A batch is committed when it holds ``commit_max_rows`` items, when its oldest item
+has waited ``commit_interval_ms``, or when it holds ``ack_batch`` unacknowledged
+messages (the broker stops sending at its in-flight limit, so waiting longer would
+only stall the stream). Few large commits spare SD cards; the ack after the commit
+is what makes processing at-least-once.
+
+If a write fails (disk full, database locked for long), nothing is acknowledged:
+the batch is kept and retried with backoff, the broker keeps the messages, and
+the failure is logged once per outage, not per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from agent.domain import Accepted, MessageRef
+from agent.errors import StorageError
+from agent.logs import fields
+from agent.metrics import Metrics
+from agent.storage.writer import Item, Writer
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderConfig:
+    commit_interval_ms: int = 200
+    commit_max_rows: int = 2000
+    ack_batch: int = 1000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Recorder:
+    """Consumes the recorder queue until cancelled, committing in batches."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        config: RecorderConfig,
+        metrics: Metrics,
+        on_committed: Callable[[Sequence[MessageRef]], None],
+    ) -> None:
+        self.writer = writer
+        self.config = config
+        self.metrics = metrics
+        self.on_committed = on_committed
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="edgewatch-db")
+        self._failing_since: float | None = None
+
+    async def run(self, inbox: asyncio.Queue[Item]) -> None:
+        loop = asyncio.get_running_loop()
+        interval_s = self.config.commit_interval_ms / 1000
+        try:
+            while True:
+                first = await inbox.get()
+                inbox.task_done()
+                batch: list[Item] = [first]
+                refs = _refs(first)
+                deadline = loop.time() + interval_s
+                while len(batch) < self.config.commit_max_rows and refs < self.config.ack_batch:
+                    try:
+                        item = inbox.get_nowait()
+                    except asyncio.QueueEmpty:
+                        remaining = deadline - loop.time()
+                        if remaining <= 0:
+                            break
+                        try:
+                            async with asyncio.timeout(remaining):
+                                item = await inbox.get()
+                        except TimeoutError:
+                            break
+                    inbox.task_done()
+                    batch.append(item)
+                    refs += _refs(item)
+                await self.commit(batch)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    async def commit(self, batch: list[Item]) -> None:
+        """Write ``batch`` (retrying until it succeeds), then acknowledge its messages."""
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                stats = await loop.run_in_executor(self._pool, self.writer.write, batch, _now_ms())
+                break
+            except StorageError as exc:
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                    log.error(
+                        "cannot write to the database; holding messages unacknowledged",
+                        extra=fields(error=str(exc), items=len(batch)),
+                    )
+                await asyncio.sleep(delay)  # backoff between retries, not synchronisation
+                delay = min(delay * 2, RETRY_MAX_S)
+        if self._failing_since is not None:
+            log.warning(
+                "database writes recovered",
+                extra=fields(after_s=round(time.monotonic() - self._failing_since, 1)),
+            )
+            self._failing_since = None
+        self.metrics.commits += 1
+        self.metrics.rows_written += stats.rows
+        self.metrics.readings_redelivered += stats.redelivered
+        for reason, count in stats.dead_letters.items():
+            if reason in ("duplicate", "out_of_order"):
+                self.metrics.dead_letters[reason] += count
+        acked = [item.ref for item in batch if isinstance(item, Accepted) and item.ref is not None]
+        if acked:
+            self.on_committed(acked)
+
+
+def _refs(item: Item) -> int:
+    return 1 if isinstance(item, Accepted) and item.ref is not None else 0

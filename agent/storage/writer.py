@@ -1,0 +1,309 @@
+"""Batched, idempotent writes of everything the agent keeps (one thread, one connection).
+
+Every write is keyed so that repeating it changes nothing: readings by (asset, ts),
+predictions by (asset, window end, model version), alerts by (asset, kind, opened).
+That is what lets the agent acknowledge MQTT messages only after commit: a message
+redelivered after a crash meets its own rows and leaves no trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+
+from agent.domain import (
+    Accepted,
+    Alert,
+    AssetStatus,
+    DeadLetter,
+    Event,
+    Prediction,
+    Reading,
+    RejectReason,
+)
+from agent.errors import DiskFullError, StorageError
+from agent.storage import tables as t
+
+log = logging.getLogger(__name__)
+
+
+def values_json(values: dict[str, float]) -> str:
+    # Sorted keys make equal readings byte-equal, which is how a redelivery is told
+    # from a genuine duplicate timestamp.
+    return orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    agent: str
+    pid: int
+    version: str
+    started_ms: int
+    ts_ms: int
+    health: dict[str, object]
+
+
+Item = Accepted | Prediction | Alert | AssetStatus | Event | Heartbeat
+
+
+@dataclass
+class WriteStats:
+    rows: int = 0
+    redelivered: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+
+class Writer:
+    """Writes batches of items in one transaction; used from a single thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        site: str,
+        keep_readings: bool = True,
+        dead_letter_max_bytes: int = 4096,
+        topic_for: Callable[[str], str] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.topic_for = topic_for or (lambda asset: asset)
+        self.site = site
+        self.keep_readings = keep_readings
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self._asset_ids: dict[str, int] = {}
+
+    def write(self, items: Sequence[Item], now_ms: int) -> WriteStats:
+        """Write ``items`` in one transaction; raises StorageError/DiskFullError."""
+        stats = WriteStats()
+        try:
+            with self.engine.begin() as conn:
+                self._write(conn, items, now_ms, stats)
+        except OperationalError as exc:
+            self._asset_ids.clear()  # ids inserted in the failed transaction are gone
+            raise _storage_error(exc) from None
+        return stats
+
+    def asset_id(self, conn: Connection, name: str, seen_ms: int) -> int:
+        found = self._asset_ids.get(name)
+        if found is not None:
+            return found
+        conn.execute(
+            sqlite_insert(t.assets)
+            .values(site=self.site, name=name, first_seen_ms=seen_ms, last_seen_ms=seen_ms)
+            .on_conflict_do_nothing()
+        )
+        asset_id: int = conn.execute(
+            select(t.assets.c.id).where(t.assets.c.site == self.site, t.assets.c.name == name)
+        ).scalar_one()
+        self._asset_ids[name] = asset_id
+        return asset_id
+
+    def _write(
+        self, conn: Connection, items: Sequence[Item], now_ms: int, stats: WriteStats
+    ) -> None:
+        readings: list[dict[str, object]] = []
+        late: list[tuple[Reading, RejectReason, int, str | None]] = []
+        dead: list[DeadLetter] = []
+        predictions: list[dict[str, object]] = []
+        last_seen: dict[str, int] = {}
+        for item in items:
+            if isinstance(item, Accepted):
+                for r in item.readings:
+                    aid = self.asset_id(conn, r.asset, r.ts_ms)
+                    last_seen[r.asset] = max(last_seen.get(r.asset, 0), r.ts_ms)
+                    if self.keep_readings:
+                        readings.append(
+                            {
+                                "asset_id": aid,
+                                "ts_ms": r.ts_ms,
+                                "received_ms": item.received_ms,
+                                "values_json": values_json(r.values),
+                            }
+                        )
+                for r, reason in item.late:
+                    late.append((r, reason, item.received_ms, None))
+                if item.rejected is not None:
+                    dead.append(item.rejected)
+            elif isinstance(item, Prediction):
+                predictions.append(
+                    {
+                        "asset_id": self.asset_id(conn, item.asset, item.window_end_ms),
+                        "window_end_ms": item.window_end_ms,
+                        "model_version": item.model_version,
+                        "anomaly_score": item.anomaly_score,
+                        "anomaly_threshold": item.anomaly_threshold,
+                        "is_anomaly": int(item.is_anomaly),
+                        "rul": item.rul_cycles,
+                        "created_ms": now_ms,
+                    }
+                )
+            elif isinstance(item, Alert):
+                self._alert(conn, item)
+            elif isinstance(item, AssetStatus):
+                self._status(conn, item)
+            elif isinstance(item, Event):
+                self._event(conn, item)
+            else:
+                self._heartbeat(conn, item)
+            stats.rows += 1
+        if readings:
+            conn.execute(insert(t.readings).prefix_with("OR IGNORE"), readings)
+            stats.rows += len(readings)
+        if predictions:
+            conn.execute(insert(t.predictions).prefix_with("OR IGNORE"), predictions)
+        for r, reason, received_ms, _ in late:
+            verdict = self._judge_late(conn, r, reason)
+            if verdict is None:
+                stats.redelivered += 1
+            else:
+                dead.append(_late_letter(r, verdict, received_ms, self.topic_for(r.asset)))
+        if dead:
+            conn.execute(
+                insert(t.dead_letters),
+                [
+                    {
+                        "received_ms": d.received_ms,
+                        "topic": d.topic,
+                        "payload": d.payload[: self.dead_letter_max_bytes],
+                        "payload_size": d.payload_size,
+                        "reason": str(d.reason),
+                        "detail": d.detail,
+                        "asset": d.asset,
+                    }
+                    for d in dead
+                ],
+            )
+            for d in dead:
+                stats.dead_letters[str(d.reason)] = stats.dead_letters.get(str(d.reason), 0) + 1
+        for name, ts in last_seen.items():
+            conn.execute(
+                update(t.assets)
+                .where(t.assets.c.id == self._asset_ids[name], t.assets.c.last_seen_ms < ts)
+                .values(last_seen_ms=ts)
+            )
+
+    def _judge_late(
+        self, conn: Connection, r: Reading, reason: RejectReason
+    ) -> RejectReason | None:
+        """None for a redelivery of a stored reading, else the dead-letter reason."""
+        if not self.keep_readings:
+            return reason
+        stored = conn.execute(
+            select(t.readings.c.values_json).where(
+                and_(
+                    t.readings.c.asset_id == self._asset_ids.get(r.asset, -1),
+                    t.readings.c.ts_ms == r.ts_ms,
+                )
+            )
+        ).scalar_one_or_none()
+        if stored is None:
+            return RejectReason.OUT_OF_ORDER
+        if stored == values_json(r.values):
+            return None
+        return RejectReason.DUPLICATE
+
+    def _alert(self, conn: Connection, a: Alert) -> None:
+        stmt = sqlite_insert(t.alerts).values(
+            asset_id=self.asset_id(conn, a.asset, a.opened_ms),
+            kind=str(a.kind),
+            severity=str(a.severity),
+            opened_ms=a.opened_ms,
+            closed_ms=a.closed_ms,
+            peak_score=a.peak_score,
+            last_score=a.last_score,
+            rul_at_open=a.rul_cycles,
+            model_version=a.model_version,
+            detail=a.detail,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["asset_id", "kind", "opened_ms"],
+                set_={
+                    "closed_ms": stmt.excluded.closed_ms,
+                    "severity": stmt.excluded.severity,
+                    "peak_score": stmt.excluded.peak_score,
+                    "last_score": stmt.excluded.last_score,
+                },
+            )
+        )
+        state = "alerting" if a.is_open else "healthy"
+        conn.execute(
+            update(t.assets)
+            .where(t.assets.c.id == self._asset_ids[a.asset], t.assets.c.state != "commissioning")
+            .values(state=state)
+        )
+
+    def _status(self, conn: Connection, s: AssetStatus) -> None:
+        aid = self.asset_id(conn, s.asset, s.ts_ms)
+        values: dict[str, object] = {"state": str(s.state)}
+        if s.baseline_version is not None:
+            values.update(baseline_version=s.baseline_version, commissioned_ms=s.ts_ms)
+        conn.execute(update(t.assets).where(t.assets.c.id == aid).values(**values))
+
+    def _event(self, conn: Connection, e: Event) -> None:
+        conn.execute(
+            insert(t.events).values(
+                ts_ms=e.ts_ms,
+                kind=e.kind,
+                level=e.level,
+                asset_id=self.asset_id(conn, e.asset, e.ts_ms) if e.asset else None,
+                message=e.message,
+                detail_json=orjson.dumps(e.detail, default=str).decode() if e.detail else None,
+            )
+        )
+
+    def _heartbeat(self, conn: Connection, h: Heartbeat) -> None:
+        stmt = sqlite_insert(t.heartbeats).values(
+            agent=h.agent,
+            pid=h.pid,
+            version=h.version,
+            started_ms=h.started_ms,
+            ts_ms=h.ts_ms,
+            health_json=orjson.dumps(h.health, default=str).decode(),
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["agent"],
+                set_={
+                    "pid": stmt.excluded.pid,
+                    "version": stmt.excluded.version,
+                    "started_ms": stmt.excluded.started_ms,
+                    "ts_ms": stmt.excluded.ts_ms,
+                    "health_json": stmt.excluded.health_json,
+                },
+            )
+        )
+
+
+def _late_letter(r: Reading, reason: RejectReason, received_ms: int, topic: str) -> DeadLetter:
+    payload = orjson.dumps({"ts": r.ts_ms / 1000, "values": r.values})
+    return DeadLetter(
+        received_ms=received_ms,
+        topic=topic,
+        payload=payload,
+        payload_size=len(payload),
+        reason=reason,
+        detail=(
+            "timestamp already stored with other values"
+            if reason is RejectReason.DUPLICATE
+            else "older than the stream and outside the reorder window"
+        ),
+        asset=r.asset,
+    )
+
+
+def _storage_error(exc: OperationalError) -> StorageError:
+    text = str(exc.orig if exc.orig is not None else exc)
+    if isinstance(exc.orig, sqlite3.OperationalError) and "full" in text.lower():
+        return DiskFullError(
+            f"database write failed: {text}",
+            hint="free disk space; unacknowledged messages stay with the broker",
+        )
+    return StorageError(f"database write failed: {text}")

@@ -1,0 +1,1 @@
+"""Per-asset ring buffers that turn reading streams into fixed-length windows."""

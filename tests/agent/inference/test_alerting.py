@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from agent.domain import AlertKind, Prediction, Severity
+from agent.inference.alerting import AlertPolicy, AlertTracker
+
+POLICY = AlertPolicy(open_after=3, close_after=2, close_ratio=0.8, rul_below=20)
+
+
+def p(ts: int, score: float, rul: float | None = 100.0, asset: str = "p1") -> Prediction:
+    return Prediction(asset, ts, "m1", score, 2.0, score > 2.0, rul)
+
+
+def run(tracker: AlertTracker, scores: list[float]) -> list[tuple[int, bool]]:
+    changes = []
+    for i, score in enumerate(scores):
+        for alert in tracker.update(p(i, score)):
+            changes.append((i, alert.is_open))
+    return changes
+
+
+def test_opens_after_k_anomalous_windows_in_a_row() -> None:
+    tracker = AlertTracker(POLICY)
+    assert run(tracker, [3, 3, 1, 3, 3, 3]) == [(5, True)]
+    alert = tracker.open_alerts()[0]
+    assert alert.opened_ms == 5 and alert.kind is AlertKind.ANOMALY
+    assert alert.severity is Severity.WARNING
+
+
+def test_hysteresis_keeps_it_open_between_the_two_levels() -> None:
+    tracker = AlertTracker(POLICY)
+    # 1.7 is below the threshold (2.0) but above the closing level (1.6)
+    assert run(tracker, [3, 3, 3, 1.7, 1.7, 1.7, 1.0, 1.0]) == [(2, True), (7, False)]
+
+
+def test_escalation_to_critical_is_reported_once() -> None:
+    tracker = AlertTracker(POLICY)
+    changes = []
+    for i, score in enumerate([3, 3, 3, 5, 6, 3]):
+        changes += [(i, a.severity, a.peak_score) for a in tracker.update(p(i, score))]
+    assert changes == [(2, Severity.WARNING, 3), (3, Severity.CRITICAL, 5)]
+    assert tracker.open_alerts()[0].peak_score == 6
+
+
+def test_rul_alert() -> None:
+    tracker = AlertTracker(POLICY)
+    kinds = []
+    for i, rul in enumerate([30, 19, 18, 9, 40, 40]):
+        kinds += [(i, a.kind, a.severity, a.is_open) for a in tracker.update(p(i, 1.0, rul))]
+    assert kinds == [
+        (3, AlertKind.RUL, Severity.CRITICAL, True),
+        (5, AlertKind.RUL, Severity.CRITICAL, False),
+    ]
+
+
+def test_assets_are_independent_and_forget_closes() -> None:
+    tracker = AlertTracker(POLICY)
+    for i in range(3):
+        tracker.update(p(i, 3, asset="a"))
+        tracker.update(p(i, 1, asset="b"))
+    assert [a.asset for a in tracker.open_alerts()] == ["a"]
+    closed = tracker.forget("a")
+    assert len(closed) == 1 and not closed[0].is_open
+    assert tracker.open_alerts() == []

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from agent.domain import (
+    Accepted,
+    Alert,
+    AlertKind,
+    AssetState,
+    AssetStatus,
+    DeadLetter,
+    Event,
+    MessageRef,
+    Prediction,
+    Reading,
+    RejectReason,
+    Severity,
+)
+from agent.metrics import Metrics
+from agent.storage import tables as t
+from agent.storage.engine import open_engine
+from agent.storage.recorder import Recorder, RecorderConfig
+from agent.storage.writer import Heartbeat, Writer
+
+
+@pytest.fixture
+def engine(migrated_db: Path) -> Iterator[Engine]:
+    engine = open_engine(migrated_db)
+    yield engine
+    engine.dispose()
+
+
+def reading(ts: int, value: float = 1.0, asset: str = "p1") -> Reading:
+    return Reading("s", asset, ts, {"x": value, "y": 2.0})
+
+
+def count(engine: Engine, table: t.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_writes_are_idempotent(engine: Engine) -> None:
+    writer = Writer(engine, site="s")
+    batch = [
+        Accepted(MessageRef(1, 1, 0), 10, readings=(reading(1000), reading(2000))),
+        Prediction("p1", 2000, "m1", 1.1, 2.0, False, 80.0),
+        Alert("p1", AlertKind.ANOMALY, Severity.WARNING, 2000, 3.0, 3.0, last_update_ms=2000),
+    ]
+    writer.write(batch, 99)
+    writer.write(batch, 100)  # a redelivery after a crash
+    assert count(engine, t.readings) == 2
+    assert count(engine, t.predictions) == 1
+    assert count(engine, t.alerts) == 1
+    assert count(engine, t.assets) == 1
+
+
+def test_alert_updates_and_asset_state(engine: Engine) -> None:
+    writer = Writer(engine, site="s")
+    opened = Alert("p1", AlertKind.ANOMALY, Severity.WARNING, 2000, 3.0, 3.0, last_update_ms=2000)
+    writer.write([AssetStatus("p1", AssetState.HEALTHY, 1, "b1"), opened], 1)
+    with engine.connect() as conn:
+        assert conn.execute(select(t.assets.c.state)).scalar_one() == "alerting"
+    closed = Alert(
+        "p1",
+        AlertKind.ANOMALY,
+        Severity.CRITICAL,
+        2000,
+        5.0,
+        1.0,
+        closed_ms=9000,
+        last_update_ms=9000,
+    )
+    writer.write([closed], 2)
+    with engine.connect() as conn:
+        row = conn.execute(select(t.alerts)).one()
+        assert (row.closed_ms, row.peak_score, row.severity) == (9000, 5.0, "critical")
+        asset = conn.execute(select(t.assets)).one()
+        assert (asset.state, asset.baseline_version) == ("healthy", "b1")
+
+
+def test_late_readings_are_judged_against_storage(engine: Engine) -> None:
+    writer = Writer(engine, site="s", topic_for=lambda a: f"edgewatch/s/{a}/telemetry")
+    writer.write([Accepted(None, 1, readings=(reading(1000, 1.0),))], 1)
+    stats = writer.write(
+        [
+            Accepted(
+                None,
+                2,
+                late=(
+                    (reading(1000, 1.0), RejectReason.OUT_OF_ORDER),  # a redelivery
+                    (reading(1000, 7.0), RejectReason.DUPLICATE),  # same ts, new values
+                    (reading(500, 1.0), RejectReason.OUT_OF_ORDER),  # never stored
+                ),
+            )
+        ],
+        2,
+    )
+    assert stats.redelivered == 1
+    assert stats.dead_letters == {"duplicate": 1, "out_of_order": 1}
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.dead_letters.c.reason, t.dead_letters.c.topic)).all()
+    assert sorted(rows) == [
+        ("duplicate", "edgewatch/s/p1/telemetry"),
+        ("out_of_order", "edgewatch/s/p1/telemetry"),
+    ]
+
+
+def test_dead_letters_events_heartbeats(engine: Engine) -> None:
+    writer = Writer(engine, site="s", dead_letter_max_bytes=4)
+    letter = DeadLetter(5, "t/x", b"0123456789", 10, RejectReason.INVALID_JSON, "nope")
+    writer.write(
+        [
+            Accepted(MessageRef(1, 1, 0), 5, rejected=letter),
+            Event(6, "started", "agent started"),
+            Heartbeat("gw", 1, "0.1", 1, 7, {"ok": True}),
+            Heartbeat("gw", 1, "0.1", 1, 8, {"ok": True}),
+        ],
+        9,
+    )
+    with engine.connect() as conn:
+        assert conn.execute(select(t.dead_letters.c.payload)).scalar_one() == b"0123"
+        assert conn.execute(select(t.heartbeats.c.ts_ms)).scalar_one() == 8
+    assert count(engine, t.events) == 1
+
+
+async def test_recorder_acks_only_after_commit(engine: Engine) -> None:
+    acked: list[MessageRef] = []
+    done = asyncio.Event()
+
+    def on_committed(refs: Sequence[MessageRef]) -> None:
+        acked.extend(refs)
+        if len(acked) >= 3:
+            done.set()
+
+    recorder = Recorder(
+        Writer(engine, site="s"),
+        RecorderConfig(commit_interval_ms=50, commit_max_rows=100, ack_batch=2),
+        Metrics(),
+        on_committed,
+    )
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    for i in range(3):
+        queue.put_nowait(Accepted(MessageRef(i, 1, 0), 1, readings=(reading(1000 * (i + 1)),)))
+    task = asyncio.create_task(recorder.run(queue))  # type: ignore[arg-type]
+    async with asyncio.timeout(5):
+        await done.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [r.mid for r in acked] == [0, 1, 2]
+    assert count(engine, t.readings) == 3  # everything acked is stored

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import numpy as np
+
+from agent.domain import Reading
+from agent.windowing.stream import AssetStream, Verdict
+
+SENSORS = ("a", "b")
+
+
+def reading(ts_ms: int, a: float | None = None) -> Reading:
+    value = float(ts_ms) if a is None else a
+    return Reading("s", "p1", ts_ms, {"b": -value, "a": value})
+
+
+def stream(window: int = 4, hop: int = 2, reorder: int = 2) -> AssetStream:
+    return AssetStream("p1", SENSORS, window=window, hop=hop, reorder_samples=reorder, gap_factor=5)
+
+
+def feed(s: AssetStream, times: list[int]) -> list[tuple[int, int]]:
+    spans = []
+    for ts in times:
+        result = s.add(reading(ts))
+        if result.window is not None:
+            spans.append((result.window.start_ms, result.window.end_ms))
+    return spans
+
+
+def test_first_window_after_window_samples_then_every_hop() -> None:
+    s = stream()
+    assert feed(s, [1000 * i for i in range(10)]) == [
+        (0, 3000),
+        (2000, 5000),
+        (4000, 7000),
+        (6000, 9000),
+    ]
+
+
+def test_window_data_is_sensors_by_time_in_bundle_order() -> None:
+    s = stream(window=3, hop=3)
+    window = None
+    for ts in (10, 20, 30):
+        window = s.add(reading(ts)).window
+    assert window is not None
+    np.testing.assert_array_equal(window.data, [[10, 20, 30], [-10, -20, -30]])
+    assert window.data.dtype == np.float32
+
+
+def test_buffer_wraps_many_times_without_losing_order() -> None:
+    s = stream(window=5, hop=1)
+    last = None
+    for i in range(1000):
+        result = s.add(reading(i * 10))
+        last = result.window or last
+    assert last is not None
+    np.testing.assert_array_equal(last.data[0], [9950, 9960, 9970, 9980, 9990])
+
+
+def test_small_reordering_is_absorbed() -> None:
+    s = stream(window=4, hop=4, reorder=2)
+    for ts in (1000, 2000, 4000):
+        assert s.add(reading(ts)).verdict is Verdict.APPENDED
+    result = s.add(reading(3000))
+    assert result.verdict is Verdict.REORDERED
+    assert result.window is not None
+    np.testing.assert_array_equal(result.window.data[0], [1000, 2000, 3000, 4000])
+
+
+def test_duplicates_and_late_readings_are_reported() -> None:
+    s = stream(window=4, hop=1, reorder=1)
+    feed(s, [1000, 2000, 3000, 4000, 5000])
+    assert s.add(reading(5000)).verdict is Verdict.DUPLICATE
+    # within the reorder distance, but already part of a scored window
+    assert s.add(reading(4500)).verdict is Verdict.LATE
+    assert s.add(reading(1500)).verdict is Verdict.LATE
+
+
+def test_a_long_gap_restarts_the_window() -> None:
+    s = stream(window=4, hop=1)
+    feed(s, [1000 * i for i in range(6)])
+    result = s.add(reading(60_000))
+    assert result.restarted_after_ms == 55_000
+    assert result.window is None
+    spans = feed(s, [61_000, 62_000, 63_000])
+    assert spans == [(60_000, 63_000)]
+
+
+def test_resume_continues_the_hop_phase() -> None:
+    s = stream(window=4, hop=3)
+    for ts in range(0, 7000, 1000):
+        s.add(reading(ts))
+    s.resume_after(5000)  # the last scored window ended at 5000 before a restart
+    spans = feed(s, [7000, 8000])
+    assert spans == [(5000, 8000)]
