@@ -14,7 +14,10 @@ not advance the agent's per-asset clock, and each bad message's timestamp is cho
 so that the next good message is in order whatever the agent did with it:
 
 - ``duplicate`` repeats the last good reading of the asset (same ts and values);
-- ``out_of_order`` is half a sample period before the last good reading;
+- ``out_of_order`` is ``2 * (reorder_samples + 1) + 0.5`` sample periods before the
+  last good reading: the agent puts readings up to ``reorder_samples`` back in order
+  (``ingest.reorder_samples``), so a reading only just late is not a defect, and the
+  factor 2 keeps it out of that window even when a sensor dropout left a gap;
 - ``ts_future``/``ts_past`` are offset far from the last good reading;
 - every other kind is half a sample period after the last good reading, i.e. between
   two good readings, and valid in every other respect.
@@ -43,6 +46,8 @@ from agent.domain import RejectReason
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 DEFAULT_FUTURE_OFFSET_S = 365.0 * 86_400.0
 DEFAULT_PAST_OFFSET_S = 10 * 365.0 * 86_400.0
+#: The agent's default ``ingest.reorder_samples``.
+DEFAULT_REORDER_SAMPLES = 4
 UNKNOWN_SITE = "no-such-site"
 UNKNOWN_SENSOR = "humidity_pct"
 _BAD_STREAM = 2**32 - 2
@@ -142,6 +147,7 @@ class BadInputInjector:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         future_offset_s: float = DEFAULT_FUTURE_OFFSET_S,
         past_offset_s: float = DEFAULT_PAST_OFFSET_S,
+        reorder_samples: int = DEFAULT_REORDER_SAMPLES,
     ) -> None:
         if not 0.0 <= rate < 1.0:
             raise ValueError("bad-input rate must be within [0, 1)")
@@ -157,6 +163,7 @@ class BadInputInjector:
         self.max_payload_bytes = max_payload_bytes
         self.future_offset_s = future_offset_s
         self.past_offset_s = past_offset_s
+        self.late_periods = 2.0 * (reorder_samples + 1) + 0.5
         self.records: list[BadRecord] = []
 
     def maybe_bad(
@@ -273,9 +280,9 @@ class BadInputInjector:
             payload = _dumps({"ts": ts, "values": values})
             detail = "repeats the last reading"
         elif kind is BadKind.OUT_OF_ORDER:
-            ts = last_ts - 0.5 * period_s
+            ts = last_ts - self.late_periods * period_s
             payload = _dumps({"ts": ts, "values": values})
-            detail = f"{0.5 * period_s:g}s before the last reading"
+            detail = f"{self.late_periods * period_s:g}s before the last reading"
         elif kind is BadKind.UNKNOWN_TOPIC:
             topic = self._template.replace("{site}", UNKNOWN_SITE).replace("{asset}", asset)
             payload = _dumps({"ts": between, "values": values})

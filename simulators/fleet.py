@@ -57,6 +57,20 @@ class FleetConfig:
     batch: int = 1
 
 
+def default_start_ts(span_s: float, pacing: Pacing, now: float | None = None) -> float:
+    """Start time such that no reading is ever stamped ahead of the wall clock.
+
+    The agent rejects readings more than a few minutes in the future, so a sped-up
+    run starts in the past and catches up with "now" at its end.
+    """
+    now = time.time() if now is None else now
+    if pacing.speedup is not None and pacing.rate_msg_s is None:
+        lead = span_s * (1.0 - 1.0 / max(pacing.speedup, 1.0))
+    else:
+        lead = span_s
+    return round(now - lead, 3)
+
+
 def simulate_runs(config: FleetConfig, start_ts: float) -> list[AssetRun]:
     specs = plan_fleet(
         config.assets,
@@ -108,7 +122,10 @@ def stream_fleet(
     stop: threading.Event | None = None,
 ) -> StreamStats:
     """Simulate the fleet and send it to any sink (publisher, or a list in tests)."""
-    start_ts = config.start_ts if config.start_ts is not None else round(time.time(), 3)
+    pacing = pacing or Pacing(speedup=1.0)
+    start_ts = config.start_ts
+    if start_ts is None:
+        start_ts = default_start_ts(config.duration_s, pacing)
     runs = simulate_runs(config, start_ts)
     chunks, total = interleave(runs_to_series(runs), config.batch)
     return run_stream(
@@ -116,7 +133,7 @@ def stream_fleet(
         sink,
         topic_template=topic_template,
         site=site,
-        pacing=pacing or Pacing(speedup=1.0),
+        pacing=pacing,
         bad=bad,
         count=count,
         total=total,

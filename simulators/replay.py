@@ -10,8 +10,10 @@ Python API::
     report = publish_replay(series, host="127.0.0.1", port=1883, pacing=Pacing.fast())
 
 Timestamps: every series keeps its own spacing, and the whole dataset is shifted so
-that its earliest sample is at ``start_ts`` (default: now), because an agent rejects
-readings from years ago. ``keep_time=True`` publishes the original times instead.
+that its earliest sample is at ``start_ts``, because an agent rejects readings from
+years ago. The default start is chosen so that no reading is ever stamped ahead of the
+wall clock when it is sent (see :func:`simulators.fleet.default_start_ts`).
+``keep_time=True`` publishes the original times instead.
 
 Ground truth (never published) per reading: C-MAPSS gives ``cycle`` and
 ``rul_cycles`` (last cycle of the unit minus this cycle); CSV gives the label columns.
@@ -20,7 +22,6 @@ Ground truth (never published) per reading: C-MAPSS gives ``cycle`` and
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ import pandas as pd
 from agent.errors import DatasetError
 from models.preprocessing import CMAPSS_SENSORS, CMAPSS_SETTINGS
 from simulators.badinput import BadInputInjector
+from simulators.fleet import default_start_ts
 from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE
 from simulators.publisher import DEFAULT_MAX_INFLIGHT, MessageSink, MqttPublisher
 from simulators.stream import (
@@ -219,6 +221,13 @@ def _merge_same_asset(series: list[Series]) -> list[Series]:
     return list(merged.values())
 
 
+def _span_s(series: list[Series]) -> float:
+    nonempty = [one for one in series if len(one)]
+    if not nonempty:
+        return 0.0
+    return max(float(o.ts[-1]) for o in nonempty) - min(float(o.ts[0]) for o in nonempty)
+
+
 def rebase(series: list[Series], start_ts: float) -> list[Series]:
     """Shift every series by the same offset so that the earliest sample is ``start_ts``."""
     firsts = [float(one.ts[0]) for one in series if len(one)]
@@ -245,15 +254,18 @@ def stream_replay(
     stop: threading.Event | None = None,
 ) -> StreamStats:
     """Send the series, interleaved by time, to any sink."""
+    pacing = pacing or Pacing(speedup=1.0)
     if not keep_time:
-        series = rebase(series, start_ts if start_ts is not None else round(time.time(), 3))
+        if start_ts is None:
+            start_ts = default_start_ts(_span_s(series), pacing)
+        series = rebase(series, start_ts)
     chunks, total = interleave(series, batch)
     return run_stream(
         chunks,
         sink,
         topic_template=topic_template,
         site=site,
-        pacing=pacing or Pacing(speedup=1.0),
+        pacing=pacing,
         bad=bad,
         count=count,
         total=total,

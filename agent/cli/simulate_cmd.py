@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
-from agent.cli._common import console, err_console
+from agent.cli._common import console, emit_json, err_console, invocation
+from agent.errors import DatasetError
 from simulators import dataset as dataset_lib
+from simulators.badinput import BadInputInjector, parse_kinds
+from simulators.fleet import FleetConfig, publish_fleet
+from simulators.publisher import DEFAULT_MAX_INFLIGHT, parse_broker_url
+from simulators.replay import publish_replay, read_cmapss, read_csv
+from simulators.stream import Pacing, ProgressCallback, RunReport
 
 app = typer.Typer(
     name="simulate",
@@ -91,3 +108,338 @@ def dataset(
         )
     for path in paths:
         console.print(f"wrote {path}")
+
+
+# -- publishing commands ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    host: str
+    port: int
+    site: str
+    template: str
+    max_payload_bytes: int
+    reorder_samples: int
+
+
+def _target(ctx: typer.Context, broker: str | None, site: str | None) -> _Target:
+    """Broker, site and topic template: flags first, then the agent's configuration."""
+    settings = invocation(ctx).settings()
+    if broker:
+        host, port = parse_broker_url(broker, default_port=settings.mqtt.port)
+    else:
+        host, port = settings.mqtt.host, settings.mqtt.port
+    return _Target(
+        host=host,
+        port=port,
+        site=site or settings.identity.site,
+        template=settings.mqtt.telemetry_topic,
+        max_payload_bytes=settings.ingest.max_payload_bytes,
+        reorder_samples=settings.ingest.reorder_samples,
+    )
+
+
+def _pacing(as_fast_as_possible: bool, speedup: float, rate: float | None = None) -> Pacing:
+    if as_fast_as_possible:
+        return Pacing.fast()
+    if rate is not None:
+        return Pacing(speedup=None, rate_msg_s=rate)
+    return Pacing(speedup=speedup)
+
+
+def _injector(
+    rate: float,
+    kinds: str,
+    seed: int,
+    target: _Target,
+    max_payload_bytes: int | None,
+) -> BadInputInjector | None:
+    if rate <= 0:
+        return None
+    try:
+        return BadInputInjector(
+            rate,
+            seed,
+            kinds=parse_kinds(kinds),
+            topic_template=target.template,
+            site=target.site,
+            max_payload_bytes=max_payload_bytes or target.max_payload_bytes,
+            reorder_samples=target.reorder_samples,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--bad-input-*") from None
+
+
+def _with_progress(description: str, run: Callable[[ProgressCallback], RunReport]) -> RunReport:
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return run(update)
+
+
+def _render(report: RunReport, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        pub = report.publish
+        table = Table(title="publish report", show_header=False, title_justify="left")
+        table.add_column("what", style="bold")
+        table.add_column("value", justify="right")
+        table.add_row("messages sent (acknowledged)", f"{pub.sent:,}")
+        table.add_row(
+            "  good / bad on purpose",
+            f"{report.stream.good_messages:,} / {report.stream.bad_messages:,}",
+        )
+        table.add_row("readings sent", f"{pub.readings_sent:,}")
+        table.add_row("not sent", f"{pub.not_sent:,}")
+        table.add_row("elapsed", f"{pub.elapsed_s:.2f} s")
+        table.add_row("rate", f"{pub.rate_msg_s:,.0f} msg/s, {pub.rate_readings_s:,.0f} readings/s")
+        table.add_row("disconnects / reconnects", f"{pub.disconnects} / {pub.reconnects}")
+        table.add_row("errors", str(len(pub.errors)))
+        if report.truth_path:
+            table.add_row("ground truth", str(report.truth_path))
+        if report.bad_record_path:
+            table.add_row("bad-input record", str(report.bad_record_path))
+        console.print(table)
+        for error in pub.errors[:10]:
+            err_console.print(f"[yellow]warning:[/] {error}", highlight=False)
+        if pub.unacked_seqs:
+            shown = ", ".join(map(str, pub.unacked_seqs[:20]))
+            more = " ..." if len(pub.unacked_seqs) > 20 else ""
+            err_console.print(f"[yellow]not acknowledged (seq):[/] {shown}{more}", highlight=False)
+    if not report.publish.ok:
+        raise typer.Exit(1)
+
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option("--broker", help="mqtt://host:port (default: mqtt.host/port from config)."),
+]
+SiteOpt = Annotated[
+    str | None, typer.Option("--site", help="Site in the topic (default: identity.site).")
+]
+TruthOpt = Annotated[
+    Path | None,
+    typer.Option("--truth", help="Write ground truth here (.parquet, or .csv by suffix)."),
+]
+CountOpt = Annotated[
+    int | None, typer.Option("--count", min=1, help="Stop after this many messages.")
+]
+FastOpt = Annotated[
+    bool, typer.Option("--as-fast-as-possible", help="No pacing: publish flat out (benchmark).")
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch", min=1, help="Readings per message (1 = single payloads).")
+]
+QosOpt = Annotated[int, typer.Option("--qos", min=0, max=2, help="MQTT QoS of the publishes.")]
+BadRateOpt = Annotated[
+    float,
+    typer.Option(
+        "--bad-input-rate", min=0.0, max=0.99, help="Share of bad messages mixed in on purpose."
+    ),
+]
+BadKindsOpt = Annotated[
+    str,
+    typer.Option("--bad-input-kinds", help="Comma-separated kinds of bad input, or 'all'."),
+]
+BadRecordOpt = Annotated[
+    Path,
+    typer.Option("--bad-input-record", help="Record of the bad messages (.jsonl/.csv/.parquet)."),
+]
+MaxPayloadOpt = Annotated[
+    int | None,
+    typer.Option("--max-payload-bytes", min=64, help="Agent's payload limit for too_large."),
+]
+InflightOpt = Annotated[
+    int,
+    typer.Option("--max-inflight", min=1, max=32767, help="Unacknowledged publishes at most."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+
+
+@app.command("fleet")
+def fleet(
+    ctx: typer.Context,
+    assets: Annotated[int, typer.Option("--assets", min=1, help="Number of pumps.")] = 20,
+    rate_hz: Annotated[
+        float, typer.Option("--rate-hz", help="Samples per second per asset.")
+    ] = 1.0,
+    speedup: Annotated[
+        float, typer.Option("--speedup", help="Simulated seconds per wall-clock second.")
+    ] = 1.0,
+    duration: Annotated[str, typer.Option("--duration", help="Simulated time, e.g. 10m.")] = "10m",
+    fault_fraction: Annotated[
+        float, typer.Option("--fault-fraction", min=0.0, max=1.0, help="Share of assets that fail.")
+    ] = 0.3,
+    sensor_fault_fraction: Annotated[
+        float,
+        typer.Option("--sensor-fault-fraction", min=0.0, max=1.0, help="Share with a bad sensor."),
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    start_ts: Annotated[
+        float | None,
+        typer.Option(
+            "--start-ts",
+            help="First sample time, epoch s (default: so that the "
+            "last sample is stamped at the moment it is sent).",
+        ),
+    ] = None,
+    broker: BrokerOpt = None,
+    site: SiteOpt = None,
+    truth: TruthOpt = None,
+    count: CountOpt = None,
+    as_fast_as_possible: FastOpt = False,
+    batch: BatchOpt = 1,
+    qos: QosOpt = 1,
+    bad_input_rate: BadRateOpt = 0.0,
+    bad_input_kinds: BadKindsOpt = "all",
+    bad_input_record: BadRecordOpt = Path("bad-input.jsonl"),
+    max_payload_bytes: MaxPayloadOpt = None,
+    max_inflight: InflightOpt = DEFAULT_MAX_INFLIGHT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a simulated, degrading pump fleet to the agent's telemetry topics."""
+    if rate_hz <= 0 or speedup <= 0:
+        raise typer.BadParameter("--rate-hz and --speedup must be > 0")
+    target = _target(ctx, broker, site)
+    config = FleetConfig(
+        assets=assets,
+        rate_hz=rate_hz,
+        duration_s=parse_duration(duration),
+        fault_fraction=fault_fraction,
+        sensor_fault_fraction=sensor_fault_fraction,
+        seed=seed,
+        start_ts=start_ts,
+        batch=batch,
+    )
+    bad = _injector(bad_input_rate, bad_input_kinds, seed, target, max_payload_bytes)
+
+    def run(on_progress: ProgressCallback) -> RunReport:
+        return publish_fleet(
+            config,
+            host=target.host,
+            port=target.port,
+            qos=qos,
+            topic_template=target.template,
+            site=target.site,
+            pacing=_pacing(as_fast_as_possible, speedup),
+            bad=bad,
+            count=count,
+            truth_path=truth,
+            bad_record_path=bad_input_record if bad is not None else None,
+            max_inflight=max_inflight,
+            on_progress=on_progress,
+        )
+
+    _render(_with_progress(f"fleet -> {target.host}:{target.port}", run), as_json)
+
+
+@app.command("replay")
+def replay(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="C-MAPSS file, or a CSV file or directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="cmapss or csv.")] = "cmapss",
+    time_column: Annotated[
+        str | None, typer.Option("--time-column", help="CSV: time column (epoch s/ms or ISO).")
+    ] = None,
+    sep: Annotated[str, typer.Option("--sep", help="CSV: field separator.")] = ",",
+    label_column: Annotated[
+        list[str] | None,
+        typer.Option("--label-column", help="CSV: ground-truth column, not published (repeat)."),
+    ] = None,
+    asset_from_file: Annotated[
+        bool, typer.Option("--asset-from-file", help="CSV: one asset per file (its name).")
+    ] = False,
+    asset_column: Annotated[
+        str | None, typer.Option("--asset-column", help="CSV: column naming the asset.")
+    ] = None,
+    sensors: Annotated[
+        str | None, typer.Option("--sensors", help="Comma-separated columns to publish.")
+    ] = None,
+    cycle_seconds: Annotated[
+        float, typer.Option("--cycle-seconds", help="C-MAPSS: data time of one cycle.")
+    ] = 1.0,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Messages per second (overrides --speedup).")
+    ] = None,
+    speedup: Annotated[
+        float, typer.Option("--speedup", help="Data seconds per wall-clock second.")
+    ] = 1.0,
+    keep_time: Annotated[
+        bool, typer.Option("--keep-time", help="Publish the original timestamps.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bad-input choices.")] = 0,
+    broker: BrokerOpt = None,
+    site: SiteOpt = None,
+    truth: TruthOpt = None,
+    count: CountOpt = None,
+    as_fast_as_possible: FastOpt = False,
+    batch: BatchOpt = 1,
+    qos: QosOpt = 1,
+    bad_input_rate: BadRateOpt = 0.0,
+    bad_input_kinds: BadKindsOpt = "all",
+    bad_input_record: BadRecordOpt = Path("bad-input.jsonl"),
+    max_payload_bytes: MaxPayloadOpt = None,
+    max_inflight: InflightOpt = DEFAULT_MAX_INFLIGHT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a dataset (C-MAPSS or CSV) as live assets; labels go to the truth file."""
+    if (rate is not None and rate <= 0) or speedup <= 0 or cycle_seconds <= 0:
+        raise typer.BadParameter("--rate, --speedup and --cycle-seconds must be > 0")
+    wanted = [s.strip() for s in sensors.split(",") if s.strip()] if sensors else None
+    kind = fmt.lower()
+    if kind == "cmapss":
+        series = read_cmapss(path, cycle_s=cycle_seconds, sensors=wanted)
+    elif kind == "csv":
+        if not time_column:
+            raise typer.BadParameter("CSV replay needs --time-column", param_hint="--time-column")
+        series = read_csv(
+            path,
+            time_column=time_column,
+            sep=sep,
+            label_columns=label_column or [],
+            asset_column=asset_column,
+            asset_from_file=asset_from_file,
+            sensors=wanted,
+        )
+    else:
+        raise typer.BadParameter("use cmapss or csv", param_hint="--format")
+    if not series:
+        raise DatasetError(f"{path} holds no readings")
+    target = _target(ctx, broker, site)
+    bad = _injector(bad_input_rate, bad_input_kinds, seed, target, max_payload_bytes)
+
+    def run(on_progress: ProgressCallback) -> RunReport:
+        return publish_replay(
+            series,
+            host=target.host,
+            port=target.port,
+            qos=qos,
+            topic_template=target.template,
+            site=target.site,
+            pacing=_pacing(as_fast_as_possible, speedup, rate),
+            batch=batch,
+            keep_time=keep_time,
+            bad=bad,
+            count=count,
+            truth_path=truth,
+            bad_record_path=bad_input_record if bad is not None else None,
+            max_inflight=max_inflight,
+            on_progress=on_progress,
+        )
+
+    _render(_with_progress(f"replay {path.name} -> {target.host}:{target.port}", run), as_json)
