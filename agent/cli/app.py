@@ -66,6 +66,11 @@ def root(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 # sub-apps registered below
+from agent.cli import models_cmd  # noqa: E402 - kept next to its registration lines
+
+app.add_typer(models_cmd.train_app, name="train")
+app.add_typer(models_cmd.evaluate_app, name="evaluate")
+app.add_typer(models_cmd.bench_app, name="bench")
 app.add_typer(simulate_cmd.app, name="simulate")
 
 

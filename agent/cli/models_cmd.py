@@ -1,0 +1,387 @@
+"""``edgewatch train|evaluate|bench``: thin commands over :mod:`models`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agent.cli._common import console, emit_json, err_console
+from agent.errors import DatasetError
+from models.bundle import load_bundle
+from models.bundles import default_bundle_path
+from models.train import AnomalyTrainConfig, RulTrainConfig
+from models.train import Progress as TrainProgress
+
+train_app = typer.Typer(name="train", help="Train models and write a bundle.", no_args_is_help=True)
+evaluate_app = typer.Typer(
+    name="evaluate",
+    help="Score a bundle with a published or labelled protocol.",
+    no_args_is_help=True,
+)
+bench_app = typer.Typer(name="bench", help="Benchmarks that print figures.", no_args_is_help=True)
+
+
+@contextmanager
+def _bar(description: str, enabled: bool = True) -> Iterator[Any]:
+    """A rich progress bar fed by the library's progress callback (stderr, transient)."""
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not enabled,
+    )
+    with progress:
+        task = progress.add_task(description, total=None, info="")
+
+        def update(p: TrainProgress) -> None:
+            info = " ".join(
+                f"{k}={v:.4g}" for k, v in p.metrics.items() if k not in ("epoch", "member")
+            )
+            progress.update(
+                task,
+                total=p.total,
+                completed=p.step,
+                info=info,
+                description=f"{description} [{p.stage}]",
+            )
+
+        yield update
+
+
+def _resolve_bundle(bundle: str) -> Path:
+    """A path, or the name of a shipped bundle (``pump``, ``cmapss-fd001``)."""
+    p = Path(bundle)
+    if p.exists():
+        return p
+    try:
+        return default_bundle_path(bundle)
+    except DatasetError:
+        return p  # load_bundle reports "not found" with the path the user typed
+
+
+def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    return table
+
+
+def _split(values: str | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    return tuple(v.strip() for v in values.split(",") if v.strip())
+
+
+# --------------------------------------------------------------------------- train
+
+
+@train_app.command("rul")
+def train_rul(
+    data: Annotated[Path, typer.Option("--data", help="Training file (e.g. train_FD001.txt).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory (or .tar.gz) to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="Data format: cmapss.")] = "cmapss",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same model).")] = 0,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Max epochs per member.")] = 150,
+    window: Annotated[int, typer.Option("--window", min=2, help="Window length (cycles).")] = 30,
+    cap: Annotated[float, typer.Option("--cap", min=1.0, help="RUL target cap.")] = 125.0,
+    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Networks averaged.")] = 1,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", min=0.05, max=0.5, help="Units held out.")
+    ] = 0.2,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            "--test-fraction",
+            min=0.0,
+            max=0.4,
+            help="Units held out from training AND early stopping (unbiased RMSE).",
+        ),
+    ] = 0.0,
+    patience: Annotated[int, typer.Option("--patience", min=1, help="Early-stopping epochs.")] = 40,
+    max_units: Annotated[
+        int | None, typer.Option("--max-units", min=2, help="Use only the first N units.")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Torch threads.")] = 1,
+    name: Annotated[
+        str, typer.Option("--name", help="Bundle name (model_version prefix).")
+    ] = "cmapss",
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Train the RUL 1D-CNN: split by unit, truncated validation units, early stopping."""
+    if fmt.lower() != "cmapss":
+        raise typer.BadParameter("only cmapss is supported", param_hint="--format")
+    from models.pipelines import train_rul_bundle_cmapss
+
+    cfg = RulTrainConfig(
+        window=window,
+        cap=cap,
+        epochs=epochs,
+        seed=seed,
+        ensemble=ensemble,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        patience=patience,
+        max_units=max_units,
+        threads=threads,
+    )
+    with _bar("training RUL", enabled=not as_json) as update:
+        path, metrics = train_rul_bundle_cmapss(data, out, cfg, name=name, progress=update)
+    bundle = load_bundle(path)
+    if as_json:
+        emit_json({"bundle": str(path), "version": bundle.version, "metrics": metrics})
+        return
+    console.print(_metrics_table(f"RUL model {bundle.version}", metrics))
+    console.print(f"bundle written to [bold]{path}[/]")
+
+
+@train_app.command("anomaly")
+def train_anomaly(
+    data: Annotated[
+        Path, typer.Option("--data", help="Simulator output dir/telemetry file, or CSV dir.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory (or .tar.gz) to write.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Max epochs.")] = 40,
+    window: Annotated[int, typer.Option("--window", min=4, help="Window length (samples).")] = 32,
+    time_column: Annotated[
+        str | None, typer.Option("--time-column", help="CSV time column.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="CSV label column (non-zero = fault).")
+    ] = None,
+    sep: Annotated[str, typer.Option("--sep", help="CSV separator.")] = ",",
+    sensors: Annotated[str | None, typer.Option("--sensors", help="a,b,c: sensor columns.")] = None,
+    exclude: Annotated[str | None, typer.Option("--exclude", help="Columns to ignore.")] = None,
+    with_rul: Annotated[
+        bool, typer.Option("--with-rul", help="Also train a RUL head (simulator data, hours).")
+    ] = False,
+    rul_cap_h: Annotated[float, typer.Option("--rul-cap-h", help="RUL cap in hours.")] = 24.0,
+    sample_period_s: Annotated[
+        float, typer.Option("--sample-period-s", help="Seconds between samples.")
+    ] = 60.0,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Torch threads.")] = 1,
+    name: Annotated[str, typer.Option("--name", help="Bundle name.")] = "fleet",
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Train the fleet autoencoder (the starting point of per-asset commissioning)."""
+    from models.pipelines import load_tables, train_fleet_bundle
+    from models.scoring import ThresholdRule
+
+    tables = load_tables(
+        data,
+        time_column=time_column,
+        label_column=label_column,
+        sep=sep,
+        sensors=_split(sensors),
+        exclude=_split(exclude) or (),
+    )
+    acfg = AnomalyTrainConfig(window=window, epochs=epochs, seed=seed, threads=threads)
+    rcfg = RulTrainConfig(cap=rul_cap_h, seed=seed, threads=threads) if with_rul else None
+    with _bar("training", enabled=not as_json) as update:
+        path, metrics = train_fleet_bundle(
+            tables,
+            out,
+            name=name,
+            anomaly=acfg,
+            rule=ThresholdRule(),
+            rul=rcfg,
+            time_step_s=sample_period_s,
+            source=str(data),
+            progress=update,
+        )
+    bundle = load_bundle(path)
+    if as_json:
+        emit_json({"bundle": str(path), "version": bundle.version, "metrics": metrics})
+        return
+    console.print(_metrics_table(f"fleet model {bundle.version}", metrics))
+    console.print(f"bundle written to [bold]{path}[/]")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@evaluate_app.command("rul")
+def evaluate_rul(
+    bundle: Annotated[str, typer.Option("--bundle", help="Bundle path or shipped name.")],
+    test: Annotated[Path, typer.Option("--test", help="test_FD00x.txt")],
+    truth: Annotated[Path, typer.Option("--truth", help="RUL_FD00x.txt")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    per_unit: Annotated[bool, typer.Option("--per-unit", help="Show every unit.")] = False,
+) -> None:
+    """RMSE and NASA score over the last window of each test unit (published protocol)."""
+    from models.evaluate import evaluate_rul_cmapss
+
+    b = load_bundle(_resolve_bundle(bundle))
+    result = evaluate_rul_cmapss(b, test, truth)
+    if as_json:
+        emit_json({"bundle": b.version, **result.as_dict(with_units=True)})
+        return
+    summary = result.as_dict(with_units=False)
+    summary.pop("protocol")
+    console.print(_metrics_table(f"{b.version} on {test.name}", summary))
+    if per_unit:
+        t = Table("unit", "cycles", "true RUL", "predicted")
+        for row in result.per_unit:
+            t.add_row(
+                f"{row['unit']:.0f}",
+                f"{row['cycles']:.0f}",
+                f"{row['true_rul']:.0f}",
+                f"{row['predicted_rul']:.1f}",
+            )
+        console.print(t)
+
+
+@evaluate_app.command("anomaly")
+def evaluate_anomaly(
+    bundle: Annotated[str, typer.Option("--bundle", help="Bundle path or shipped name.")],
+    csv_dir: Annotated[Path, typer.Option("--csv-dir", help="One CSV file per asset.")],
+    label_column: Annotated[str, typer.Option("--label-column", help="Non-zero/true = anomaly.")],
+    time_column: Annotated[
+        str | None, typer.Option("--time-column", help="Rows are ordered by it.")
+    ] = None,
+    sep: Annotated[str, typer.Option("--sep", help="CSV separator.")] = ",",
+    train_rows: Annotated[
+        int, typer.Option("--train-rows", min=10, help="Leading healthy rows per file.")
+    ] = 400,
+    sensors: Annotated[str | None, typer.Option("--sensors", help="a,b,c: sensor columns.")] = None,
+    exclude: Annotated[
+        str | None, typer.Option("--exclude", help="c,d: columns to ignore.")
+    ] = None,
+    quantile: Annotated[
+        float | None, typer.Option("--quantile", help="Threshold rule: held-out score quantile.")
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option("--margin", help="Threshold rule: margin over that quantile.")
+    ] = None,
+    cpu_budget_s: Annotated[
+        float, typer.Option("--cpu-budget-s", help="Commissioning CPU budget per file.")
+    ] = 30.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Labelled-CSV protocol: commission on each file's first rows, flag the rest."""
+    from dataclasses import replace
+
+    from models.evaluate import AnomalyOptions, evaluate_anomaly_csv
+    from models.scoring import ThresholdRule
+
+    b = load_bundle(_resolve_bundle(bundle))
+    rule = b.anomaly.rule if b.anomaly else ThresholdRule()
+    if quantile is not None:
+        rule = replace(rule, quantile=quantile)
+    if margin is not None:
+        rule = replace(rule, margin=margin)
+    options = AnomalyOptions(
+        time_column=time_column,
+        label_column=label_column,
+        sep=sep,
+        train_rows=train_rows,
+        sensors=_split(sensors),
+        exclude=_split(exclude) or (),
+        rule=rule,
+        cpu_budget_s=cpu_budget_s,
+        seed=seed,
+    )
+    with Progress(
+        TextColumn("commissioning + scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[name]}"),
+        console=err_console,
+        transient=True,
+        disable=as_json,
+    ) as progress:
+        task = progress.add_task("files", total=None, name="")
+
+        def on_file(done: int, total: int, name: str) -> None:
+            progress.update(task, completed=done, total=total, name=name)
+
+        result = evaluate_anomaly_csv(b, csv_dir, options, on_file)
+    out = result.as_dict()
+    if as_json:
+        emit_json({"bundle": b.version, **out})
+        return
+    table = Table(title=f"{b.version} on {csv_dir}")
+    for col in ("file", "rows", "anomalous", "precision", "recall", "F1", "FAR", "MAR", "init"):
+        table.add_column(col, justify="left" if col in ("file", "init") else "right")
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None or v != v else f"{v:.3f}"
+
+    for f in out["files"]:
+        table.add_row(
+            f["file"],
+            str(f["rows"]),
+            str(f["anomalous_rows"]),
+            fmt(f["precision"]),
+            fmt(f["recall"]),
+            fmt(f["f1"]),
+            fmt(f["far"]),
+            fmt(f["mar"]),
+            f["initialised_from"].split("@")[0],
+        )
+    p = out["pooled"]
+    table.add_row(
+        "[bold]pooled[/]",
+        str(p["rows"]),
+        str(p["anomalous_rows"]),
+        fmt(p["precision"]),
+        fmt(p["recall"]),
+        fmt(p["f1"]),
+        fmt(p["far"]),
+        fmt(p["mar"]),
+        "",
+    )
+    console.print(table)
+
+
+@evaluate_app.command("export-csv")
+def export_csv(
+    data: Annotated[Path, typer.Option("--data", help="Simulator output dir or telemetry file.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for one CSV per asset.")],
+) -> None:
+    """Turn simulator output into the labelled-CSV layout `evaluate anomaly` reads
+    (columns ts, sensors, anomaly)."""
+    from models.datasets import read_simulator_output, write_labelled_csv_dir
+
+    paths = write_labelled_csv_dir(read_simulator_output(data), out)
+    console.print(
+        f"wrote {len(paths)} files to [bold]{out}[/] (use --time-column ts --label-column anomaly)"
+    )
+
+
+# --------------------------------------------------------------------------- bench
+
+
+@bench_app.command("models")
+def bench_models(
+    bundle: Annotated[
+        str, typer.Option("--bundle", help="Bundle path or shipped name.")
+    ] = "cmapss-fd001",
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Torch threads.")] = 1,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Windows per batch.")] = 1024,
+    seconds: Annotated[float, typer.Option("--seconds", min=0.1, help="Time per figure.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print figures as JSON.")] = False,
+) -> None:
+    """Parameter counts, batched windows/s and single-window latency on N threads."""
+    from models.bench import benchmark
+
+    result = benchmark(
+        load_bundle(_resolve_bundle(bundle)), threads=threads, batch=batch, seconds=seconds
+    )
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    console.print(_metrics_table(f"inference benchmark, {threads} thread(s)", result.as_dict()))

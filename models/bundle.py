@@ -1,0 +1,395 @@
+"""Model bundles: a directory or ``.tar.gz`` with ``manifest.json`` plus safetensors weights.
+
+Layout::
+
+    manifest.json        what the weights mean (see :func:`save_bundle`), checksums
+    rul.safetensors      RUL ensemble, tensors prefixed ``member<k>.`` (optional)
+    anomaly.safetensors  fleet autoencoder (optional)
+
+No pickle anywhere: weights are safetensors, everything else is JSON. A bundle is
+verified before it is used (:func:`load_bundle`): the manifest's own checksum, the
+sha256 of every listed file, and every tensor's name and shape against the network
+the manifest describes. Anything wrong raises :class:`agent.errors.BundleError` with
+one line naming the problem and what to do, so that the agent can keep its previous
+bundle active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from agent.errors import BundleError, DatasetError
+from models.network import AutoencoderConfig, ConvAutoencoder, RulCNN, RulConfig
+from models.preprocessing import Scaler
+from models.scoring import ThresholdRule
+
+FORMAT = "edgewatch-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+RUL_WEIGHTS = "rul.safetensors"
+ANOMALY_WEIGHTS = "anomaly.safetensors"
+_REBUILD_HINT = "retrain or re-export the bundle; the agent keeps its previous bundle"
+
+
+def code_version() -> str:
+    """Version of the code that wrote a bundle (the installed edgewatch distribution)."""
+    from agent import __version__
+
+    return __version__
+
+
+@dataclass(frozen=True)
+class RulHead:
+    """RUL ensemble: predictions are the members' mean, clipped to ``[0, cap]``."""
+
+    network: RulConfig
+    members: tuple[RulCNN, ...]
+    scaler: Scaler
+    cap: float
+    unit: str
+
+
+@dataclass(frozen=True)
+class AnomalyHead:
+    """Fleet autoencoder with its calibration (see :mod:`models.scoring`)."""
+
+    network: AutoencoderConfig
+    model: ConvAutoencoder
+    scaler: Scaler
+    reference: float
+    threshold: float
+    rule: ThresholdRule
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified, loaded bundle. ``version`` is the model version the agent records."""
+
+    path: Path
+    name: str
+    version: str
+    sensors: tuple[str, ...]
+    sensor_units: tuple[str, ...]
+    window: int
+    hop: int
+    rul: RulHead | None
+    anomaly: AnomalyHead | None
+    manifest: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for k, h in (("rul", self.rul), ("anomaly", self.anomaly)) if h is not None)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _canonical(manifest: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _json_safe(obj: Any) -> Any:
+    # Manifests must be strict JSON (other tools read them); NaN/inf metrics become null.
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- save
+
+
+def save_bundle(
+    out: str | Path,
+    *,
+    name: str,
+    sensors: Sequence[str],
+    sensor_units: Sequence[str],
+    window: int,
+    hop: int,
+    rul: RulHead | None,
+    anomaly: AnomalyHead | None,
+    training: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    sample_period_s: float | None = None,
+) -> Path:
+    """Write a bundle directory (or ``.tar.gz`` if ``out`` ends with it); returns its path.
+
+    ``version`` in the manifest is ``<name>@<12 hex of the weights' sha256>``: the same
+    weights always get the same version, different weights never share one.
+    """
+    if rul is None and anomaly is None:
+        raise BundleError("a bundle needs at least one model (rul or anomaly)")
+    if len(sensors) != len(sensor_units):
+        raise BundleError("sensors and sensor_units differ in length")
+    target = Path(out)
+    as_tar = target.name.endswith(".tar.gz")
+    work = Path(tempfile.mkdtemp(prefix="bundle-")) if as_tar else target
+    work.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "kinds": [],
+        "code_version": code_version(),
+        "sensors": [{"name": s, "unit": u} for s, u in zip(sensors, sensor_units, strict=True)],
+        "window": window,
+        "hop": hop,
+        "sample_period_s": sample_period_s,
+        "input": "float32 raw sensor values shaped (batch, sensors, window), sensors in order",
+        "rul": None,
+        "anomaly": None,
+    }
+    if rul is not None:
+        tensors = {
+            f"member{k}.{key}": t.detach().contiguous()
+            for k, m in enumerate(rul.members)
+            for key, t in m.state_dict().items()
+        }
+        save_file(tensors, str(work / RUL_WEIGHTS))
+        files[RUL_WEIGHTS] = sha256_file(work / RUL_WEIGHTS)
+        manifest["kinds"].append("rul")
+        manifest["rul"] = {
+            "weights": RUL_WEIGHTS,
+            "network": rul.network.to_json(),
+            "members": len(rul.members),
+            "scaler": rul.scaler.to_json(),
+            "cap": rul.cap,
+            "unit": rul.unit,
+            "output": "mean of members, clipped to [0, cap]",
+        }
+    if anomaly is not None:
+        save_file(
+            {k: t.detach().contiguous() for k, t in anomaly.model.state_dict().items()},
+            str(work / ANOMALY_WEIGHTS),
+        )
+        files[ANOMALY_WEIGHTS] = sha256_file(work / ANOMALY_WEIGHTS)
+        manifest["kinds"].append("anomaly")
+        manifest["anomaly"] = {
+            "weights": ANOMALY_WEIGHTS,
+            "network": anomaly.network.to_json(),
+            "scaler": anomaly.scaler.to_json(),
+            "score_reference": anomaly.reference,
+            "threshold": anomaly.threshold,
+            "threshold_rule": anomaly.rule.to_json(),
+            "score": "mean squared reconstruction error of scaled window / score_reference",
+        }
+    digest = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
+    manifest["version"] = f"{name}@{digest[:12]}"
+    manifest["training"] = dict(training)
+    manifest["metrics"] = dict(metrics)
+    manifest["files"] = files
+    manifest = _json_safe(manifest)
+    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    if as_tar:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(target, "w:gz") as tar:
+            for f in sorted(work.iterdir()):
+                tar.add(f, arcname=f.name)
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load and verify a bundle directory or ``.tar.gz``; raises :class:`BundleError`."""
+    p = Path(path)
+    if not p.exists():
+        raise BundleError(f"bundle {p} not found", hint="check the path or model.bundle setting")
+    if p.is_dir():
+        return _load_dir(p, p)
+    if p.name.endswith((".tar.gz", ".tgz")):
+        with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
+            _extract(p, Path(tmp))
+            return _load_dir(Path(tmp), p)
+    raise BundleError(f"bundle {p} is neither a directory nor a .tar.gz", hint=_REBUILD_HINT)
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                # Only flat regular files: a bundle never needs links or sub-paths, and
+                # refusing them closes path-traversal tricks.
+                if not member.isfile() or Path(member.name).name != member.name:
+                    raise BundleError(
+                        f"bundle {archive} contains an unexpected entry {member.name!r}",
+                        hint=_REBUILD_HINT,
+                    )
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError(f"bundle {archive} is not a readable .tar.gz: {exc}") from exc
+
+
+def _refuse(origin: Path, problem: str) -> BundleError:
+    return BundleError(f"bundle {origin} refused: {problem}", hint=_REBUILD_HINT)
+
+
+def _load_dir(root: Path, origin: Path) -> Bundle:
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise _refuse(origin, f"{MANIFEST} is missing")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _refuse(origin, f"{MANIFEST} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _refuse(origin, f"{MANIFEST} is not an edgewatch bundle manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise _refuse(
+            origin,
+            f"format_version {manifest.get('format_version')!r} is not supported "
+            f"(this edgewatch reads {FORMAT_VERSION})",
+        )
+    expected = hashlib.sha256(_canonical(manifest)).hexdigest()
+    if manifest.get("manifest_sha256") != expected:
+        raise _refuse(origin, f"{MANIFEST} was modified after it was written (checksum mismatch)")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise _refuse(origin, "manifest has no file checksums")
+    for fname, digest in files.items():
+        fpath = root / str(fname)
+        if Path(str(fname)).name != fname or not fpath.is_file():
+            raise _refuse(origin, f"file {fname} listed in the manifest is missing")
+        if sha256_file(fpath) != digest:
+            raise _refuse(origin, f"file {fname} does not match its sha256 (corrupt or edited)")
+    try:
+        sensors = tuple(str(s["name"]) for s in manifest["sensors"])
+        units = tuple(str(s.get("unit", "")) for s in manifest["sensors"])
+        window, hop = int(manifest["window"]), int(manifest["hop"])
+        rul = _load_rul(root, origin, manifest.get("rul"), files, len(sensors), window)
+        anomaly = _load_anomaly(root, origin, manifest.get("anomaly"), files, len(sensors), window)
+        version, name = str(manifest["version"]), str(manifest["name"])
+    except (KeyError, TypeError, ValueError, DatasetError) as exc:
+        raise _refuse(origin, f"manifest field missing or malformed ({exc})") from exc
+    if rul is None and anomaly is None:
+        raise _refuse(origin, "it contains no model")
+    return Bundle(origin, name, version, sensors, units, window, hop, rul, anomaly, manifest)
+
+
+def _check_shape(
+    origin: Path,
+    what: str,
+    n_sensors: int,
+    window: int,
+    net_sensors: int,
+    net_window: int,
+    scaler: Scaler,
+) -> None:
+    if net_sensors != n_sensors or scaler.n_sensors != n_sensors:
+        raise _refuse(
+            origin,
+            f"{what} expects {net_sensors} sensors (scaler {scaler.n_sensors}) but the "
+            f"manifest lists {n_sensors}",
+        )
+    if net_window != window:
+        raise _refuse(origin, f"{what} window {net_window} differs from manifest window {window}")
+
+
+def _weights(
+    root: Path, origin: Path, fname: str, files: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    if fname not in files:
+        raise _refuse(origin, f"weights file {fname} has no checksum in the manifest")
+    try:
+        return load_file(str(root / fname))
+    except (SafetensorError, OSError) as exc:
+        raise _refuse(origin, f"{fname} is not a readable safetensors file ({exc})") from exc
+
+
+def _load_state(
+    origin: Path, module: nn.Module, state: Mapping[str, torch.Tensor], what: str
+) -> None:
+    want = module.state_dict()
+    missing = sorted(set(want) - set(state))
+    extra = sorted(set(state) - set(want))
+    if missing or extra:
+        raise _refuse(
+            origin,
+            f"{what} weights do not fit the network (missing {missing[:3]}, "
+            f"unexpected {extra[:3]})",
+        )
+    for key, t in want.items():
+        if tuple(state[key].shape) != tuple(t.shape):
+            raise _refuse(
+                origin,
+                f"{what} tensor {key} has shape {tuple(state[key].shape)}, network needs "
+                f"{tuple(t.shape)}",
+            )
+    module.load_state_dict(dict(state), strict=True)
+    module.eval()
+
+
+def _load_rul(
+    root: Path, origin: Path, spec: Any, files: Mapping[str, Any], n_sensors: int, window: int
+) -> RulHead | None:
+    if spec is None:
+        return None
+    net = RulConfig.from_json(spec["network"])
+    scaler = Scaler.from_json(spec["scaler"])
+    _check_shape(origin, "RUL network", n_sensors, window, net.n_sensors, net.window, scaler)
+    tensors = _weights(root, origin, str(spec["weights"]), files)
+    n = int(spec["members"])
+    if n < 1:
+        raise _refuse(origin, "RUL head has no members")
+    members = []
+    for k in range(n):
+        prefix = f"member{k}."
+        m = RulCNN(net)
+        _load_state(
+            origin,
+            m,
+            {key[len(prefix) :]: t for key, t in tensors.items() if key.startswith(prefix)},
+            f"RUL member {k}",
+        )
+        members.append(m)
+    if any(not key.startswith(tuple(f"member{k}." for k in range(n))) for key in tensors):
+        raise _refuse(origin, "RUL weights hold more members than the manifest lists")
+    return RulHead(net, tuple(members), scaler, float(spec["cap"]), str(spec["unit"]))
+
+
+def _load_anomaly(
+    root: Path, origin: Path, spec: Any, files: Mapping[str, Any], n_sensors: int, window: int
+) -> AnomalyHead | None:
+    if spec is None:
+        return None
+    net = AutoencoderConfig.from_json(spec["network"])
+    scaler = Scaler.from_json(spec["scaler"])
+    _check_shape(origin, "autoencoder", n_sensors, window, net.n_sensors, net.window, scaler)
+    model = ConvAutoencoder(net)
+    _load_state(origin, model, _weights(root, origin, str(spec["weights"]), files), "autoencoder")
+    reference, threshold = float(spec["score_reference"]), float(spec["threshold"])
+    if not (reference > 0 and threshold > 0 and math.isfinite(reference * threshold)):
+        raise _refuse(origin, "anomaly score_reference and threshold must be positive numbers")
+    rule = ThresholdRule.from_json(spec.get("threshold_rule", {}))
+    return AnomalyHead(net, model, scaler, reference, threshold, rule)

@@ -1,0 +1,299 @@
+"""Baseline learning on the gateway ("commissioning") and the per-asset baseline it yields.
+
+Every machine is a little different, so the anomaly model is fitted to each asset's
+own healthy behaviour: :func:`commission` takes a few hundred to a few thousand
+healthy samples of one asset and returns an :class:`AssetBaseline` (its scaler, its
+fine-tuned autoencoder and its calibrated threshold). The agent calls it from a
+worker thread; it is CPU-bounded (``cpu_budget_s``) and never prints.
+
+How the baseline samples are used (``rule.holdout_fraction`` = h, default 0.25):
+
+* the first ``1 - h`` of the samples (in time order) fit the scaler and train the
+  autoencoder, starting from the bundle's fleet weights when the sensors match the
+  bundle's, from scratch otherwise;
+* the last ``h`` are never trained on: their windows set the score reference (healthy
+  = 1.0) and the threshold, see :mod:`models.scoring`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from safetensors.torch import load_file, save_file
+
+from agent.errors import ModelError
+from models.bundle import Bundle
+from models.network import AutoencoderConfig, ConvAutoencoder, reconstruction_error
+from models.preprocessing import FloatArray, Scaler, sliding_windows, windows_ending_at
+from models.scoring import ThresholdRule, calibrate
+from models.train import ProgressCallback, fit_autoencoder
+
+#: Default CPU-time budget of one commissioning run (issue 4: <= 30 s on one thread).
+DEFAULT_CPU_BUDGET_S = 30.0
+#: Fewer healthy samples than this cannot give both training and held-out windows.
+MIN_SAMPLES_FACTOR = 3
+#: A sensor that barely moved during the baseline still gets this much scale relative to
+#: its level, so ordinary later noise is not read as a many-sigma excursion.
+RELATIVE_SCALE_FLOOR = 0.01
+BASELINE_FORMAT = "edgewatch-asset-baseline"
+BASELINE_FORMAT_VERSION = 1
+_JSON = "baseline.json"
+_WEIGHTS = "autoencoder.safetensors"
+
+
+@dataclass
+class AssetBaseline:
+    """One asset's healthy reference: scaler, autoencoder, calibrated threshold.
+
+    ``score(windows)`` returns the normalised anomaly score (healthy ~ 1.0) of raw
+    windows shaped ``(batch, len(sensors), window)`` in ``sensors`` order. A window is
+    anomalous when its score is above ``threshold``; apply :class:`models.scoring.
+    Hysteresis` with ``rule`` before alerting.
+    """
+
+    sensors: tuple[str, ...]
+    window: int
+    scaler: Scaler
+    model: ConvAutoencoder
+    reference: float
+    threshold: float
+    rule: ThresholdRule
+    asset: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, windows: npt.ArrayLike) -> FloatArray:
+        """Normalised anomaly scores ``(batch,)`` of raw windows ``(batch, sensors, window)``."""
+        x = np.asarray(windows, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (len(self.sensors), self.window):
+            raise ModelError(
+                f"baseline expects windows shaped (batch, {len(self.sensors)}, {self.window}), "
+                f"got {x.shape}"
+            )
+        return score_windows(self.model, self.scaler, self.reference, x)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``baseline.json`` + ``autoencoder.safetensors`` into ``directory``.
+
+        The JSON is written last (via a temporary name and rename), so a power cut
+        leaves either the old complete baseline or the new one, never a mix that loads.
+        """
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        wtmp = d / (_WEIGHTS + ".tmp")
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(wtmp))
+        digest = hashlib.sha256(wtmp.read_bytes()).hexdigest()
+        wtmp.replace(d / _WEIGHTS)
+        meta = {
+            "format": BASELINE_FORMAT,
+            "format_version": BASELINE_FORMAT_VERSION,
+            "asset": self.asset,
+            "sensors": list(self.sensors),
+            "window": self.window,
+            "scaler": self.scaler.to_json(),
+            "network": self.model.config.to_json(),
+            "score_reference": self.reference,
+            "threshold": self.threshold,
+            "threshold_rule": self.rule.to_json(),
+            "weights": _WEIGHTS,
+            "weights_sha256": digest,
+            "info": self.info,
+        }
+        jtmp = d / (_JSON + ".tmp")
+        jtmp.write_text(json.dumps(meta, indent=2) + "\n")
+        jtmp.replace(d / _JSON)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> AssetBaseline:
+        """Read a baseline written by :meth:`save`; raises :class:`ModelError` if damaged."""
+        d = Path(directory)
+        try:
+            meta = json.loads((d / _JSON).read_text())
+            if meta.get("format") != BASELINE_FORMAT:
+                raise ModelError(f"{d / _JSON} is not an edgewatch asset baseline")
+            if meta.get("format_version") != BASELINE_FORMAT_VERSION:
+                raise ModelError(f"{d / _JSON} has unsupported format_version")
+            wpath = d / str(meta["weights"])
+            if hashlib.sha256(wpath.read_bytes()).hexdigest() != meta["weights_sha256"]:
+                raise ModelError(
+                    f"asset baseline {d} is damaged (weights checksum mismatch)",
+                    hint="commission the asset again",
+                )
+            model = ConvAutoencoder(AutoencoderConfig.from_json(meta["network"]))
+            model.load_state_dict(load_file(str(wpath)), strict=True)
+            model.eval()
+            return cls(
+                sensors=tuple(str(s) for s in meta["sensors"]),
+                window=int(meta["window"]),
+                scaler=Scaler.from_json(meta["scaler"]),
+                model=model,
+                reference=float(meta["score_reference"]),
+                threshold=float(meta["threshold"]),
+                rule=ThresholdRule.from_json(meta["threshold_rule"]),
+                asset=meta.get("asset"),
+                info=dict(meta.get("info", {})),
+            )
+        except ModelError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ModelError(
+                f"cannot load asset baseline from {d}: {exc}", hint="commission the asset again"
+            ) from exc
+
+
+def score_windows(
+    model: ConvAutoencoder, scaler: Scaler, reference: float, raw: FloatArray, batch: int = 2048
+) -> FloatArray:
+    """Normalised reconstruction error of raw windows ``(B, S, W)`` -> ``(B,)``."""
+    x = scaler.transform(raw, axis=1)
+    out: list[FloatArray] = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            err = reconstruction_error(model, torch.from_numpy(x[i : i + batch])).numpy()
+            out.append(err.astype(np.float32))
+    if not out:
+        return np.zeros(0, dtype=np.float32)
+    return (np.concatenate(out) / np.float32(reference)).astype(np.float32)
+
+
+def fill_missing(samples: npt.ArrayLike) -> FloatArray:
+    """Forward-fill then back-fill NaNs per sensor (a gap keeps the last known value).
+
+    Raises :class:`ModelError` if a sensor has no value at all.
+    """
+    x = np.array(samples, dtype=np.float64)
+    if x.ndim != 2:
+        raise ModelError(f"samples must be shaped (time, sensors), got {x.shape}")
+    x[~np.isfinite(x)] = np.nan
+    empty = np.where(np.isnan(x).all(axis=0))[0]
+    if empty.size:
+        raise ModelError(f"sensor column(s) {empty.tolist()} have no finite value")
+    for j in np.where(np.isnan(x).any(axis=0))[0]:
+        col = x[:, j]
+        idx = np.where(~np.isnan(col), np.arange(len(col)), 0)
+        np.maximum.accumulate(idx, out=idx)
+        col = col[idx]
+        first = np.argmax(~np.isnan(col))
+        col[:first] = col[first]
+        x[:, j] = col
+    return x.astype(np.float32)
+
+
+def commission(
+    samples: npt.ArrayLike,
+    bundle: Bundle,
+    *,
+    sensors: Sequence[str] | None = None,
+    asset: str | None = None,
+    rule: ThresholdRule | None = None,
+    cpu_budget_s: float = DEFAULT_CPU_BUDGET_S,
+    epochs: int = 60,
+    learning_rate: float | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    progress: ProgressCallback | None = None,
+) -> AssetBaseline:
+    """Learn one asset's healthy baseline from ``samples`` ``(time, sensors)`` raw values.
+
+    ``sensors`` names the columns (default: the bundle's sensors, in order). If they are
+    the bundle's sensors (any order; columns are reordered to the bundle's), fine-tuning
+    starts from the bundle's fleet autoencoder; otherwise a fresh autoencoder with the
+    bundle's architecture is trained from scratch. ``cpu_budget_s`` bounds the CPU time
+    of the calling thread spent training; ``threads`` is passed to
+    ``torch.set_num_threads`` (process-wide). NaNs are forward/back-filled.
+    Deterministic for a given ``seed``.
+    """
+    rule = rule or (bundle.anomaly.rule if bundle.anomaly else ThresholdRule())
+    torch.set_num_threads(threads)
+    names = tuple(sensors) if sensors is not None else bundle.sensors
+    x = fill_missing(samples)
+    if x.shape[1] != len(names):
+        raise ModelError(f"samples have {x.shape[1]} columns but {len(names)} sensor names")
+    fleet = bundle.anomaly
+    from_fleet = fleet is not None and set(names) == set(bundle.sensors)
+    if from_fleet:
+        order = [names.index(s) for s in bundle.sensors]
+        x, names = x[:, order], bundle.sensors
+    window = bundle.window
+    n = x.shape[0]
+    if n < MIN_SAMPLES_FACTOR * window:
+        raise ModelError(
+            f"commissioning needs at least {MIN_SAMPLES_FACTOR * window} healthy samples "
+            f"(window {window}), got {n}"
+        )
+    n_train = round(n * (1 - rule.holdout_fraction))
+    train_rows, hold_rows = x[:n_train], x[n_train:]
+    scaler = Scaler.fit(train_rows, "zscore", relative_floor=RELATIVE_SCALE_FLOOR)
+    x_train = scaler.transform(sliding_windows(train_rows, window, 1), axis=1)
+    if len(hold_rows) >= window + 10:
+        hold_raw = sliding_windows(hold_rows, window, 1)
+    else:
+        # Too few held-out rows for whole windows: let them reach back into training
+        # rows; the window's newest rows are still unseen.
+        hold_raw = windows_ending_at(x, np.arange(n_train, n), window)
+
+    if from_fleet and fleet is not None:
+        model = ConvAutoencoder(fleet.network)
+        model.load_state_dict(fleet.model.state_dict())
+        lr = learning_rate or 1e-3
+    else:
+        base = fleet.network if fleet is not None else AutoencoderConfig(len(names), window)
+        model = ConvAutoencoder(replace(base, n_sensors=len(names), window=window))
+        lr = learning_rate or 2e-3
+    t0 = time.thread_time()
+    fit = fit_autoencoder(
+        model,
+        x_train,
+        scaler.transform(hold_raw, axis=1),
+        epochs=epochs,
+        batch_size=64,
+        learning_rate=lr,
+        patience=8,
+        seed=seed,
+        cpu_budget_s=cpu_budget_s,
+        progress=progress,
+        stage="commission",
+    )
+    raw_hold = score_windows(fit.model, scaler, 1.0, hold_raw)
+    cal = calibrate(raw_hold, rule)
+    info: dict[str, Any] = {
+        "samples": int(n),
+        "train_samples": int(n_train),
+        "holdout_windows": cal.holdout_windows,
+        "holdout_quantile_score": cal.holdout_quantile_score,
+        "initialised_from": f"fleet:{bundle.version}" if from_fleet else "scratch",
+        "epochs_run": fit.epochs_run,
+        "stopped_by": fit.stopped_by,
+        "cpu_seconds": time.thread_time() - t0,
+        "created_ts": time.time(),
+        "seed": seed,
+    }
+    return AssetBaseline(
+        sensors=tuple(names),
+        window=window,
+        scaler=scaler,
+        model=fit.model,
+        reference=cal.reference,
+        threshold=cal.threshold,
+        rule=rule,
+        asset=asset,
+        info=info,
+    )
+
+
+def baseline_sensor_order(baseline: AssetBaseline, names: Sequence[str]) -> list[int]:
+    """Column indices that put a table with columns ``names`` into ``baseline.sensors`` order."""
+    lookup: Mapping[str, int] = {n: i for i, n in enumerate(names)}
+    missing = [s for s in baseline.sensors if s not in lookup]
+    if missing:
+        raise ModelError(f"data lacks sensor(s) {', '.join(missing)} of the baseline")
+    return [lookup[s] for s in baseline.sensors]

@@ -1,0 +1,179 @@
+"""Batched inference over a verified bundle, with optional per-asset baselines.
+
+Usage from the agent's single inference worker thread::
+
+    bundle = load_bundle(path)                  # BundleError if it fails verification
+    predictor = Predictor(bundle, threads=1)
+    out = predictor.predict(windows, baselines)  # windows: (B, S, W) float32, RAW values
+    out.anomaly_score[i], out.threshold[i], out.anomalous[i], out.rul[i]
+
+``windows[i]`` holds the raw (unscaled) readings of one asset, sensors in
+``predictor.sensors`` order (the manifest's), oldest sample first, exactly
+``predictor.window`` samples. ``baselines[i]`` is that asset's
+:class:`~models.commission.AssetBaseline` or ``None``. Rows are grouped by baseline
+object, so a batch mixing many assets costs one autoencoder pass per distinct
+baseline (plus one for all fleet rows) and one RUL pass for the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from agent.errors import ModelError
+from models.bundle import Bundle, load_bundle
+from models.commission import AssetBaseline, score_windows
+from models.preprocessing import FloatArray
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Results for a batch of ``B`` windows, row ``i`` for ``windows[i]``.
+
+    ``anomaly_score``: normalised reconstruction error (healthy ~ 1.0), ``threshold``:
+    the threshold that applies to that row (the asset baseline's, or the fleet's),
+    ``anomalous``: ``anomaly_score > threshold`` for this window alone - apply
+    :class:`models.scoring.Hysteresis` per asset before raising an alert. All three are
+    ``None`` when the bundle has no anomaly model and no baselines were given.
+    ``rul``: remaining useful life in ``rul_unit`` (clipped to ``[0, rul_cap]``), or
+    ``None`` when the bundle has no RUL model.
+    """
+
+    model_version: str
+    anomaly_score: FloatArray | None
+    threshold: FloatArray | None
+    anomalous: BoolArray | None
+    rul: FloatArray | None
+    rul_unit: str | None
+    rul_cap: float | None
+
+
+class Predictor:
+    """Runs a bundle's models on raw windows; one instance per inference thread.
+
+    ``threads`` is applied with ``torch.set_num_threads`` (a process-wide torch setting)
+    when the predictor is built; 1 is right for a 2-core gateway where the event loop
+    needs the other core. Not thread-safe: call ``predict`` from one thread.
+    """
+
+    def __init__(self, bundle: Bundle | str | Path, *, threads: int = 1) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        if threads < 1:
+            raise ModelError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
+        torch.set_num_threads(threads)
+        for m in self._modules():
+            m.eval()
+
+    def _modules(self) -> list[torch.nn.Module]:
+        mods: list[torch.nn.Module] = []
+        if self.bundle.rul is not None:
+            mods.extend(self.bundle.rul.members)
+        if self.bundle.anomaly is not None:
+            mods.append(self.bundle.anomaly.model)
+        return mods
+
+    @property
+    def sensors(self) -> tuple[str, ...]:
+        """Sensor order of the windows' axis 1."""
+        return self.bundle.sensors
+
+    @property
+    def window(self) -> int:
+        return self.bundle.window
+
+    @property
+    def hop(self) -> int:
+        return self.bundle.hop
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.version
+
+    def check_baseline(self, baseline: AssetBaseline) -> None:
+        """Raise :class:`ModelError` unless ``baseline`` can score this bundle's windows."""
+        if baseline.sensors != self.sensors or baseline.window != self.window:
+            raise ModelError(
+                f"asset baseline ({len(baseline.sensors)} sensors, window {baseline.window}) "
+                f"does not match bundle {self.model_version} ({len(self.sensors)} sensors, "
+                f"window {self.window})",
+                hint="commission the asset again with this bundle",
+            )
+
+    def predict(
+        self,
+        windows: npt.ArrayLike,
+        baselines: Sequence[AssetBaseline | None] | None = None,
+    ) -> Predictions:
+        """Score a batch of raw windows ``(B, len(sensors), window)``.
+
+        ``baselines``: ``None`` (every row uses the fleet model) or one entry per row.
+        Raises :class:`ModelError` for a wrong shape, non-finite values, or a baseline
+        whose sensors/window differ from the bundle's.
+        """
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        expected = (len(self.sensors), self.window)
+        if x.ndim != 3 or x.shape[1:] != expected:
+            raise ModelError(
+                f"windows must be shaped (batch, {expected[0]}, {expected[1]}), got {x.shape}"
+            )
+        if not np.isfinite(x).all():
+            raise ModelError("windows contain NaN or infinite values; fill gaps before predicting")
+        if baselines is not None and len(baselines) != len(x):
+            raise ModelError(f"got {len(baselines)} baselines for {len(x)} windows")
+        with torch.inference_mode():
+            rul = self._rul(x)
+            score, thr = self._anomaly(x, baselines)
+        head = self.bundle.rul
+        return Predictions(
+            model_version=self.model_version,
+            anomaly_score=score,
+            threshold=thr,
+            anomalous=None if score is None or thr is None else score > thr,
+            rul=rul,
+            rul_unit=head.unit if head is not None else None,
+            rul_cap=head.cap if head is not None else None,
+        )
+
+    def _rul(self, x: FloatArray) -> FloatArray | None:
+        head = self.bundle.rul
+        if head is None or len(x) == 0:
+            return None if head is None else np.zeros(0, np.float32)
+        xt = torch.from_numpy(head.scaler.transform(x, axis=1))
+        acc = head.members[0](xt)
+        for m in head.members[1:]:
+            acc = acc + m(xt)
+        out = (acc / len(head.members)).clamp_(0.0, head.cap)
+        rul: FloatArray = out.numpy().astype(np.float32)
+        return rul
+
+    def _anomaly(
+        self, x: FloatArray, baselines: Sequence[AssetBaseline | None] | None
+    ) -> tuple[FloatArray | None, FloatArray | None]:
+        fleet = self.bundle.anomaly
+        rows = baselines if baselines is not None else [None] * len(x)
+        if fleet is None and all(b is None for b in rows):
+            return None, None
+        score = np.full(len(x), np.nan, dtype=np.float32)
+        thr = np.full(len(x), np.nan, dtype=np.float32)
+        groups: dict[int, tuple[AssetBaseline | None, list[int]]] = {}
+        for i, b in enumerate(rows):
+            groups.setdefault(id(b), (b, []))[1].append(i)
+        for b, idx in groups.values():
+            sel = np.asarray(idx)
+            if b is not None:
+                self.check_baseline(b)
+                score[sel] = score_windows(b.model, b.scaler, b.reference, x[sel])
+                thr[sel] = b.threshold
+            elif fleet is not None:
+                score[sel] = score_windows(fleet.model, fleet.scaler, fleet.reference, x[sel])
+                thr[sel] = fleet.threshold
+            # rows of assets without baseline in a bundle without fleet AE stay NaN
+        return score, thr

@@ -1,0 +1,584 @@
+"""Training loops: seeded, early-stopped, CPU-only, progress through a callback.
+
+The library never prints. Callers that want a progress bar pass ``progress``, a
+callable that receives a :class:`Progress` after every epoch (the CLI renders it
+with rich); everything else comes back in the result objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from agent.errors import DatasetError, ModelError
+from models.datasets import AssetTable
+from models.metrics import nasa_score, rmse
+from models.network import (
+    AutoencoderConfig,
+    ConvAutoencoder,
+    RulCNN,
+    RulConfig,
+    count_parameters,
+    reconstruction_error,
+    seed_everything,
+)
+from models.preprocessing import (
+    DEFAULT_RUL_CAP,
+    CmapssData,
+    FloatArray,
+    Scaler,
+    Unit,
+    rul_targets,
+    select_sensors,
+    sliding_windows,
+    split_units,
+    truncate_units,
+    windows_ending_at,
+)
+from models.scoring import ThresholdRule, calibrate
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One training step worth reporting: ``step`` of ``total`` in ``stage``."""
+
+    stage: str
+    step: int
+    total: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _noop(_: Progress) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- RUL
+
+
+@dataclass(frozen=True)
+class RulTrainConfig:
+    """Everything that decides a RUL training run (stored in the bundle manifest)."""
+
+    window: int = 30
+    hop: int = 1
+    cap: float = DEFAULT_RUL_CAP
+    scaler: Literal["zscore", "minmax"] = "minmax"
+    include_settings: bool = False
+    epochs: int = 80
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 15
+    val_fraction: float = 0.2
+    val_cuts_per_unit: int = 10
+    test_fraction: float = 0.0
+    seed: int = 0
+    ensemble: int = 1
+    channels: tuple[int, ...] = (32, 32, 32)
+    kernel: int = 5
+    squeeze: int = 8
+    hidden: int = 64
+    dropout: float = 0.2
+    max_units: int | None = None
+    threads: int = 1
+    #: RUL that one row stands for (1 cycle in C-MAPSS; sample period in the RUL unit).
+    rul_per_row: float = 1.0
+    #: Shortest prefix a validation cut keeps (rows); C-MAPSS test units start at 31.
+    min_val_rows: int = 31
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["channels"] = list(self.channels)
+        return d
+
+
+@dataclass
+class RulTrainResult:
+    """Trained ensemble plus what a bundle needs to reproduce its inputs."""
+
+    models: list[RulCNN]
+    network: RulConfig
+    sensors: list[str]
+    sensor_units: list[str]
+    scaler: Scaler
+    config: RulTrainConfig
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    train_units: list[int]
+    val_units: list[int]
+
+
+def last_windows(units: Sequence[Unit], columns: Sequence[int], window: int) -> FloatArray:
+    """The last window of each unit, raw values ``(n_units, sensors, window)``; short
+    units are edge-padded with their first row."""
+    out = [windows_ending_at(u.data[:, list(columns)], [u.n_cycles - 1], window)[0] for u in units]
+    return np.stack(out).astype(np.float32)
+
+
+def predict_rul(models: Sequence[RulCNN], x: FloatArray, batch_size: int = 4096) -> FloatArray:
+    """Mean prediction of the ensemble on scaled windows ``(B, S, W)`` -> ``(B,)``."""
+    outs = []
+    with torch.inference_mode():
+        for m in models:
+            m.eval()
+            parts = [
+                m(torch.from_numpy(x[i : i + batch_size])).numpy()
+                for i in range(0, len(x), batch_size)
+            ]
+            outs.append(np.concatenate(parts) if parts else np.zeros(0, np.float32))
+    mean: FloatArray = np.mean(np.stack(outs), axis=0).astype(np.float32)
+    return mean
+
+
+def train_rul_cmapss(
+    data: CmapssData,
+    config: RulTrainConfig | None = None,
+    progress: ProgressCallback | None = None,
+) -> RulTrainResult:
+    """Train a RUL ensemble on a C-MAPSS training file.
+
+    Steps: split *by unit*; choose sensors that are not constant on the training units;
+    fit the scaler on training units only; slide windows with capped RUL targets; train
+    each member with Adam and early stopping on validation RMSE, where the validation
+    set is made of the held-out units truncated at random points (several cuts per unit)
+    and scored on the last window only - the published FD001 protocol.
+    """
+    cfg = config or RulTrainConfig()
+    report = progress or _noop
+    torch.set_num_threads(cfg.threads)
+    units = list(data.units)
+    if cfg.max_units is not None:
+        units = units[: cfg.max_units]
+    if len(units) < 2:
+        raise DatasetError("need at least two units to split training and validation")
+    test_u: list[Unit] = []
+    if cfg.test_fraction > 0:
+        # Units never seen by training nor by early stopping: an unbiased estimate of
+        # the last-window RMSE (validation RMSE is slightly optimistic, it picked the epoch).
+        units, test_u = split_units(units, cfg.test_fraction, cfg.seed + 7)
+    train_u, val_u = split_units(units, cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
+    candidates = list(data.columns if cfg.include_settings else data.columns[data.n_settings :])
+    cand_idx = data.column_indices(candidates)
+    train_stack = np.concatenate([u.data for u in train_u])
+    sensors = select_sensors(candidates, train_stack[:, cand_idx])
+    cols = data.column_indices(sensors)
+    scaler = Scaler.fit(train_stack[:, cols], cfg.scaler)
+
+    xs, ys = [], []
+    for u in train_u:
+        x = sliding_windows(u.data[:, cols], cfg.window, cfg.hop)
+        y = rul_targets(u.n_cycles, cap=cfg.cap, end_rul=u.end_rul, per_row=cfg.rul_per_row)
+        # a window's target is the RUL at its last row; short units yield one window.
+        pad = max(0, cfg.window - u.n_cycles)
+        ends = np.arange(cfg.window - 1, u.n_cycles + pad, cfg.hop) - pad
+        xs.append(scaler.transform(x, axis=1))
+        ys.append(y[ends].astype(np.float32))
+    x_train = np.concatenate(xs)
+    y_train = np.concatenate(ys)
+
+    val_cut = truncate_units(
+        val_u,
+        cfg.seed + 1,
+        cuts_per_unit=cfg.val_cuts_per_unit,
+        min_cycles=cfg.min_val_rows,
+        per_row=cfg.rul_per_row,
+    )
+    x_val = scaler.transform(last_windows(val_cut, cols, cfg.window), axis=1)
+    y_val = np.minimum(np.array([u.end_rul for u in val_cut]), cfg.cap)
+
+    net_cfg = RulConfig(
+        n_sensors=len(sensors),
+        window=cfg.window,
+        channels=cfg.channels,
+        kernel=cfg.kernel,
+        squeeze=cfg.squeeze,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+    )
+    models: list[RulCNN] = []
+    history: list[dict[str, float]] = []
+    total = cfg.epochs * cfg.ensemble
+    started = time.perf_counter()
+    for member in range(cfg.ensemble):
+        model, hist = _fit_rul_member(
+            net_cfg,
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            cfg,
+            cfg.seed + 1000 * member,
+            member,
+            report,
+            total,
+        )
+        models.append(model)
+        history.extend(hist)
+
+    pred_val = np.clip(predict_rul(models, x_val), 0.0, cfg.cap)
+    metrics = {
+        "val_rmse": rmse(pred_val, y_val),
+        "val_nasa_score": nasa_score(pred_val, y_val),
+        "val_nasa_score_per_unit": nasa_score(pred_val, y_val) / len(y_val),
+        "val_windows": float(len(y_val)),
+        "val_units": float(len(val_u)),
+        "train_windows": float(len(y_train)),
+        "train_units": float(len(train_u)),
+        "parameters_per_network": float(count_parameters(models[0])),
+        "ensemble_size": float(len(models)),
+        "train_seconds": time.perf_counter() - started,
+    }
+    if test_u:
+        test_cut = truncate_units(
+            test_u,
+            cfg.seed + 2,
+            cuts_per_unit=cfg.val_cuts_per_unit,
+            min_cycles=cfg.min_val_rows,
+            per_row=cfg.rul_per_row,
+        )
+        x_test = scaler.transform(last_windows(test_cut, cols, cfg.window), axis=1)
+        y_test = np.minimum(np.array([u.end_rul for u in test_cut]), cfg.cap)
+        pred_test = np.clip(predict_rul(models, x_test), 0.0, cfg.cap)
+        metrics["test_rmse"] = rmse(pred_test, y_test)
+        metrics["test_nasa_score_per_unit"] = nasa_score(pred_test, y_test) / len(y_test)
+        metrics["test_units"] = float(len(test_u))
+    units_lookup = data.units_by_column
+    return RulTrainResult(
+        models=models,
+        network=net_cfg,
+        sensors=sensors,
+        sensor_units=[units_lookup.get(s, "") for s in sensors],
+        scaler=scaler,
+        config=cfg,
+        metrics=metrics,
+        history=history,
+        train_units=[u.unit_id for u in train_u],
+        val_units=[u.unit_id for u in val_u],
+    )
+
+
+def _fit_rul_member(
+    net_cfg: RulConfig,
+    x_train: FloatArray,
+    y_train: FloatArray,
+    x_val: FloatArray,
+    y_val: np.ndarray[Any, Any],
+    cfg: RulTrainConfig,
+    seed: int,
+    member: int,
+    report: ProgressCallback,
+    total: int,
+) -> tuple[RulCNN, list[dict[str, float]]]:
+    seed_everything(seed)
+    model = RulCNN(net_cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=cfg.patience // 3)
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    best_rmse, best_state, best_epoch = math.inf, copy.deepcopy(model.state_dict()), 0
+    history: list[dict[str, float]] = []
+    loss_fn = nn.MSELoss()
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        running, seen = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+        val = rmse(np.clip(predict_rul([model], x_val), 0, cfg.cap), y_val)
+        sched.step(val)
+        row = {
+            "member": float(member),
+            "epoch": float(epoch + 1),
+            "train_loss": running / max(seen, 1),
+            "val_rmse": val,
+        }
+        history.append(row)
+        if val < best_rmse - 1e-4:
+            best_rmse, best_state, best_epoch = val, copy.deepcopy(model.state_dict()), epoch
+        report(Progress("rul", member * cfg.epochs + epoch + 1, total, row))
+        if epoch - best_epoch >= cfg.patience:
+            report(Progress("rul", (member + 1) * cfg.epochs, total, row))
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, history
+
+
+# --------------------------------------------------------------------------- anomaly
+
+
+@dataclass(frozen=True)
+class AnomalyTrainConfig:
+    """Fleet autoencoder training (also the fine-tuning recipe of commissioning)."""
+
+    window: int = 32
+    hop: int = 4
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    patience: int = 6
+    val_fraction: float = 0.2
+    seed: int = 0
+    channels: tuple[int, int] = (32, 16)
+    kernel: int = 5
+    latent: int = 16
+    threads: int = 1
+    #: How many random baseline-sized scalers each training asset is seen through.
+    scalings_per_asset: int = 3
+    #: Range of baseline lengths (rows) those scalers are fitted on (commissioning: 400-2000).
+    baseline_rows: tuple[int, int] = (400, 2000)
+    #: Scale floor relative to the level, see :data:`models.commission.RELATIVE_SCALE_FLOOR`.
+    relative_floor: float = 0.01
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["channels"] = list(self.channels)
+        d["baseline_rows"] = list(self.baseline_rows)
+        return d
+
+
+@dataclass
+class AnomalyFitResult:
+    model: ConvAutoencoder
+    history: list[dict[str, float]]
+    epochs_run: int
+    stopped_by: str
+
+
+def fit_autoencoder(
+    model: ConvAutoencoder,
+    x_train: FloatArray,
+    x_val: FloatArray | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    patience: int,
+    seed: int,
+    cpu_budget_s: float | None = None,
+    progress: ProgressCallback | None = None,
+    stage: str = "anomaly",
+) -> AnomalyFitResult:
+    """Train ``model`` in place on scaled windows; early stopping on validation loss.
+
+    ``cpu_budget_s`` bounds the CPU time of the *calling thread* (``time.thread_time``),
+    which is what a gateway worker thread consumes when torch runs on one thread; the
+    loop stops after the step that crosses it and keeps the best weights so far.
+    """
+    report = progress or _noop
+    if len(x_train) == 0:
+        raise ModelError("no training windows for the autoencoder")
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    xt = torch.from_numpy(x_train)
+    xv = torch.from_numpy(x_val) if x_val is not None and len(x_val) else None
+    best = math.inf
+    best_state = copy.deepcopy(model.state_dict())
+    best_epoch = 0
+    history: list[dict[str, float]] = []
+    t0 = time.thread_time()
+    stopped_by = "epochs"
+    epoch = 0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        running, seen = 0.0, 0
+        over_budget = False
+        for i in range(0, len(order), batch_size):
+            xb = xt[order[i : i + batch_size]]
+            opt.zero_grad(set_to_none=True)
+            loss = reconstruction_error(model, xb).mean()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            running += loss.item() * len(xb)
+            seen += len(xb)
+            if cpu_budget_s is not None and time.thread_time() - t0 > cpu_budget_s:
+                over_budget = True
+                break
+        model.eval()
+        with torch.inference_mode():
+            val = (
+                float(reconstruction_error(model, xv).mean()) if xv is not None else running / seen
+            )
+        row = {"epoch": float(epoch + 1), "train_loss": running / max(seen, 1), "val_loss": val}
+        history.append(row)
+        if val < best - 1e-6:
+            best, best_state, best_epoch = val, copy.deepcopy(model.state_dict()), epoch
+        report(Progress(stage, epoch + 1, epochs, row))
+        if over_budget:
+            stopped_by = "cpu_budget"
+            break
+        if epoch - best_epoch >= patience:
+            stopped_by = "early_stopping"
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    report(Progress(stage, epochs, epochs, history[-1] if history else {}))
+    return AnomalyFitResult(model, history, epoch + 1, stopped_by)
+
+
+def build_autoencoder(n_sensors: int, cfg: AnomalyTrainConfig) -> ConvAutoencoder:
+    return ConvAutoencoder(
+        AutoencoderConfig(
+            n_sensors=n_sensors,
+            window=cfg.window,
+            channels=cfg.channels,
+            kernel=cfg.kernel,
+            latent=cfg.latent,
+        )
+    )
+
+
+def with_threads(cfg: AnomalyTrainConfig, threads: int) -> AnomalyTrainConfig:
+    return replace(cfg, threads=threads)
+
+
+@dataclass
+class FleetAnomalyResult:
+    """Fleet autoencoder, its fallback scaler and calibration, and how it was made."""
+
+    model: ConvAutoencoder
+    network: AutoencoderConfig
+    sensors: list[str]
+    scaler: Scaler
+    reference: float
+    threshold: float
+    rule: ThresholdRule
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    train_assets: list[str]
+    val_assets: list[str]
+
+
+def healthy_prefix(table: AssetTable) -> FloatArray:
+    """Rows before the first anomalous (or unlabelled) row: the asset's healthy run."""
+    bad = np.where(table.labels | ~table.known)[0]
+    end = int(bad[0]) if bad.size else len(table)
+    return table.values[:end].astype(np.float32)
+
+
+def train_anomaly_fleet(
+    tables: Sequence[AssetTable],
+    config: AnomalyTrainConfig | None = None,
+    rule: ThresholdRule | None = None,
+    progress: ProgressCallback | None = None,
+) -> FleetAnomalyResult:
+    """Train the fleet autoencoder on the healthy part of many assets.
+
+    Operating-condition awareness starts here: commissioning scales an asset by the
+    statistics of a short baseline that rarely covers every load level, so each
+    training asset is scaled several times, each time by a scaler fitted on a random
+    baseline-sized stretch of its healthy run, and the autoencoder learns to reconstruct
+    the asset's *whole* healthy run in those coordinates (other loads, stops, starts).
+    One more copy uses the pooled fleet scaler, the coordinates of assets that have no
+    baseline yet. Assets are split (never rows): held-out assets drive early stopping and
+    calibrate the fleet threshold (fleet scaler, rule of :mod:`models.scoring`).
+    """
+    cfg = config or AnomalyTrainConfig()
+    rule = rule or ThresholdRule()
+    torch.set_num_threads(cfg.threads)
+    if not tables:
+        raise DatasetError("no assets to train the anomaly model on")
+    sensors = list(tables[0].sensors)
+    if any(list(t.sensors) != sensors for t in tables):
+        raise DatasetError("all assets must have the same sensor columns in the same order")
+    healthy = [(t.name, fill_nan(healthy_prefix(t))) for t in tables]
+    healthy = [(n, h) for n, h in healthy if len(h) >= 2 * cfg.window]
+    if len(healthy) < 2:
+        raise DatasetError("need at least two assets with a healthy run of 2 windows or more")
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(healthy))
+    n_val = max(1, round(len(healthy) * cfg.val_fraction))
+    val = [healthy[i] for i in order[:n_val]]
+    train = [healthy[i] for i in order[n_val:]]
+    fleet_scaler = Scaler.fit(
+        np.concatenate([h for _, h in train]), "zscore", relative_floor=cfg.relative_floor
+    )
+
+    def windows_for(assets: list[tuple[str, FloatArray]], copies: int) -> FloatArray:
+        out = []
+        for _, h in assets:
+            w = sliding_windows(h, cfg.window, cfg.hop)
+            out.append(fleet_scaler.transform(w, axis=1))
+            for _ in range(copies):
+                length = int(
+                    rng.integers(
+                        min(cfg.baseline_rows[0], len(h)), min(cfg.baseline_rows[1], len(h)) + 1
+                    )
+                )
+                start = int(rng.integers(0, len(h) - length + 1))
+                sc = Scaler.fit(
+                    h[start : start + length], "zscore", relative_floor=cfg.relative_floor
+                )
+                out.append(sc.transform(w, axis=1))
+        return np.concatenate(out)
+
+    x_train = windows_for(train, cfg.scalings_per_asset)
+    x_val = windows_for(val, cfg.scalings_per_asset)
+    model = build_autoencoder(len(sensors), cfg)
+    fit = fit_autoencoder(
+        model,
+        x_train,
+        x_val,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        patience=cfg.patience,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    val_fleet = np.concatenate(
+        [fleet_scaler.transform(sliding_windows(h, cfg.window, 1), axis=1) for _, h in val]
+    )
+    with torch.inference_mode():
+        raw = reconstruction_error(fit.model, torch.from_numpy(val_fleet)).numpy()
+    cal = calibrate(raw, rule)
+    metrics = {
+        "train_windows": float(len(x_train)),
+        "val_windows": float(len(x_val)),
+        "val_loss": min(h["val_loss"] for h in fit.history),
+        "epochs_run": float(fit.epochs_run),
+        "fleet_threshold": cal.threshold,
+        "fleet_holdout_quantile_score": cal.holdout_quantile_score,
+        "parameters": float(count_parameters(fit.model)),
+    }
+    return FleetAnomalyResult(
+        model=fit.model,
+        network=fit.model.config,
+        sensors=sensors,
+        scaler=fleet_scaler,
+        reference=cal.reference,
+        threshold=cal.threshold,
+        rule=rule,
+        metrics=metrics,
+        history=fit.history,
+        train_assets=[n for n, _ in train],
+        val_assets=[n for n, _ in val],
+    )
+
+
+def fill_nan(x: FloatArray) -> FloatArray:
+    """Carry the last finite value forward per column (leading gaps take the first)."""
+    if np.isfinite(x).all():
+        return x
+    frame = pd.DataFrame(x).replace([np.inf, -np.inf], np.nan).ffill().bfill()
+    return frame.to_numpy(dtype=np.float32)
