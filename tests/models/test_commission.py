@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.errors import ModelError
+from models.bundle import load_bundle
+from models.commission import AssetBaseline, commission
+from models.predictor import Predictor
+from models.preprocessing import sliding_windows
+from models.scoring import ThresholdRule, alarm_flags, calibrate
+from tests.models.conftest import SENSORS, WINDOW, healthy_series, make_bundle
+
+
+def test_commission_save_load_and_predict(tmp_path: Path, bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    series = healthy_series(600)
+    base = commission(series[:400], bundle, asset="p1", epochs=8, cpu_budget_s=10.0)
+    assert base.info["initialised_from"].startswith("fleet:")
+    assert base.threshold >= base.rule.min_threshold
+    later = sliding_windows(series[400:], WINDOW, 4)
+    healthy_scores = base.score(later)
+    assert 0.3 < float(np.median(healthy_scores)) < 3.0
+
+    broken = series.copy()
+    broken[:, 1] += 3.0  # vibration jumps: six baseline standard deviations or more
+    faulty_scores = base.score(sliding_windows(broken[400:], WINDOW, 4))
+    assert float(np.median(faulty_scores)) > base.threshold
+
+    base.save(tmp_path / "p1")
+    again = AssetBaseline.load(tmp_path / "p1")
+    assert np.allclose(again.score(later), healthy_scores)
+
+    pred = Predictor(bundle).predict(later[:3], [again, None, again])
+    assert pred.anomaly_score is not None and pred.threshold is not None
+    assert pred.threshold[0] == again.threshold and pred.threshold[1] == bundle.anomaly.threshold  # type: ignore[union-attr]
+    assert np.allclose(pred.anomaly_score[[0, 2]], healthy_scores[[0, 2]], rtol=1e-5)
+
+
+def test_commission_is_deterministic(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    s = healthy_series(300)
+    a = commission(s, bundle, epochs=3)
+    b = commission(s, bundle, epochs=3)
+    assert a.threshold == b.threshold and a.reference == b.reference
+
+
+def test_commission_from_scratch_for_other_sensors(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    s = healthy_series(300)[:, :2]
+    s[5:9, 0] = np.nan  # gaps are filled, not crashed on
+    base = commission(s, bundle, sensors=["x", "y"], epochs=3)
+    assert base.info["initialised_from"] == "scratch"
+    assert base.sensors == ("x", "y")
+    with pytest.raises(ModelError, match="does not match bundle"):
+        Predictor(bundle).predict(np.zeros((1, 3, WINDOW), np.float32), [base])
+
+
+def test_damaged_baseline_refused(tmp_path: Path, bundle_dir: Path) -> None:
+    base = commission(healthy_series(300), load_bundle(bundle_dir), epochs=2)
+    base.save(tmp_path / "b")
+    w = tmp_path / "b" / "autoencoder.safetensors"
+    w.write_bytes(w.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ModelError, match="damaged"):
+        AssetBaseline.load(tmp_path / "b")
+
+
+def test_predictor_without_rul_or_baselines(tmp_path: Path) -> None:
+    only_ae = load_bundle(make_bundle(tmp_path / "ae", rul=False))
+    out = Predictor(only_ae).predict(np.full((2, len(SENSORS), WINDOW), 50.0, np.float32))
+    assert out.rul is None and out.anomaly_score is not None and out.anomalous is not None
+    only_rul = load_bundle(make_bundle(tmp_path / "rul", anomaly=False))
+    out = Predictor(only_rul).predict(np.zeros((2, len(SENSORS), WINDOW), np.float32))
+    assert out.anomaly_score is None and out.rul is not None and out.rul_unit == "cycles"
+    with pytest.raises(ModelError, match="shaped"):
+        Predictor(only_rul).predict(np.zeros((2, 2, WINDOW), np.float32))
+    with pytest.raises(ModelError, match="NaN"):
+        Predictor(only_rul).predict(np.full((1, 3, WINDOW), np.nan, np.float32))
+
+
+def test_threshold_rule_and_hysteresis() -> None:
+    rule = ThresholdRule(
+        quantile=0.5, margin=2.0, min_threshold=1.0, on_count=2, off_count=2, off_ratio=0.5
+    )
+    cal = calibrate([1.0, 2.0, 3.0], rule)
+    assert cal.reference == 2.0 and cal.threshold == 2.0
+    flags = alarm_flags([3, 1, 3, 3, 1.5, 0.5, 0.5, 3], cal.threshold, rule)
+    assert flags.tolist() == [False, False, False, True, True, True, False, False]
