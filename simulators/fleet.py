@@ -28,7 +28,7 @@ from pathlib import Path
 
 from simulators.badinput import BadInputInjector
 from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE
-from simulators.publisher import DEFAULT_MAX_INFLIGHT, MessageSink, MqttPublisher
+from simulators.publisher import DEFAULT_MAX_INFLIGHT, Backend, MessageSink, make_publisher
 from simulators.pump import SENSORS, AssetRun, plan_fleet, simulate_asset
 from simulators.stream import (
     Pacing,
@@ -157,12 +157,23 @@ def publish_fleet(
     truth_path: str | Path | None = None,
     bad_record_path: str | Path | None = None,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    username: str | None = None,
+    password: str | None = None,
+    backend: Backend = "auto",
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> RunReport:
     """Publish the simulated fleet to ``host:port``; waits for every acknowledgement."""
     truth = TruthTable() if truth_path else None
-    publisher = MqttPublisher(host, port, qos=qos, max_inflight=max_inflight)
+    publisher = make_publisher(
+        host,
+        port,
+        qos=qos,
+        max_inflight=max_inflight,
+        username=username,
+        password=password,
+        backend=backend,
+    )
     with publisher:
         stats = stream_fleet(
             config,

@@ -34,7 +34,7 @@ from models.preprocessing import CMAPSS_SENSORS, CMAPSS_SETTINGS
 from simulators.badinput import BadInputInjector
 from simulators.fleet import default_start_ts
 from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE
-from simulators.publisher import DEFAULT_MAX_INFLIGHT, MessageSink, MqttPublisher
+from simulators.publisher import DEFAULT_MAX_INFLIGHT, Backend, MessageSink, make_publisher
 from simulators.stream import (
     Pacing,
     ProgressCallback,
@@ -292,12 +292,23 @@ def publish_replay(
     truth_path: str | Path | None = None,
     bad_record_path: str | Path | None = None,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    username: str | None = None,
+    password: str | None = None,
+    backend: Backend = "auto",
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> RunReport:
     """Publish the series to ``host:port`` and wait for every acknowledgement."""
     truth = TruthTable() if truth_path else None
-    publisher = MqttPublisher(host, port, qos=qos, max_inflight=max_inflight)
+    publisher = make_publisher(
+        host,
+        port,
+        qos=qos,
+        max_inflight=max_inflight,
+        username=username,
+        password=password,
+        backend=backend,
+    )
     with publisher:
         stats = stream_replay(
             series,

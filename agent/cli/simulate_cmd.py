@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +23,11 @@ from rich.progress import (
 from rich.table import Table
 
 from agent.cli._common import console, emit_json, err_console, invocation
-from agent.errors import DatasetError
+from agent.errors import BrokerError, DatasetError
 from simulators import dataset as dataset_lib
 from simulators.badinput import BadInputInjector, parse_kinds
 from simulators.fleet import FleetConfig, publish_fleet
-from simulators.publisher import DEFAULT_MAX_INFLIGHT, parse_broker_url
+from simulators.publisher import DEFAULT_MAX_INFLIGHT, Backend, parse_broker_url
 from simulators.replay import publish_replay, read_cmapss, read_csv
 from simulators.stream import Pacing, ProgressCallback, RunReport
 
@@ -121,6 +123,8 @@ class _Target:
     template: str
     max_payload_bytes: int
     reorder_samples: int
+    username: str | None
+    password: str | None
 
 
 def _target(ctx: typer.Context, broker: str | None, site: str | None) -> _Target:
@@ -129,7 +133,13 @@ def _target(ctx: typer.Context, broker: str | None, site: str | None) -> _Target
     if broker:
         host, port = parse_broker_url(broker, default_port=settings.mqtt.port)
     else:
+        if settings.mqtt.tls or settings.mqtt.ca_file is not None:
+            raise BrokerError(
+                "the simulator does not speak TLS, but the configured broker uses it",
+                hint="pass --broker mqtt://host:port of a plain listener",
+            )
         host, port = settings.mqtt.host, settings.mqtt.port
+    password = settings.mqtt.password
     return _Target(
         host=host,
         port=port,
@@ -137,7 +147,17 @@ def _target(ctx: typer.Context, broker: str | None, site: str | None) -> _Target
         template=settings.mqtt.telemetry_topic,
         max_payload_bytes=settings.ingest.max_payload_bytes,
         reorder_samples=settings.ingest.reorder_samples,
+        username=settings.mqtt.username,
+        password=password.get_secret_value() if password is not None else None,
     )
+
+
+def _backend(name: str, qos: int) -> Backend:
+    if name not in ("auto", "wire", "paho"):
+        raise typer.BadParameter("use auto, wire or paho", param_hint="--mqtt-backend")
+    if name == "wire" and qos == 2:
+        raise typer.BadParameter("the wire backend does not do QoS 2", param_hint="--qos")
+    return "wire" if name == "wire" else "paho" if name == "paho" else "auto"
 
 
 def _pacing(as_fast_as_possible: bool, speedup: float, rate: float | None = None) -> Pacing:
@@ -171,7 +191,11 @@ def _injector(
         raise typer.BadParameter(str(exc), param_hint="--bad-input-*") from None
 
 
-def _with_progress(description: str, run: Callable[[ProgressCallback], RunReport]) -> RunReport:
+Runner = Callable[[ProgressCallback, threading.Event], RunReport]
+
+
+def _with_progress(description: str, run: Runner) -> RunReport:
+    """Run with a progress bar; Ctrl-C stops the stream but still drains and reports."""
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -188,7 +212,15 @@ def _with_progress(description: str, run: Callable[[ProgressCallback], RunReport
         def update(done: int, total: int | None) -> None:
             progress.update(task, completed=done, total=total)
 
-        return run(update)
+        stop = threading.Event()
+        previous = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, lambda _sig, _frame: stop.set())
+        try:
+            return run(update, stop)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, previous)
 
 
 def _render(report: RunReport, as_json: bool) -> None:
@@ -269,6 +301,9 @@ InflightOpt = Annotated[
     typer.Option("--max-inflight", min=1, max=32767, help="Unacknowledged publishes at most."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+BackendOpt = Annotated[
+    str, typer.Option("--mqtt-backend", help="auto (wire; paho for QoS 2), wire or paho.")
+]
 
 
 @app.command("fleet")
@@ -310,12 +345,14 @@ def fleet(
     bad_input_record: BadRecordOpt = Path("bad-input.jsonl"),
     max_payload_bytes: MaxPayloadOpt = None,
     max_inflight: InflightOpt = DEFAULT_MAX_INFLIGHT,
+    mqtt_backend: BackendOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Publish a simulated, degrading pump fleet to the agent's telemetry topics."""
     if rate_hz <= 0 or speedup <= 0:
         raise typer.BadParameter("--rate-hz and --speedup must be > 0")
     target = _target(ctx, broker, site)
+    backend = _backend(mqtt_backend, qos)
     config = FleetConfig(
         assets=assets,
         rate_hz=rate_hz,
@@ -328,7 +365,7 @@ def fleet(
     )
     bad = _injector(bad_input_rate, bad_input_kinds, seed, target, max_payload_bytes)
 
-    def run(on_progress: ProgressCallback) -> RunReport:
+    def run(on_progress: ProgressCallback, stop: threading.Event) -> RunReport:
         return publish_fleet(
             config,
             host=target.host,
@@ -342,7 +379,11 @@ def fleet(
             truth_path=truth,
             bad_record_path=bad_input_record if bad is not None else None,
             max_inflight=max_inflight,
+            username=target.username,
+            password=target.password,
+            backend=backend,
             on_progress=on_progress,
+            stop=stop,
         )
 
     _render(_with_progress(f"fleet -> {target.host}:{target.port}", run), as_json)
@@ -395,6 +436,7 @@ def replay(
     bad_input_record: BadRecordOpt = Path("bad-input.jsonl"),
     max_payload_bytes: MaxPayloadOpt = None,
     max_inflight: InflightOpt = DEFAULT_MAX_INFLIGHT,
+    mqtt_backend: BackendOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a dataset (C-MAPSS or CSV) as live assets; labels go to the truth file."""
@@ -421,9 +463,10 @@ def replay(
     if not series:
         raise DatasetError(f"{path} holds no readings")
     target = _target(ctx, broker, site)
+    backend = _backend(mqtt_backend, qos)
     bad = _injector(bad_input_rate, bad_input_kinds, seed, target, max_payload_bytes)
 
-    def run(on_progress: ProgressCallback) -> RunReport:
+    def run(on_progress: ProgressCallback, stop: threading.Event) -> RunReport:
         return publish_replay(
             series,
             host=target.host,
@@ -439,7 +482,11 @@ def replay(
             truth_path=truth,
             bad_record_path=bad_input_record if bad is not None else None,
             max_inflight=max_inflight,
+            username=target.username,
+            password=target.password,
+            backend=backend,
             on_progress=on_progress,
+            stop=stop,
         )
 
     _render(_with_progress(f"replay {path.name} -> {target.host}:{target.port}", run), as_json)

@@ -15,8 +15,10 @@ import pytest
 from agent.errors import BrokerError
 from simulators.badinput import BadInputInjector, read_records
 from simulators.fleet import FleetConfig, publish_fleet
+from simulators.mqtt_wire import WirePublisher
+from simulators.paho_publisher import PahoPublisher
 from simulators.payloads import DEFAULT_TOPIC_TEMPLATE
-from simulators.publisher import MqttPublisher, parse_broker_url
+from simulators.publisher import parse_broker_url
 from simulators.replay import CMAPSS_COLUMNS, publish_replay, read_cmapss, read_csv
 from simulators.stream import Pacing
 from tests.simulators.conftest import SubscriberFactory
@@ -24,17 +26,21 @@ from tests.support import Broker, free_port
 
 CMAPSS_FD001 = Path("/work/shared/datasets/cmapss-fd001/train_FD001.txt")
 ARRIVAL_TIMEOUT_S = 30.0
+Backend = type[WirePublisher] | type[PahoPublisher]
+BACKENDS = pytest.mark.parametrize("backend", [WirePublisher, PahoPublisher], ids=["wire", "paho"])
 
 
+@BACKENDS
 def test_qos1_publish_of_70000_messages_arrives_complete(
-    mqtt_broker: Broker, subscribe: SubscriberFactory
+    backend: Backend, mqtt_broker: Broker, subscribe: SubscriberFactory
 ) -> None:
     # More than 65,535: an unbounded paho publisher loses messages once mids wrap.
     total = 70_000
-    sub = subscribe(mqtt_broker, "bench/qos1/#")
-    with MqttPublisher(mqtt_broker.host, mqtt_broker.port, qos=1) as pub:
+    prefix = f"bench/{backend.__name__}"
+    sub = subscribe(mqtt_broker, f"{prefix}/#")
+    with backend(mqtt_broker.host, mqtt_broker.port, qos=1) as pub:
         for seq in range(total):
-            assert pub.publish(seq, f"bench/qos1/{seq % 7}", b"%d" % seq)
+            assert pub.publish(seq, f"{prefix}/{seq % 7}", b"%d" % seq)
     result = pub.result
     assert result.sent == total and result.not_sent == 0 and result.ok
     assert sub.wait_for(total, ARRIVAL_TIMEOUT_S), len(sub.messages)
@@ -153,14 +159,13 @@ def test_bad_input_record_matches_what_the_broker_delivered(
     assert len(sub.messages) == report.stream.good_messages + len(records)
 
 
+@BACKENDS
 def test_reconnects_after_broker_restart_without_loss(
-    private_broker: Broker, subscribe: SubscriberFactory
+    backend: Backend, private_broker: Broker
 ) -> None:
     total = 3000
     restarted = threading.Event()
-    with MqttPublisher(
-        private_broker.host, private_broker.port, qos=1, reconnect_timeout_s=20
-    ) as pub:
+    with backend(private_broker.host, private_broker.port, qos=1, reconnect_timeout_s=20) as pub:
         for seq in range(total):
             if seq == total // 2:
                 private_broker.stop()
@@ -173,8 +178,9 @@ def test_reconnects_after_broker_restart_without_loss(
     assert result.sent == total and result.ok, result.as_dict()
 
 
-def test_gives_up_and_reports_what_was_not_sent(private_broker: Broker) -> None:
-    pub = MqttPublisher(
+@BACKENDS
+def test_gives_up_and_reports_what_was_not_sent(backend: Backend, private_broker: Broker) -> None:
+    pub = backend(
         private_broker.host,
         private_broker.port,
         qos=1,
@@ -190,13 +196,28 @@ def test_gives_up_and_reports_what_was_not_sent(private_broker: Broker) -> None:
     result = pub.result
     assert result.sent >= 100
     assert result.not_sent == 200 - result.sent > 0
-    assert refused and not result.ok
-    assert all(seq >= 100 for seq in result.unacked_seqs)
+    assert not result.ok and result.errors
+    # Every message is accounted for: acknowledged, refused, or reported unacknowledged.
+    assert len(refused) + len(result.unacked_seqs) == result.not_sent
+    assert all(seq >= 100 for seq in [*refused, *result.unacked_seqs])
 
 
-def test_unreachable_broker_is_a_broker_error() -> None:
+@BACKENDS
+def test_unreachable_broker_is_a_broker_error(backend: Backend) -> None:
     with pytest.raises(BrokerError, match="cannot reach MQTT broker"):
-        MqttPublisher("127.0.0.1", free_port()).connect()
+        backend("127.0.0.1", free_port()).connect()
+
+
+@BACKENDS
+def test_qos0_counts_what_was_written(
+    backend: Backend, mqtt_broker: Broker, subscribe: SubscriberFactory
+) -> None:
+    sub = subscribe(mqtt_broker, f"q0/{backend.__name__}")
+    with backend(mqtt_broker.host, mqtt_broker.port, qos=0) as pub:
+        for seq in range(500):
+            pub.publish(seq, f"q0/{backend.__name__}", b"x", readings=2)
+    assert pub.result.sent == 500 and pub.result.readings_sent == 1000
+    assert sub.wait_for(500, ARRIVAL_TIMEOUT_S)
 
 
 def test_parse_broker_url() -> None:
