@@ -118,7 +118,7 @@ class WirePublisher:
         self._pending: dict[int, tuple[int, int, bytes]] = {}  # mid -> (seq, readings, packet)
         self._topics: dict[str, bytes] = {}
         self._next_mid = 0
-        self._last_io = 0.0
+        self._last_send = 0.0
         self._down_since: float | None = None
         self._gave_up = False
         self._started = 0.0
@@ -164,7 +164,7 @@ class WirePublisher:
             raise
         self._sock = sock
         self._in.clear()
-        self._last_io = time.monotonic()
+        self._last_send = time.monotonic()
 
     def connect(self) -> None:
         """Connect and wait for the broker's CONNACK; raises BrokerError if unreachable."""
@@ -233,7 +233,7 @@ class WirePublisher:
         except OSError:
             self._lost()
             return
-        self._last_io = time.monotonic()
+        self._last_send = time.monotonic()
         self._out.clear()
         if self._out_qos0:
             # QoS 0 has no acknowledgement: written to the socket is as sent as it gets.
@@ -259,7 +259,6 @@ class WirePublisher:
         if not data:
             self._lost()
             return
-        self._last_io = time.monotonic()
         buf = self._in
         buf += data
         pending = self._pending
@@ -298,7 +297,8 @@ class WirePublisher:
             self._reconnect()
             return
         self._send_out()
-        if time.monotonic() - self._last_io > self.keepalive_s / 2:
+        # The broker drops clients that send nothing for 1.5 keep-alive periods.
+        if time.monotonic() - self._last_send > self.keepalive_s / 2:
             self._out += _PINGREQ
             self._send_out()
         self._read(timeout_s)
