@@ -1,0 +1,294 @@
+"""Payload decoding and validation: bytes in, readings or a reason code out.
+
+Pure and stateless, so it runs for every message without locks and is easy to fuzz.
+Checks that need per-asset history (duplicates and ordering across messages) belong
+to the windowing stage.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from agent.domain import DeadLetter, Reading, RejectReason
+from agent.errors import PayloadError
+from agent.settings import IngestSettings
+
+_MS_PER_S: Final = 1000
+# Details are built from untrusted input and stored with every dead letter.
+_DETAIL_MAX_CHARS: Final = 200
+_NAMES_SHOWN: Final = 5
+# "YYYY-MM-DDTHH:MM:SSZ" is the shortest RFC 3339 date-time.
+_RFC3339_MIN_LEN: Final = 20
+_TS_FLOAT_MAX_S: Final = 1e300
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What a payload may be; built once from settings and shared by every decode."""
+
+    max_payload_bytes: int = 65536
+    max_batch: int = 1000
+    max_future_ms: int = 300_000
+    max_past_ms: int = 30 * 86_400_000
+    #: None accepts any sensor set; otherwise every message must carry exactly these.
+    expected_sensors: frozenset[str] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, ingest: IngestSettings, expected_sensors: frozenset[str] | None = None
+    ) -> DecodeLimits:
+        return cls(
+            max_payload_bytes=ingest.max_payload_bytes,
+            max_batch=ingest.max_batch,
+            max_future_ms=round(ingest.max_future_s * _MS_PER_S),
+            max_past_ms=round(ingest.max_past_s * _MS_PER_S),
+            expected_sensors=expected_sensors,
+        )
+
+
+def decode_payload(
+    asset: str, site: str, payload: bytes, *, now_ms: int, limits: DecodeLimits
+) -> tuple[Reading, ...]:
+    """Turn one message into readings, sorted by time, or raise :class:`PayloadError`.
+
+    Accepts ``{"ts": T, "values": {"sensor": x}}`` and the batch form
+    ``{"ts": [T, ...], "values": {"sensor": [x, ...]}}`` where T is epoch seconds or
+    an RFC 3339 string. Keys other than ``ts`` and ``values`` are ignored.
+    """
+    if len(payload) > limits.max_payload_bytes:
+        raise PayloadError(
+            RejectReason.TOO_LARGE,
+            f"{len(payload)} bytes > max_payload_bytes {limits.max_payload_bytes}",
+        )
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        doc = _parse_slow(payload)
+    if type(doc) is not dict:
+        raise PayloadError(RejectReason.SCHEMA, "payload must be a JSON object")
+    ts = doc.get("ts")
+    values = doc.get("values")
+    if type(values) is not dict or not values:
+        raise PayloadError(RejectReason.SCHEMA, "'values' must be a non-empty object")
+    if limits.expected_sensors is not None and values.keys() != limits.expected_sensors:
+        _sensor_mismatch(values, limits.expected_sensors)
+    if type(ts) is list:
+        return _decode_batch(asset, site, ts, values, now_ms, limits)
+
+    for name, value in values.items():
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                raise PayloadError(RejectReason.NON_FINITE, f"{_name(name)} is {value}")
+        elif kind is int:
+            values[name] = _int_value(name, value)
+        elif kind is list:
+            raise PayloadError(RejectReason.SCHEMA, "'ts' must be a list when values are lists")
+        else:
+            raise _not_a_number(name, value)
+        if not name:
+            raise PayloadError(RejectReason.SCHEMA, "sensor names must not be empty")
+    ts_ms = _ts_ms(ts, now_ms, limits)
+    return (Reading(site, asset, ts_ms, values),)
+
+
+def _decode_batch(
+    asset: str,
+    site: str,
+    ts: list[Any],
+    values: dict[str, Any],
+    now_ms: int,
+    limits: DecodeLimits,
+) -> tuple[Reading, ...]:
+    size = len(ts)
+    if size == 0:
+        raise PayloadError(RejectReason.EMPTY_BATCH, "'ts' is an empty list")
+    if size > limits.max_batch:
+        raise PayloadError(
+            RejectReason.TOO_LARGE, f"{size} readings > max_batch {limits.max_batch}"
+        )
+    columns: list[tuple[str, list[float]]] = []
+    for name, column in values.items():
+        if type(column) is not list:
+            raise PayloadError(
+                RejectReason.SCHEMA, f"{_name(name)} must be a list like 'ts' in a batch"
+            )
+        if len(column) != size:
+            raise PayloadError(
+                RejectReason.BATCH_MISMATCH,
+                f"{_name(name)} has {len(column)} values for {size} timestamps",
+            )
+        if not name:
+            raise PayloadError(RejectReason.SCHEMA, "sensor names must not be empty")
+        for index, value in enumerate(column):
+            kind = type(value)
+            if kind is float:
+                if not math.isfinite(value):
+                    raise PayloadError(
+                        RejectReason.NON_FINITE, f"{_name(name)}[{index}] is {value}"
+                    )
+            elif kind is int:
+                column[index] = _int_value(name, value)
+            else:
+                raise _not_a_number(name, value)
+        columns.append((name, column))
+
+    stamps = [_ts_ms(t, now_ms, limits) for t in ts]
+    order: range | list[int] = range(size)
+    if any(a >= b for a, b in itertools.pairwise(stamps)):
+        # A batch is one device's buffer: it may be in any order, but one instant
+        # cannot carry two samples.
+        order = sorted(range(size), key=stamps.__getitem__)
+        for a, b in itertools.pairwise(order):
+            if stamps[a] == stamps[b]:
+                raise PayloadError(
+                    RejectReason.DUPLICATE, f"timestamp {stamps[a]} ms repeats in the batch"
+                )
+    return tuple(
+        Reading(site, asset, stamps[i], {name: column[i] for name, column in columns})
+        for i in order
+    )
+
+
+def _ts_ms(ts: Any, now_ms: int, limits: DecodeLimits) -> int:
+    kind = type(ts)
+    if kind is float:
+        if not math.isfinite(ts):
+            raise PayloadError(RejectReason.NON_FINITE, f"timestamp is {ts}")
+        # Past this, ts * 1000 overflows to inf; any such time is far outside the window.
+        ts_ms = round(ts * _MS_PER_S) if abs(ts) < _TS_FLOAT_MAX_S else int(ts)
+    elif kind is int:
+        ts_ms = ts * _MS_PER_S
+    elif kind is str:
+        ts_ms = _rfc3339_ms(ts)
+    else:
+        raise PayloadError(RejectReason.SCHEMA, "'ts' must be epoch seconds or an RFC 3339 string")
+    if ts_ms > now_ms + limits.max_future_ms:
+        raise PayloadError(
+            RejectReason.TS_FUTURE, f"ts {ts_ms} ms is {ts_ms - now_ms} ms ahead of the clock"
+        )
+    if ts_ms < now_ms - limits.max_past_ms:
+        raise PayloadError(
+            RejectReason.TS_PAST, f"ts {ts_ms} ms is {now_ms - ts_ms} ms behind the clock"
+        )
+    return ts_ms
+
+
+def _rfc3339_ms(text: str) -> int:
+    # fromisoformat also takes ISO 8601 forms RFC 3339 does not (week dates, no
+    # separators, no offset); the shape check keeps to date-times with an offset.
+    upper = text.upper()
+    if (
+        len(upper) < _RFC3339_MIN_LEN
+        or upper[4] != "-"
+        or upper[7] != "-"
+        or upper[10] not in "T "
+        or not (upper.endswith("Z") or upper[-6] in "+-")
+    ):
+        raise PayloadError(RejectReason.SCHEMA, f"{_clip(text)!r} is not an RFC 3339 date-time")
+    try:
+        stamp = datetime.fromisoformat(upper)
+        if stamp.tzinfo is None:
+            raise PayloadError(RejectReason.SCHEMA, f"{_clip(text)!r} has no UTC offset")
+        return round(stamp.timestamp() * _MS_PER_S)
+    except (ValueError, OverflowError):
+        raise PayloadError(
+            RejectReason.SCHEMA, f"{_clip(text)!r} is not an RFC 3339 date-time"
+        ) from None
+
+
+def _parse_slow(payload: bytes) -> Any:
+    """Second opinion when orjson refuses: tell bad UTF-8, bad JSON and NaN apart.
+
+    Devices written in Python emit ``NaN``/``Infinity`` tokens, which are not JSON;
+    they deserve the precise ``non_finite`` verdict rather than ``invalid_json``.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(
+            RejectReason.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}"
+        ) from None
+    constants: list[str] = []
+
+    def constant(token: str) -> float:
+        constants.append(token)
+        return float(token)
+
+    try:
+        doc = json.loads(text, parse_constant=constant)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(RejectReason.INVALID_JSON, _clip(str(exc))) from None
+    if constants:
+        raise PayloadError(RejectReason.NON_FINITE, f"{constants[0]} is not a finite number")
+    # Valid JSON orjson refuses (lone surrogates, huge numbers) goes on to the schema
+    # checks, which reject whatever is still wrong with it.
+    return doc
+
+
+def _int_value(name: str, value: int) -> float:
+    try:
+        result = float(value)
+    except OverflowError:
+        raise PayloadError(RejectReason.NON_FINITE, f"{_name(name)} is out of range") from None
+    return result
+
+
+def _not_a_number(name: str, value: object) -> PayloadError:
+    return PayloadError(
+        RejectReason.SCHEMA, f"{_name(name)} must be a number, not {type(value).__name__}"
+    )
+
+
+def _sensor_mismatch(values: dict[str, Any], expected: frozenset[str]) -> None:
+    missing = expected.difference(values)
+    if missing:
+        raise PayloadError(RejectReason.MISSING_SENSOR, f"missing {_names(missing)}")
+    extra = set(values).difference(expected)
+    raise PayloadError(RejectReason.UNKNOWN_SENSOR, f"unknown {_names(extra)}")
+
+
+def _names(names: set[str] | frozenset[str]) -> str:
+    shown = sorted(names)[:_NAMES_SHOWN]
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    return ", ".join(_name(n) for n in shown) + more
+
+
+def _name(name: str) -> str:
+    return repr(name[:64])
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _DETAIL_MAX_CHARS else text[: _DETAIL_MAX_CHARS - 3] + "..."
+
+
+def truncate_for_storage(payload: bytes, max_bytes: int) -> bytes:
+    """The first ``max_bytes`` of a payload: enough to diagnose, bounded on disk."""
+    return payload if len(payload) <= max_bytes else payload[:max_bytes]
+
+
+def dead_letter(
+    topic: str,
+    payload: bytes,
+    error: PayloadError,
+    received_ms: int,
+    max_bytes: int,
+    asset: str | None = None,
+) -> DeadLetter:
+    """The record of a refused message, payload truncated to ``max_bytes``."""
+    return DeadLetter(
+        received_ms=received_ms,
+        topic=topic,
+        payload=truncate_for_storage(payload, max_bytes),
+        payload_size=len(payload),
+        reason=RejectReason(error.reason),
+        detail=_clip(error.detail),
+        asset=asset,
+    )
