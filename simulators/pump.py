@@ -62,6 +62,10 @@ HEALTHY_LIMITS: dict[str, tuple[float, float]] = {
     "speed_rpm": (0.0, 3100.0),
 }
 
+#: Hour of the plant's day at the first sample: the day shift, so that short demo
+#: runs show load steps rather than a quiet night.
+DEFAULT_CLOCK_START_H = 8.0
+
 #: Namespace separating fleet-level draws from per-asset streams in the seed tree.
 _FLEET_STREAM = 2**32 - 1
 
@@ -300,11 +304,15 @@ def simulate_asset(
     start_ts: float,
     duration_s: float,
     rate_hz: float,
+    clock_start_h: float = DEFAULT_CLOCK_START_H,
 ) -> AssetRun:
     """Simulate one asset from ``start_ts`` for ``duration_s`` (or until it fails).
 
     Samples are at ``start_ts + k / rate_hz``; a failing asset's last sample is the
-    last one at or before its failure time (RUL 0 or just above).
+    last one at or before its failure time (RUL 0 or just above). Shifts and the
+    ambient temperature follow the plant's clock, which reads ``clock_start_h`` at the
+    first sample: the samples do not depend on ``start_ts``, so a live run started
+    at any time of day gives the same values as the offline dataset.
     """
     if rate_hz <= 0 or duration_s < 0:
         raise ValueError("rate_hz must be > 0 and duration_s >= 0")
@@ -316,7 +324,7 @@ def simulate_asset(
     ts = start_ts + t
 
     # Operating point: shift demand (day/night by site clock), load steps, stops.
-    hour = ((ts % 86400.0) / 3600.0).astype(np.float64)
+    hour = ((clock_start_h + t / 3600.0) % 24.0).astype(np.float64)
     night = (hour >= 22.0) | (hour < 6.0)
     shift_base = np.where(night, 0.55, 0.85)
     step_interval = min(max(duration_s / 6.0, 30.0), 7200.0)

@@ -200,3 +200,12 @@ def test_sensor_faults_touch_only_their_sensor(kind: SensorFault) -> None:
     else:
         assert float(np.mean(seen - truth)) > 3.0
     assert np.array_equal(bad.values[sf.sensor][~labelled], clean.values[sf.sensor][~labelled])
+
+
+def test_values_do_not_depend_on_the_start_time() -> None:
+    spec = plan_fleet(2, 5, DURATION_S, fault_fraction=1.0, sensor_fault_fraction=1.0)[1]
+    a = simulate_asset(spec, seed=5, start_ts=START_TS, duration_s=DURATION_S, rate_hz=RATE_HZ)
+    b = simulate_asset(spec, seed=5, start_ts=1.8e9 + 123.4, duration_s=DURATION_S, rate_hz=RATE_HZ)
+    for s in SENSORS:
+        assert np.array_equal(a.values[s], b.values[s])
+    assert a.fault == b.fault and np.array_equal(a.rul_s, b.rul_s)
