@@ -220,10 +220,17 @@ class MqttLink:
 
     async def wait_connected(self, timeout_s: float | None = None) -> bool:
         """True once connected; False after ``timeout_s`` or when the link is closing."""
+        return await self.wait_for_state(connected=True, timeout_s=timeout_s)
+
+    async def wait_for_state(self, *, connected: bool, timeout_s: float | None = None) -> bool:
+        """Wait until the link is (dis)connected; False after ``timeout_s``.
+
+        Waiting for a connection also ends (False) when the link is closing.
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        while self._conn is None:
-            if self._closing.is_set():
+        while (self._conn is not None) != connected:
+            if connected and self._closing.is_set():
                 return False
             if deadline is None:
                 await self._changed.wait()
