@@ -99,7 +99,7 @@ REJECTS: list[tuple[str, bytes | dict[str, Any], RejectReason, DecodeLimits]] = 
         RejectReason.NON_FINITE,
         LIMITS,
     ),
-    ("array", [1, 2], RejectReason.SCHEMA, LIMITS),
+    ("array", b"[1, 2]", RejectReason.SCHEMA, LIMITS),
     ("no values", {"ts": NOW_S}, RejectReason.SCHEMA, LIMITS),
     ("empty values", {"ts": NOW_S, "values": {}}, RejectReason.SCHEMA, LIMITS),
     ("no ts", {"values": {"x": 1.0}}, RejectReason.SCHEMA, LIMITS),
@@ -186,7 +186,9 @@ def test_every_reason_but_the_stateful_ones_is_covered() -> None:
 
 def test_limits_from_settings() -> None:
     limits = DecodeLimits.from_settings(
-        IngestSettings(max_future_s=1.5, max_past_s=60, max_batch=5, max_payload_bytes=100)
+        IngestSettings.model_validate(
+            {"max_future_s": 1.5, "max_past_s": 60, "max_batch": 5, "max_payload_bytes": 100}
+        )
     )
     assert (limits.max_future_ms, limits.max_past_ms, limits.max_batch) == (1500, 60_000, 5)
     assert limits.max_payload_bytes == 100

@@ -1,0 +1,192 @@
+"""MqttLink against real Mosquitto brokers: sessions, reconnects, birth, Will, close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import aiomqtt
+import pytest
+
+from agent.domain import MessageRef
+from agent.ingest.link import MqttLink, RawMessage
+from agent.metrics import Metrics
+from tests.agent.ingest.helpers import WAIT_S, body, make_settings, next_message, observer, unique
+from tests.support import Broker
+
+
+async def publish(broker: Broker, topic: str, payload: bytes, qos: int = 1) -> None:
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.publish(topic, payload, qos=qos)
+
+
+async def next_raw(link: MqttLink) -> RawMessage:
+    async for message in link.messages():
+        return message
+    raise AssertionError("link closed")
+
+
+def status_topic(site: str, agent: str = "gw") -> str:
+    return f"edgewatch/{site}/{agent}/status"
+
+
+async def test_receives_acks_and_publishes_birth(mqtt_broker: Broker) -> None:
+    site = unique("site")
+    settings = make_settings(mqtt_broker, site=site)
+    metrics = Metrics()
+    async with asyncio.timeout(WAIT_S), observer(mqtt_broker, status_topic(site)) as watch:
+        async with MqttLink(settings, metrics) as link:
+            assert await link.wait_connected()
+            birth = body(await next_message(watch))
+            assert birth["state"] == "online"
+            assert (birth["site"], birth["agent"]) == (site, "gw")
+            assert birth["client_id"] == settings.mqtt_client_id
+            assert link.protocol == "5"
+            assert metrics.broker_connected
+            assert metrics.broker_connects == 1
+
+            topic = f"edgewatch/{site}/pump-1/telemetry"
+            await publish(mqtt_broker, topic, b"hello", qos=1)
+            message = await next_raw(link)
+            assert (message.topic, message.payload, message.qos) == (topic, b"hello", 1)
+            assert message.ref is not None
+            assert message.ref.session == link.session == 1
+            assert link.ack([message.ref, None]) == 1
+            assert link.ack([MessageRef(message.ref.mid, 1, session=0)]) == 0
+            assert (metrics.acks_sent, metrics.acks_dropped_stale) == (1, 1)
+
+            await publish(mqtt_broker, topic, b"qos0", qos=0)
+            message = await next_raw(link)
+            assert (message.payload, message.ref) == (b"qos0", None)
+
+            assert await link.publish(f"{site}/out", b"x", qos=1)
+        # A clean close replaces the retained birth with "offline" and no Will follows.
+        goodbye = body(await next_message(watch))
+        assert (goodbye["state"], goodbye["reason"]) == ("offline", "shutdown")
+        assert not metrics.broker_connected
+    async with asyncio.timeout(WAIT_S), observer(mqtt_broker, status_topic(site)) as late:
+        retained = await next_message(late)
+        assert retained.retain
+        assert body(retained)["reason"] == "shutdown"
+
+
+async def test_unacked_messages_come_back_to_the_next_link(mqtt_broker: Broker) -> None:
+    site = unique("site")
+    settings = make_settings(mqtt_broker, site=site)
+    topic = f"edgewatch/{site}/pump-1/telemetry"
+    async with asyncio.timeout(WAIT_S):
+        async with MqttLink(settings, Metrics()) as link:
+            assert await link.wait_connected()
+            await publish(mqtt_broker, topic, b"one")
+            assert (await next_raw(link)).payload == b"one"  # never acked
+        # Published while the agent is away: the persistent session keeps it.
+        await publish(mqtt_broker, topic, b"two")
+        async with MqttLink(settings, Metrics()) as link:
+            first = await next_raw(link)
+            second = await next_raw(link)
+            assert [first.payload, second.payload] == [b"one", b"two"]
+            assert link.ack([first.ref, second.ref]) == 2
+
+
+async def test_reconnects_by_itself_after_a_broker_restart(private_broker: Broker) -> None:
+    site = unique("site")
+    settings = make_settings(private_broker, site=site)
+    metrics = Metrics()
+    topic = f"edgewatch/{site}/pump-1/telemetry"
+    async with asyncio.timeout(3 * WAIT_S), MqttLink(settings, metrics) as link:
+        assert await link.wait_connected()
+        await publish(private_broker, topic, b"before")
+        before = await next_raw(link)
+        assert before.payload == b"before"
+
+        private_broker.stop()
+        assert await link.wait_for_state(connected=False)
+        assert not await link.publish("x/y", b"lost", timeout_s=0.1)
+        private_broker.start()
+        assert await link.wait_connected()
+
+        assert link.session == 2
+        assert metrics.broker_connects == 2
+        assert metrics.broker_disconnects == 1
+        # The old connection's message id means nothing now: dropped, not sent.
+        assert link.ack([before.ref]) == 0
+        assert metrics.acks_dropped_stale == 1
+        await publish(private_broker, topic, b"after")
+        after = await next_raw(link)
+        assert after.payload == b"after"
+        assert after.ref is not None
+        assert after.ref.session == 2
+        assert link.ack([after.ref]) == 1
+
+
+async def test_last_will_says_offline_when_the_connection_dies(mqtt_broker: Broker) -> None:
+    site = unique("site")
+    settings = make_settings(mqtt_broker, site=site)
+    async with (
+        asyncio.timeout(WAIT_S),
+        observer(mqtt_broker, status_topic(site)) as watch,
+        MqttLink(settings, Metrics()) as link,
+    ):
+        assert await link.wait_connected()
+        assert body(await next_message(watch))["state"] == "online"
+        # Cut the TCP connection without DISCONNECT, as a crash or cable pull would.
+        conn = link._conn
+        assert conn is not None
+        sock = conn.client._client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
+
+        will = await next_message(watch)
+        assert will.retain is False  # live delivery; the broker also retains it
+        assert body(will)["state"] == "offline"
+        assert body(will)["reason"] == "connection lost"
+        # ... and the link comes back by itself with a fresh birth message.
+        assert body(await next_message(watch))["state"] == "online"
+        assert await link.wait_connected()
+        assert link.session == 2
+
+
+async def test_broker_down_at_start_is_retried_and_logged_once(
+    private_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.ingest")
+    private_broker.stop()
+    settings = make_settings(private_broker, site=unique("site"), reconnect_max_s=0.05)
+    async with asyncio.timeout(3 * WAIT_S), MqttLink(settings, Metrics()) as link:
+        assert not await link.wait_connected(timeout_s=0.5)
+        assert not await link.publish("x/y", b"z", timeout_s=0.05)
+        private_broker.start()
+        assert await link.wait_connected()
+    events = [r.getMessage() for r in caplog.records if r.name == "agent.ingest.link"]
+    assert events.count("broker unreachable, retrying") == 1
+    assert events.count("broker connected") == 1
+    assert len(events) <= 4  # unreachable, maybe "still down" once, connected
+
+
+async def test_close_is_prompt_when_the_broker_never_came(private_broker: Broker) -> None:
+    private_broker.stop()
+    settings = make_settings(private_broker, site=unique("site"))
+    link = MqttLink(settings, Metrics())
+    task = asyncio.create_task(link.run())
+    async with asyncio.timeout(WAIT_S):
+        assert not await link.wait_connected(timeout_s=0.2)
+        await link.close()
+        await task
+        assert not await link.publish("x/y", b"z", timeout_s=1)
+        assert [m async for m in link.messages()] == []
+
+
+async def test_mqtt_311_session(mqtt_broker: Broker) -> None:
+    site = unique("site")
+    settings = make_settings(mqtt_broker, site=site, protocol="3.1.1")
+    topic = f"edgewatch/{site}/pump-1/telemetry"
+    async with asyncio.timeout(WAIT_S):
+        async with MqttLink(settings, Metrics()) as link:
+            assert await link.wait_connected()
+            assert link.protocol == "3.1.1"
+        await publish(mqtt_broker, topic, b"while away")
+        async with MqttLink(settings, Metrics()) as link:
+            message = await next_raw(link)
+            assert message.payload == b"while away"
+            assert link.ack([message.ref]) == 1
