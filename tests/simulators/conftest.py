@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,6 +15,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.support import Broker
 
 SUBSCRIBE_TIMEOUT_S = 10.0
+ARRIVAL_TIMEOUT_S = 30.0
+CMAPSS_FD001 = Path("/work/shared/datasets/cmapss-fd001/train_FD001.txt")
 
 
 @dataclass
@@ -73,3 +76,15 @@ class ListSink:
 
     def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
         return stop is not None and stop.wait(seconds)
+
+
+def small_cmapss(tmp_path: Path) -> Path:
+    """The first 12 cycles of units 1-3 of FD001: 36 rows."""
+    rows = [
+        line
+        for line in CMAPSS_FD001.read_text().splitlines()
+        if line.split()[0] in {"1", "2", "3"} and int(line.split()[1]) <= 12
+    ]
+    path = tmp_path / "small_FD001.txt"
+    path.write_text("\n".join(rows) + "\n")
+    return path

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from agent.cli import main
 from simulators.badinput import read_records
 from simulators.dataset import generate_dataset
 from tests.conftest import CliRunner
-from tests.simulators.conftest import SubscriberFactory
-from tests.simulators.test_publish import ARRIVAL_TIMEOUT_S, _small_cmapss
+from tests.simulators.conftest import ARRIVAL_TIMEOUT_S, SubscriberFactory, small_cmapss
 from tests.support import Broker, free_port
 
 
@@ -55,7 +56,7 @@ def test_fleet_command_publishes_and_reports(
 def test_replay_command_cmapss(
     cli: CliRunner, mqtt_broker: Broker, subscribe: SubscriberFactory, tmp_path: Path
 ) -> None:
-    src = _small_cmapss(tmp_path)
+    src = small_cmapss(tmp_path)
     sub = subscribe(mqtt_broker, "edgewatch/demo/engine-002/#")
     done = cli(
         "simulate", "replay", "--format", "cmapss", str(src), "--broker", mqtt_broker.url,
@@ -67,17 +68,26 @@ def test_replay_command_cmapss(
     assert len(pd.read_csv(tmp_path / "truth.csv")) == 36
 
 
-def test_unreachable_broker_is_one_line_and_exit_1(cli: CliRunner) -> None:
-    done = cli(
-        "simulate", "fleet", "--broker", f"mqtt://127.0.0.1:{free_port()}", "--duration", "10s",
-    )  # fmt: skip
-    assert done.returncode == 1
-    assert "cannot reach MQTT broker" in done.stderr
-    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """The CLI in-process (its start-up costs seconds): exit code and stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    code = exit_info.value.code
+    return code if isinstance(code, int) else 1, capsys.readouterr().err
 
 
-def test_bad_arguments_are_usage_errors(cli: CliRunner, tmp_path: Path) -> None:
-    done = cli("simulate", "replay", "--format", "csv", str(tmp_path))
-    assert done.returncode == 2 and "--time-column" in done.stderr
-    done = cli("simulate", "fleet", "--bad-input-rate", "0.1", "--bad-input-kinds", "nope")
-    assert done.returncode == 2 and "unknown bad-input kind" in done.stderr
+def test_unreachable_broker_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    code, err = _main(capsys, "simulate", "fleet", "--broker", url, "--duration", "10s")
+    assert code == 1
+    assert "cannot reach MQTT broker" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, err = _main(capsys, "simulate", "replay", "--format", "csv", str(tmp_path))
+    assert code == 2 and "--time-column" in err
+    code, err = _main(
+        capsys, "simulate", "fleet", "--bad-input-rate", "0.1", "--bad-input-kinds", "nope"
+    )
+    assert code == 2 and "unknown bad-input kind" in err

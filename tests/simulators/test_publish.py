@@ -21,11 +21,9 @@ from simulators.payloads import DEFAULT_TOPIC_TEMPLATE
 from simulators.publisher import parse_broker_url
 from simulators.replay import CMAPSS_COLUMNS, publish_replay, read_cmapss, read_csv
 from simulators.stream import Pacing
-from tests.simulators.conftest import SubscriberFactory
+from tests.simulators.conftest import ARRIVAL_TIMEOUT_S, SubscriberFactory, small_cmapss
 from tests.support import Broker, free_port
 
-CMAPSS_FD001 = Path("/work/shared/datasets/cmapss-fd001/train_FD001.txt")
-ARRIVAL_TIMEOUT_S = 30.0
 Backend = type[WirePublisher] | type[PahoPublisher]
 BACKENDS = pytest.mark.parametrize("backend", [WirePublisher, PahoPublisher], ids=["wire", "paho"])
 
@@ -47,21 +45,10 @@ def test_qos1_publish_of_70000_messages_arrives_complete(
     assert sorted(int(p) for _t, p in sub.messages) == list(range(total))
 
 
-def _small_cmapss(tmp_path: Path) -> Path:
-    rows = [
-        line
-        for line in CMAPSS_FD001.read_text().splitlines()
-        if line.split()[0] in {"1", "2", "3"} and int(line.split()[1]) <= 12
-    ]
-    path = tmp_path / "small_FD001.txt"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 def test_cmapss_replay_reaches_broker_with_right_topics_and_payloads(
     mqtt_broker: Broker, subscribe: SubscriberFactory, tmp_path: Path
 ) -> None:
-    src = _small_cmapss(tmp_path)
+    src = small_cmapss(tmp_path)
     raw = np.loadtxt(src)
     series = read_cmapss(src, cycle_s=10.0)
     assert [s.asset for s in series] == ["engine-001", "engine-002", "engine-003"]
