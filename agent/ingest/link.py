@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import ssl
 import time
@@ -62,6 +63,7 @@ CLOSE_TIMEOUT_S: Final = 3.0
 _STILL_DOWN_EVERY: Final = 10
 #: QoS 1 backlog is bounded by Receive Maximum; this headroom is for QoS 0 bursts.
 _QOS0_HEADROOM: Final = 1000
+_SHED_LOG_INTERVAL_S: Final = 60.0
 # MQTT 5 CONNACK "Unsupported Protocol Version"; MQTT 3.1.1 return code 1 says the same.
 _VERSION_REFUSED: Final = frozenset({0x84, 1})
 _MS_PER_NS: Final = 1_000_000
@@ -174,12 +176,15 @@ class MqttLink:
             "auto": None,
         }[mqtt.protocol]
         self._auto_protocol = self._protocol is None
-        # Both queues are bounded; QoS 1 never overflows them because the broker
-        # sends at most Receive Maximum unacknowledged messages.
-        self._client_queue_max = mqtt.receive_maximum + _QOS0_HEADROOM
-        self._incoming: asyncio.Queue[RawMessage | None] = asyncio.Queue(
-            maxsize=mqtt.receive_maximum
-        )
+        # Both queues are bounded. Every QoS 1 message stays unacknowledged until
+        # the runtime commits it, so the broker never has more than Receive Maximum
+        # of them out: the queues only overflow with QoS 0, which is then shed.
+        queue_max = mqtt.receive_maximum + _QOS0_HEADROOM
+        self._client_queue_max = queue_max
+        self._incoming: asyncio.Queue[RawMessage | None] = asyncio.Queue(maxsize=queue_max)
+        #: Messages dropped because the incoming queue was full (QoS 0 floods).
+        self.shed = 0
+        self._shed_logged = -math.inf
         self._conn: _Connection | None = None
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
@@ -455,17 +460,34 @@ class MqttLink:
     async def _pump(self, conn: _Connection) -> None:
         session = conn.session
         incoming = self._incoming
+        # Never waits on the consumer: a pump stuck on a full queue would not see
+        # the connection drop. Backpressure comes from unacknowledged QoS 1 instead.
         async for message in conn.client.messages:
             qos = message.qos
-            await incoming.put(
-                RawMessage(
-                    message.topic.value,
-                    message.payload,
-                    qos,
-                    message.retain,
-                    MessageRef(message.mid, qos, session) if qos else None,
-                    time.time_ns() // _MS_PER_NS,
-                )
+            raw = RawMessage(
+                message.topic.value,
+                message.payload,
+                qos,
+                message.retain,
+                MessageRef(message.mid, qos, session) if qos else None,
+                time.time_ns() // _MS_PER_NS,
+            )
+            try:
+                incoming.put_nowait(raw)
+            except asyncio.QueueFull:
+                self._shed_one(raw)
+
+    def _shed_one(self, message: RawMessage) -> None:
+        # QoS 1 only lands here when the broker allows more in flight than our
+        # queue holds (MQTT 3.1.1 brokers ignore Receive Maximum); left unacked, it
+        # is redelivered on the next connection.
+        self.shed += 1
+        now = time.monotonic()
+        if now - self._shed_logged >= _SHED_LOG_INTERVAL_S:
+            self._shed_logged = now
+            log.warning(
+                "incoming queue full, shedding messages",
+                extra=fields(shed_total=self.shed, qos=message.qos, queue=self._incoming.maxsize),
             )
 
     async def _say_offline(self, conn: _Connection) -> None:

@@ -190,3 +190,81 @@ async def test_mqtt_311_session(mqtt_broker: Broker) -> None:
             message = await next_raw(link)
             assert message.payload == b"while away"
             assert link.ack([message.ref]) == 1
+
+
+class Mqtt311OnlyProxy:
+    """Stands in for an MQTT 3.1.1-only broker: refuses MQTT 5 CONNECTs, relays the rest."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.refused = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        header = await reader.readexactly(1)
+        length, scale = 0, 1
+        while True:
+            byte = await reader.readexactly(1)
+            header += byte
+            length += (byte[0] & 0x7F) * scale
+            scale *= 128
+            if not byte[0] & 0x80:
+                break
+        connect = await reader.readexactly(length)
+        if connect[6] == 5:  # protocol level after the "MQTT" name
+            self.refused += 1
+            writer.write(b"\x20\x02\x00\x01")  # CONNACK: unacceptable protocol version
+            await writer.drain()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(self.broker.host, self.broker.port)
+        self._writers.append(up_writer)
+        up_writer.write(header + connect)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._copy(source, sink))
+            self._tasks.add(task)
+
+    @staticmethod
+    async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+        sink.close()
+
+
+async def test_auto_protocol_falls_back_to_311(
+    mqtt_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.ingest")
+    site = unique("site")
+    topic = f"edgewatch/{site}/pump-1/telemetry"
+    proxy = Mqtt311OnlyProxy(mqtt_broker)
+    async with asyncio.timeout(WAIT_S), proxy as port:
+        settings = make_settings(mqtt_broker, site=site, port=port)
+        assert settings.mqtt.protocol == "auto"
+        async with MqttLink(settings, Metrics()) as link:
+            assert await link.wait_connected()
+            assert link.protocol == "3.1.1"
+            assert proxy.refused == 1
+            await publish(mqtt_broker, topic, b"via 3.1.1")
+            message = await next_raw(link)
+            assert message.payload == b"via 3.1.1"
+            assert link.ack([message.ref]) == 1
+    events = [r.getMessage() for r in caplog.records if r.name == "agent.ingest.link"]
+    assert "broker refuses MQTT 5, using 3.1.1" in events
+    assert "broker unreachable, retrying" not in events
