@@ -73,6 +73,9 @@ class AnomalyHead:
     reference: float
     threshold: float
     rule: ThresholdRule
+    #: Per-sensor scale floor, relative to the level, for asset scalers fitted during
+    #: commissioning (see :func:`models.train.fleet_relative_spread`); None = default.
+    relative_floor: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,9 @@ def save_bundle(
             "threshold": anomaly.threshold,
             "threshold_rule": anomaly.rule.to_json(),
             "score": "mean squared reconstruction error of scaled window / score_reference",
+            "asset_scale_floor_relative": (
+                list(anomaly.relative_floor) if anomaly.relative_floor is not None else None
+            ),
         }
     digest = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
     manifest["version"] = f"{name}@{digest[:12]}"
@@ -209,6 +215,8 @@ def save_bundle(
     manifest = _json_safe(manifest)
     manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    for f in work.iterdir():
+        f.chmod(0o644)  # safetensors writes 0600; a shipped bundle must be world-readable
     if as_tar:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(target, "w:gz") as tar:
@@ -392,4 +400,10 @@ def _load_anomaly(
     if not (reference > 0 and threshold > 0 and math.isfinite(reference * threshold)):
         raise _refuse(origin, "anomaly score_reference and threshold must be positive numbers")
     rule = ThresholdRule.from_json(spec.get("threshold_rule", {}))
-    return AnomalyHead(net, model, scaler, reference, threshold, rule)
+    floor = spec.get("asset_scale_floor_relative")
+    if floor is not None and len(floor) != n_sensors:
+        raise _refuse(
+            origin, f"asset_scale_floor_relative has {len(floor)} entries, not {n_sensors}"
+        )
+    rel = tuple(float(v) for v in floor) if floor is not None else None
+    return AnomalyHead(net, model, scaler, reference, threshold, rule, rel)

@@ -44,6 +44,9 @@ MIN_SAMPLES_FACTOR = 3
 #: A sensor that barely moved during the baseline still gets this much scale relative to
 #: its level, so ordinary later noise is not read as a many-sigma excursion.
 RELATIVE_SCALE_FLOOR = 0.01
+#: Adam step sizes of commissioning: small when starting from fleet weights, larger from scratch.
+FLEET_FINE_TUNE_LR = 1e-4
+SCRATCH_LR = 2e-3
 BASELINE_FORMAT = "edgewatch-asset-baseline"
 BASELINE_FORMAT_VERSION = 1
 _JSON = "baseline.json"
@@ -232,7 +235,13 @@ def commission(
         )
     n_train = round(n * (1 - rule.holdout_fraction))
     train_rows, hold_rows = x[:n_train], x[n_train:]
-    scaler = Scaler.fit(train_rows, "zscore", relative_floor=RELATIVE_SCALE_FLOOR)
+    floor: float | tuple[float, ...] = RELATIVE_SCALE_FLOOR
+    if from_fleet and fleet is not None and fleet.relative_floor is not None:
+        # The fleet model was trained in coordinates where each sensor's scale is at
+        # least the fleet's typical healthy spread: scale this asset the same way, so a
+        # load level the short baseline never visited is not a many-sigma excursion.
+        floor = fleet.relative_floor
+    scaler = Scaler.fit(train_rows, "zscore", relative_floor=floor)
     x_train = scaler.transform(sliding_windows(train_rows, window, 1), axis=1)
     if len(hold_rows) >= window + 10:
         hold_raw = sliding_windows(hold_rows, window, 1)
@@ -244,11 +253,14 @@ def commission(
     if from_fleet and fleet is not None:
         model = ConvAutoencoder(fleet.network)
         model.load_state_dict(fleet.model.state_dict())
-        lr = learning_rate or 1e-3
+        # Gentle fine-tuning: the fleet weights know load levels, stops and daily swings
+        # that a short baseline never shows; a large step would overwrite that knowledge
+        # with the baseline's narrow operating range (more false alarms later).
+        lr = learning_rate or FLEET_FINE_TUNE_LR
     else:
         base = fleet.network if fleet is not None else AutoencoderConfig(len(names), window)
         model = ConvAutoencoder(replace(base, n_sensors=len(names), window=window))
-        lr = learning_rate or 2e-3
+        lr = learning_rate or SCRATCH_LR
     t0 = time.thread_time()
     fit = fit_autoencoder(
         model,

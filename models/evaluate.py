@@ -110,6 +110,8 @@ class AnomalyOptions:
     rule: ThresholdRule | None = None
     cpu_budget_s: float = 30.0
     seed: int = 0
+    #: Fine-tuning epochs of commissioning (upper bound; early stopping and budget apply).
+    epochs: int = 60
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,9 @@ class FileResult:
     threshold: float
     counts: DetectionCounts
     unlabelled_rows: int
+    #: Rows from the first labelled anomalous row to the first alarm at or after it
+    #: (None: no anomaly in the file, or never detected).
+    detection_delay_rows: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +133,7 @@ class FileResult:
             "initialised_from": self.initialised_from,
             "threshold": self.threshold,
             "unlabelled_rows": self.unlabelled_rows,
+            "detection_delay_rows": self.detection_delay_rows,
             **self.counts.as_dict(),
         }
 
@@ -140,12 +146,20 @@ class AnomalyEvaluation:
 
     def as_dict(self) -> dict[str, Any]:
         rule = self.options.rule
+        faulty = [f for f in self.files if f.counts.tp + f.counts.fn > 0]
+        delays = [f.detection_delay_rows for f in faulty if f.detection_delay_rows is not None]
         return {
             "protocol": "per file: first train_rows rows commission the asset baseline; each "
             "later row gets the alarm flag (threshold + hysteresis) of the window ending at it",
             "train_rows": self.options.train_rows,
             "threshold_rule": rule.to_json() if rule else "bundle default",
-            "pooled": {"files": len(self.files), **self.pooled.as_dict()},
+            "pooled": {
+                "files": len(self.files),
+                "files_with_anomalies": len(faulty),
+                "files_detected": len(delays),
+                "median_detection_delay_rows": float(np.median(delays)) if delays else None,
+                **self.pooled.as_dict(),
+            },
             "files": [f.as_dict() for f in self.files],
         }
 
@@ -178,6 +192,7 @@ def evaluate_asset(bundle: Bundle, table: AssetTable, options: AnomalyOptions) -
         rule=options.rule,
         cpu_budget_s=options.cpu_budget_s,
         seed=options.seed,
+        epochs=options.epochs,
     )
     ordered = filled[:, baseline_sensor_order(baseline, names)]
     ends = np.arange(options.train_rows, n)
@@ -189,7 +204,13 @@ def evaluate_asset(bundle: Bundle, table: AssetTable, options: AnomalyOptions) -
         )
     flags = alarm_flags(scores, baseline.threshold, baseline.rule)
     known = table.known[options.train_rows :]
-    counts = DetectionCounts.from_flags(flags[known], table.labels[options.train_rows :][known])
+    labels = table.labels[options.train_rows :]
+    counts = DetectionCounts.from_flags(flags[known], labels[known])
+    delay: int | None = None
+    onset = np.flatnonzero(labels & known)
+    if onset.size:
+        hits = np.flatnonzero(flags[onset[0] :])
+        delay = int(hits[0]) if hits.size else None
     return FileResult(
         table.name,
         len(names),
@@ -197,6 +218,7 @@ def evaluate_asset(bundle: Bundle, table: AssetTable, options: AnomalyOptions) -
         baseline.threshold,
         counts,
         int((~known).sum()),
+        delay,
     )
 
 

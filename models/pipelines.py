@@ -169,7 +169,13 @@ def train_fleet_bundle(
             raise DatasetError("RUL sensor selection dropped a sensor; all sensors must vary")
     units = list(sensor_units) if sensor_units else [_unit_from_name(s) for s in fleet.sensors]
     head = AnomalyHead(
-        fleet.network, fleet.model, fleet.scaler, fleet.reference, fleet.threshold, fleet.rule
+        fleet.network,
+        fleet.model,
+        fleet.scaler,
+        fleet.reference,
+        fleet.threshold,
+        fleet.rule,
+        fleet.relative_floor,
     )
     path = save_bundle(
         out,

@@ -87,13 +87,14 @@ class Scaler:
         kind: Literal["zscore", "minmax"] = "zscore",
         *,
         min_scale: float = 1e-6,
-        relative_floor: float = 0.0,
+        relative_floor: float | Sequence[float] = 0.0,
     ) -> Scaler:
         """Fit on ``data`` shaped ``(samples, sensors)``; NaNs are ignored.
 
         ``relative_floor`` keeps a sensor that happens to be (nearly) constant in the
         fitting data from turning later noise into huge scaled values: the scale is at
-        least ``relative_floor * |offset|`` (and always at least ``min_scale``).
+        least ``relative_floor * |offset|`` (and always at least ``min_scale``); give one
+        floor per sensor or one for all.
         """
         x = np.asarray(data, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] == 0:
@@ -107,7 +108,8 @@ class Scaler:
                 scale = np.nanmax(x, axis=0) - offset
         offset = np.nan_to_num(offset, nan=0.0)
         scale = np.nan_to_num(scale, nan=1.0)
-        floor = np.maximum(min_scale, relative_floor * np.abs(offset))
+        rel = np.asarray(relative_floor, dtype=np.float64)
+        floor = np.maximum(min_scale, rel * np.abs(offset))
         scale = np.maximum(scale, floor)
         return cls(kind, tuple(float(v) for v in offset), tuple(float(v) for v in scale))
 

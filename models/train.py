@@ -467,6 +467,7 @@ class FleetAnomalyResult:
     history: list[dict[str, float]]
     train_assets: list[str]
     val_assets: list[str]
+    relative_floor: tuple[float, ...] | None = None
 
 
 def healthy_prefix(table: AssetTable) -> FloatArray:
@@ -513,6 +514,8 @@ def train_anomaly_fleet(
     fleet_scaler = Scaler.fit(
         np.concatenate([h for _, h in train]), "zscore", relative_floor=cfg.relative_floor
     )
+    spread = fleet_relative_spread([h for _, h in train])
+    floor = tuple(float(max(cfg.relative_floor, s)) for s in spread)
 
     def windows_for(assets: list[tuple[str, FloatArray]], copies: int) -> FloatArray:
         out = []
@@ -526,9 +529,7 @@ def train_anomaly_fleet(
                     )
                 )
                 start = int(rng.integers(0, len(h) - length + 1))
-                sc = Scaler.fit(
-                    h[start : start + length], "zscore", relative_floor=cfg.relative_floor
-                )
+                sc = Scaler.fit(h[start : start + length], "zscore", relative_floor=floor)
                 out.append(sc.transform(w, axis=1))
         return np.concatenate(out)
 
@@ -553,6 +554,7 @@ def train_anomaly_fleet(
         raw = reconstruction_error(fit.model, torch.from_numpy(val_fleet)).numpy()
     cal = calibrate(raw, rule)
     metrics = {
+        **{f"relative_floor_{s}": v for s, v in zip(sensors, floor, strict=True)},
         "train_windows": float(len(x_train)),
         "val_windows": float(len(x_val)),
         "val_loss": min(h["val_loss"] for h in fit.history),
@@ -573,7 +575,26 @@ def train_anomaly_fleet(
         history=fit.history,
         train_assets=[n for n, _ in train],
         val_assets=[n for n, _ in val],
+        relative_floor=floor,
     )
+
+
+def fleet_relative_spread(assets: Sequence[FloatArray]) -> FloatArray:
+    """Typical healthy spread of each sensor relative to its level, pooled over assets.
+
+    Each asset is divided by its own per-sensor median (removing asset-to-asset level
+    differences), then the pooled robust standard deviation (IQR / 1.349, so that rare
+    stops do not inflate it) is taken per sensor. Sensors whose median is ~0 get 0.
+    """
+    parts = []
+    for h in assets:
+        med = np.median(h, axis=0)
+        safe = np.where(np.abs(med) > 1e-9, np.abs(med), np.inf)
+        parts.append(h / safe - np.sign(med) * (np.abs(med) > 1e-9))
+    rel = np.concatenate(parts)
+    q75, q25 = np.percentile(rel, [75, 25], axis=0)
+    spread: FloatArray = ((q75 - q25) / 1.349).astype(np.float32)
+    return spread
 
 
 def fill_nan(x: FloatArray) -> FloatArray:

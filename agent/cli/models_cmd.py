@@ -269,6 +269,9 @@ def evaluate_anomaly(
         float, typer.Option("--cpu-budget-s", help="Commissioning CPU budget per file.")
     ] = 30.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    epochs: Annotated[
+        int, typer.Option("--fine-tune-epochs", min=0, help="Commissioning epochs (max).")
+    ] = 60,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Labelled-CSV protocol: commission on each file's first rows, flag the rest."""
@@ -293,6 +296,7 @@ def evaluate_anomaly(
         rule=rule,
         cpu_budget_s=cpu_budget_s,
         seed=seed,
+        epochs=epochs,
     )
     with Progress(
         TextColumn("commissioning + scoring"),
@@ -345,6 +349,12 @@ def evaluate_anomaly(
         "",
     )
     console.print(table)
+    delay = p["median_detection_delay_rows"]
+    shown = "-" if delay is None else f"{delay:.0f}"
+    console.print(
+        f"anomalies detected in {p['files_detected']} of {p['files_with_anomalies']} files; "
+        f"median delay after the first labelled row: {shown} rows"
+    )
 
 
 @evaluate_app.command("export-csv")
