@@ -124,6 +124,7 @@ class Prediction:
     anomaly_threshold: float
     is_anomaly: bool
     rul_cycles: float | None
+    scored_ms: int = 0  # when the model produced it (latency = scored_ms - window_end_ms)
 
 
 @dataclass(frozen=True, slots=True)

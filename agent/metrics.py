@@ -7,9 +7,11 @@ atomic enough under the GIL for counters that are only ever added to.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -47,7 +49,7 @@ class Metrics:
             "messages_received": self.messages_received,
             "readings_accepted": self.readings_accepted,
             "readings_redelivered": self.readings_redelivered,
-            "dead_letters": dict(self.dead_letters),
+            "dead_letters": {str(reason): n for reason, n in self.dead_letters.items()},
             "dead_letters_total": sum(self.dead_letters.values()),
             "windows_emitted": self.windows_emitted,
             "windows_shed": self.windows_shed,
@@ -63,3 +65,15 @@ class Metrics:
             "broker_connects": self.broker_connects,
             "queue_depths": dict(self.queue_depths),
         }
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc), imports included; else None."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    # Field 22 of /proc/<pid>/stat (index 19 after the command name) is the start
+    # time in clock ticks since boot.
+    return uptime_s - int(stat[19]) / os.sysconf("SC_CLK_TCK")

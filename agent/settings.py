@@ -187,7 +187,10 @@ class StorageSettings(_Section):
         None, description="SQLite database file (default: <data_dir>/edgewatch.db)."
     )
     retention_days: Annotated[float, Field(gt=0, le=3650)] = Field(
-        7.0, description="Raw readings older than this are deleted."
+        7.0, description="Raw readings and dead letters older than this are deleted."
+    )
+    prediction_retention_days: Annotated[float, Field(gt=0, le=3650)] = Field(
+        90.0, description="Predictions, closed alerts and events older than this are deleted."
     )
     disk_budget_mb: Annotated[int, Field(ge=16)] = Field(
         1024, description="Upper bound for the database plus the sync outbox, in MB."

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from agent import __version__
-from agent.cli import config_cmd, db_cmd, simulate_cmd
+from agent.cli import baseline_cmd, config_cmd, db_cmd, demo_cmd, run_cmd, simulate_cmd
 from agent.cli._common import Invocation, err_console
 from agent.errors import EdgewatchError
 from agent.logs import configure_logging
@@ -63,6 +63,9 @@ def root(
     configure_logging(level=log_level or "WARNING")
 
 
+app.command("run")(run_cmd.run)
+app.command("demo")(demo_cmd.demo)
+app.add_typer(baseline_cmd.app, name="baseline")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 # sub-apps registered below

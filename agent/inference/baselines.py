@@ -12,10 +12,13 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.errors import EdgewatchError, ModelError
 from agent.logs import fields
-from models.commission import AssetBaseline
+
+if TYPE_CHECKING:
+    from models.commission import AssetBaseline
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ class BaselineStore:
     def load_all(self) -> dict[str, AssetBaseline]:
         """Every loadable baseline by asset; damaged ones are logged and skipped
         (their assets are commissioned again)."""
+        from models.commission import AssetBaseline  # torch: only where baselines load
+
         found: dict[str, AssetBaseline] = {}
         if not self.root.is_dir():
             return found

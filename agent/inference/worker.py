@@ -107,6 +107,7 @@ class InferenceStage:
         baselines = [self.baselines[w.asset] for w in usable]
         out = self.predictor.predict(x, baselines)
         created = []
+        scored_ms = now_ms()
         override = self.config.threshold_override
         for i, w in enumerate(usable):
             score = float(out.anomaly_score[i]) if out.anomaly_score is not None else 0.0
@@ -126,6 +127,7 @@ class InferenceStage:
                     anomaly_threshold=threshold,
                     is_anomaly=score > threshold,
                     rul_cycles=float(out.rul[i]) if out.rul is not None else None,
+                    scored_ms=scored_ms,
                 )
             )
         return created
@@ -141,7 +143,7 @@ class InferenceStage:
             while True:
                 batch: list[Window] = []
                 item = await inbox.get()
-                inbox.task_done()
+                taken = 1
                 self._take(item, batch, out)
                 deadline = loop.time() + wait_s
                 while len(batch) < self.config.batch_max:
@@ -156,10 +158,16 @@ class InferenceStage:
                                 item = await inbox.get()
                         except TimeoutError:
                             break
-                    inbox.task_done()
+                    taken += 1
                     self._take(item, batch, out)
-                if batch:
-                    await self._score_batch(batch, out)
+                try:
+                    if batch:
+                        await self._score_batch(batch, out)
+                finally:
+                    # Done only once scored and handed on, so that draining the
+                    # queue on shutdown (Queue.join) means nothing is in flight.
+                    for _ in range(taken):
+                        inbox.task_done()
         finally:
             for task in self._commissioning.values():
                 task.cancel()

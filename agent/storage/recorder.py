@@ -51,7 +51,7 @@ class Recorder:
         writer: Writer,
         config: RecorderConfig,
         metrics: Metrics,
-        on_committed: Callable[[Sequence[MessageRef]], None],
+        on_committed: Callable[[Sequence[MessageRef]], object],
     ) -> None:
         self.writer = writer
         self.config = config
@@ -66,7 +66,6 @@ class Recorder:
         try:
             while True:
                 first = await inbox.get()
-                inbox.task_done()
                 batch: list[Item] = [first]
                 refs = _refs(first)
                 deadline = loop.time() + interval_s
@@ -82,10 +81,15 @@ class Recorder:
                                 item = await inbox.get()
                         except TimeoutError:
                             break
-                    inbox.task_done()
                     batch.append(item)
                     refs += _refs(item)
-                await self.commit(batch)
+                try:
+                    await self.commit(batch)
+                finally:
+                    # Done only once committed: Queue.join() on shutdown then means
+                    # everything received is on disk.
+                    for _ in batch:
+                        inbox.task_done()
         finally:
             self._pool.shutdown(wait=True)
 

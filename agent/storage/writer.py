@@ -141,7 +141,7 @@ class Writer:
                         "anomaly_threshold": item.anomaly_threshold,
                         "is_anomaly": int(item.is_anomaly),
                         "rul": item.rul_cycles,
-                        "created_ms": now_ms,
+                        "created_ms": item.scored_ms or now_ms,
                     }
                 )
             elif isinstance(item, Alert):

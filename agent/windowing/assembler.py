@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -209,17 +209,20 @@ class WindowAssembler:
     async def run(
         self,
         inbox: asyncio.Queue[Inbound],
-        to_recorder: asyncio.Queue[ToRecorder],
+        record: Callable[[ToRecorder], Awaitable[None]],
         to_inference: asyncio.Queue[ToInference],
     ) -> None:
-        """Consume ``inbox`` until cancelled; the runtime drains it before stopping."""
+        """Consume ``inbox`` until cancelled; the runtime drains it before stopping.
+
+        ``record`` puts an item on the recorder's queue (waiting while it is full).
+        """
         while True:
             inbound = await inbox.get()
             try:
                 out = self.process(inbound)
                 for event in out.events:
-                    await to_recorder.put(event)
-                await to_recorder.put(out.accepted)
+                    await record(event)
+                await record(out.accepted)
                 for request in out.requests:
                     await to_inference.put(request)
                 for window in out.windows:

@@ -25,7 +25,7 @@ from agent.metrics import Metrics
 from agent.storage import tables as t
 from agent.storage.engine import open_engine
 from agent.storage.recorder import Recorder, RecorderConfig
-from agent.storage.writer import Heartbeat, Writer
+from agent.storage.writer import Heartbeat, Item, Writer
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def count(engine: Engine, table: t.Table) -> int:
 
 def test_writes_are_idempotent(engine: Engine) -> None:
     writer = Writer(engine, site="s")
-    batch = [
+    batch: list[Item] = [
         Accepted(MessageRef(1, 1, 0), 10, readings=(reading(1000), reading(2000))),
         Prediction("p1", 2000, "m1", 1.1, 2.0, False, 80.0),
         Alert("p1", AlertKind.ANOMALY, Severity.WARNING, 2000, 3.0, 3.0, last_update_ms=2000),

@@ -1,0 +1,457 @@
+"""``edgewatch bench``: the agent's figures, measured against a baseline in the same run.
+
+Everything runs on this machine: a private Mosquitto, the simulator's publisher, and
+the agent as a real ``edgewatch run`` subprocess (so its RSS and CPU are its own).
+
+(a) ceiling: a bare aiomqtt + orjson receive loop (:mod:`agent.benchprobe`) at QoS 1;
+(b) the agent's sustained end-to-end rate on the same messages (decode, validate,
+    window, infer, store, ack), the ratio (b)/(a), and readings/s with batch payloads;
+(c) reading-to-prediction and reading-to-alert latency at a fixed message rate;
+(d) the agent's RSS and CPU under that load, and its cold start to first subscription.
+
+Assets start commissioned (one baseline learned once, copied to every asset), so
+the figures describe steady-state streaming, not commissioning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.errors import EdgewatchError
+from agent.localbroker import LocalBroker
+from agent.storage import migrate
+from simulators.fleet import FleetConfig, simulate_runs
+from simulators.payloads import encode_batch, encode_single
+from simulators.publisher import make_publisher
+
+SITE = "bench"
+SUBSCRIBE_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 120.0
+SAMPLE_PERIOD_S = 0.1
+#: Readings in each message of the batched run.
+BATCH_READINGS = 100
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    assets: int = 50
+    messages: int = 60_000
+    batch_messages: int = 3_000
+    latency_rate_msg_s: float = 1000.0
+    latency_duration_s: float = 20.0
+    backend: str = "torch"
+
+
+@dataclass
+class BenchReport:
+    ceiling_msg_s: float = 0.0
+    agent_msg_s: float = 0.0
+    ratio: float = 0.0
+    lost: int = 0
+    batched_readings_s: float = 0.0
+    batched_lost: int = 0
+    prediction_latency_ms: dict[str, float] = field(default_factory=dict)
+    alert_latency_ms: dict[str, float] = field(default_factory=dict)
+    alerts: int = 0
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu_percent: float = 0.0
+    cold_start_s: float = 0.0
+    commits_per_s: float = 0.0
+    window: int = 0
+    hop: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _healthy_values(assets: int, samples: int) -> list[dict[str, np.ndarray]]:
+    runs = simulate_runs(
+        FleetConfig(
+            assets=assets,
+            rate_hz=1.0,
+            duration_s=float(samples),
+            fault_fraction=0.0,
+            sensor_fault_fraction=0.0,
+            seed=11,
+        ),
+        start_ts=0.0,
+    )
+    return [run.values for run in runs]
+
+
+class _ProcStats:
+    """RSS and CPU time of a process from /proc (Linux)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def cpu_s(self) -> float:
+        try:
+            parts = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self.samples.append(self.rss_mb())
+
+    def __enter__(self) -> _ProcStats:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _count(db: Path, sql: str) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(conn.execute(sql).fetchone()[0] or 0)
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise EdgewatchError(f"benchmark timed out waiting for {what}")
+        time.sleep(0.05)  # polling another process's database
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 2),
+        "p99": round(float(np.percentile(arr, 99)), 2),
+        "max": round(float(arr.max()), 2),
+        "n": float(len(arr)),
+    }
+
+
+class Bench:
+    def __init__(self, workdir: Path, options: BenchOptions, progress: Progress) -> None:
+        self.workdir = workdir
+        self.options = options
+        self.progress = progress
+        self.report = BenchReport()
+        self.topic = "edgewatch/{site}/{asset}/telemetry"
+
+    def topic_for(self, asset: str, site: str = SITE) -> str:
+        return self.topic.replace("{site}", site).replace("{asset}", asset)
+
+    def assets(self) -> list[str]:
+        return [f"pump-{i:03d}" for i in range(self.options.assets)]
+
+    # ------------------------------------------------------------------ messages
+    def single_messages(
+        self, count: int, values: list[dict[str, np.ndarray]]
+    ) -> Iterator[tuple[str, bytes]]:
+        names = self.assets()
+        per_asset = count // len(names) + 1
+        start = time.time() - per_asset * SAMPLE_PERIOD_S
+        for k in range(count):
+            i, step = k % len(names), k // len(names)
+            row = {s: float(v[step % len(v)]) for s, v in values[i].items()}
+            yield (
+                self.topic_for(names[i]),
+                encode_single(round(start + step * SAMPLE_PERIOD_S, 3), row),
+            )
+
+    def batch_messages(
+        self, count: int, values: list[dict[str, np.ndarray]]
+    ) -> Iterator[tuple[str, bytes]]:
+        names = self.assets()
+        per_asset = count // len(names) + 1
+        start = time.time() - per_asset * BATCH_READINGS * SAMPLE_PERIOD_S
+        for k in range(count):
+            i, step = k % len(names), k // len(names)
+            base = step * BATCH_READINGS
+            idx = [(base + j) % len(values[i]["speed_rpm"]) for j in range(BATCH_READINGS)]
+            ts = [round(start + (base + j) * SAMPLE_PERIOD_S, 3) for j in range(BATCH_READINGS)]
+            batch = {s: [float(v[j]) for j in idx] for s, v in values[i].items()}
+            yield self.topic_for(names[i]), encode_batch(ts, batch)
+
+    def publish(
+        self, broker: LocalBroker, messages: Iterator[tuple[str, bytes]], readings: int = 1
+    ) -> int:
+        sent = 0
+        with make_publisher(broker.host, broker.port, qos=1) as publisher:
+            for seq, (topic, payload) in enumerate(messages):
+                if publisher.publish(seq, topic, payload, readings):
+                    sent += 1
+            publisher.flush(timeout_s=120)
+        return sent
+
+    # ------------------------------------------------------------------ phases
+    def ceiling(self, broker: LocalBroker, values: list[dict[str, np.ndarray]]) -> None:
+        n = self.options.messages
+        self.progress(f"(a) bare aiomqtt receive loop, {n} QoS 1 messages")
+        probe = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent.benchprobe",
+                broker.host,
+                str(broker.port),
+                self.topic_for("+", "ceiling"),
+                str(n),
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert probe.stdout is not None
+        if probe.stdout.readline().strip() != "ready":
+            raise EdgewatchError("the benchmark's receive probe did not start")
+        msgs = (
+            (t.replace(f"/{SITE}/", "/ceiling/"), p) for t, p in self.single_messages(n, values)
+        )
+        self.publish(broker, msgs)
+        out, _ = probe.communicate(timeout=DRAIN_TIMEOUT_S)
+        result = json.loads(out.strip().splitlines()[-1])
+        elapsed = max(result["last"] - result["first"], 1e-9)
+        self.report.ceiling_msg_s = round(result["received"] / elapsed, 1)
+
+    def prepare_agent(
+        self, data_dir: Path, broker: LocalBroker, values: list[dict[str, np.ndarray]]
+    ) -> Path:
+        from agent.inference.baselines import BaselineStore
+        from models.bundle import load_bundle
+        from models.bundles import default_bundle_path
+        from models.commission import commission
+
+        self.progress("preparing: one healthy baseline for every asset")
+        bundle = load_bundle(default_bundle_path("pump"))
+        self.report.window, self.report.hop = bundle.window, bundle.window // 4
+        samples = np.stack([values[0][s][:600] for s in bundle.sensors], axis=1)
+        baseline = commission(samples, bundle, asset="template", cpu_budget_s=20)
+        store = BaselineStore(data_dir / "baselines")
+        for asset in self.assets():
+            store.save(asset, baseline)
+        migrate.upgrade(data_dir / "edgewatch.db")
+        config = self.workdir / "bench.toml"
+        config.write_text(
+            "\n".join(
+                [
+                    "[identity]",
+                    f'site = "{SITE}"',
+                    'agent = "bench"',
+                    "[mqtt]",
+                    f'host = "{broker.host}"',
+                    f"port = {broker.port}",
+                    "health_interval_s = 5.0",
+                    "[storage]",
+                    f'data_dir = "{data_dir}"',
+                    "[model]",
+                    f"hop = {self.report.hop}",
+                    f'backend = "{self.options.backend}"',
+                    "[sync]",
+                    "enabled = false",
+                    "[logging]",
+                    'level = "INFO"',
+                    'format = "json"',
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def start_agent(self, config: Path) -> tuple[subprocess.Popen[str], float]:
+        exe = Path(sys.executable).with_name("edgewatch")
+        log_path = self.workdir / "agent.log"
+        log_file = log_path.open("w")
+        t0 = time.monotonic()
+        process = subprocess.Popen(
+            [str(exe), "--config", str(config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            text=True,
+        )
+
+        def subscribed() -> bool:
+            if process.poll() is not None:
+                raise EdgewatchError(f"the agent exited during the benchmark; see {log_path}")
+            return (
+                '"event": "subscribed"' in log_path.read_text()
+                or '"event":"subscribed"' in log_path.read_text()
+            )
+
+        _wait_for(subscribed, SUBSCRIBE_TIMEOUT_S, "the agent to subscribe")
+        return process, time.monotonic() - t0
+
+    def throughput(
+        self, broker: LocalBroker, db: Path, stats: _ProcStats, values: list[dict[str, np.ndarray]]
+    ) -> None:
+        n = self.options.messages
+        self.progress(
+            f"(b) agent end to end, {n} single-reading QoS 1 messages, {self.options.assets} assets"
+        )
+        before = _count(db, "select count(*) from readings")
+        commits0 = _count(db, "select 0")  # opens the file before timing
+        del commits0
+        cpu0, t0 = stats.cpu_s(), time.monotonic()
+        threading.Thread(
+            target=self.publish, args=(broker, self.single_messages(n, values)), daemon=True
+        ).start()
+        _wait_for(
+            lambda: _count(db, "select count(*) from readings") - before >= n,
+            DRAIN_TIMEOUT_S,
+            "readings",
+        )
+        elapsed = time.monotonic() - t0
+        self.report.agent_msg_s = round(n / elapsed, 1)
+        self.report.cpu_percent = round(100 * (stats.cpu_s() - cpu0) / elapsed, 1)
+        self.report.lost = n - (_count(db, "select count(*) from readings") - before)
+        if self.report.ceiling_msg_s:
+            self.report.ratio = round(self.report.agent_msg_s / self.report.ceiling_msg_s, 3)
+
+        m = self.options.batch_messages
+        self.progress(f"(b) agent end to end, {m} batch messages of {BATCH_READINGS} readings")
+        before = _count(db, "select count(*) from readings")
+        t0 = time.monotonic()
+        threading.Thread(
+            target=self.publish,
+            args=(broker, self.batch_messages(m, values), BATCH_READINGS),
+            daemon=True,
+        ).start()
+        target = m * BATCH_READINGS
+        _wait_for(
+            lambda: _count(db, "select count(*) from readings") - before >= target,
+            DRAIN_TIMEOUT_S,
+            "batched readings",
+        )
+        self.report.batched_readings_s = round(target / (time.monotonic() - t0), 1)
+        self.report.batched_lost = target - (_count(db, "select count(*) from readings") - before)
+
+    def latency(self, broker: LocalBroker, db: Path, values: list[dict[str, np.ndarray]]) -> None:
+        rate, duration = self.options.latency_rate_msg_s, self.options.latency_duration_s
+        self.progress(
+            f"(c) latency at {rate:.0f} msg/s for {duration:.0f} s, faults injected halfway"
+        )
+        arrivals: list[tuple[float, dict[str, Any]]] = []
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id="edgewatch-bench-alerts")
+
+        def on_message(_c: Any, _u: Any, message: paho.MQTTMessage) -> None:
+            if not message.retain:
+                arrivals.append((time.time(), json.loads(message.payload)))
+
+        client.on_message = on_message
+        client.connect(broker.host, broker.port)
+        client.subscribe(f"edgewatch/{SITE}/+/alerts", qos=1)
+        client.loop_start()
+        names = self.assets()
+        faulty = set(names[: max(1, len(names) // 10)])
+        start_ms = int(time.time() * 1000)
+        total = int(rate * duration)
+        with make_publisher(broker.host, broker.port, qos=1) as publisher:
+            t0 = time.monotonic()
+            for k in range(total):
+                due = t0 + k / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # pacing the publisher
+                i, step = k % len(names), k // len(names)
+                row = {s: float(v[(step + 3000) % len(v)]) for s, v in values[i].items()}
+                if names[i] in faulty and k > total // 2:
+                    row["vib_rms_mm_s"] *= 6.0
+                    row["bearing_temp_c"] += 35.0
+                    row["vib_kurtosis"] += 4.0
+                publisher.publish(
+                    k, self.topic_for(names[i]), encode_single(round(time.time(), 3), row)
+                )
+            publisher.flush(timeout_s=60)
+        _wait_for(
+            lambda: len({a["asset"] for _, a in arrivals}) >= len(faulty), 30, "alerts"
+        ) if faulty else None
+        client.loop_stop()
+        client.disconnect()
+        rows = _rows(
+            db,
+            f"select created_ms - window_end_ms from predictions where window_end_ms >= {start_ms}",
+        )
+        self.report.prediction_latency_ms = _percentiles([float(r) for r in rows])
+        opened = [
+            (t * 1000 - a["opened_ts"] * 1000) for t, a in arrivals if a.get("state") == "open"
+        ]
+        self.report.alert_latency_ms = _percentiles(opened)
+        self.report.alerts = len(opened)
+
+    def run(self) -> BenchReport:
+        values = _healthy_values(self.options.assets, 6000)
+        with LocalBroker(self.workdir / "broker") as broker:
+            self.ceiling(broker, values)
+            data_dir = self.workdir / "data"
+            config = self.prepare_agent(data_dir, broker, values)
+            db = data_dir / "edgewatch.db"
+            process, cold = self.start_agent(config)
+            self.report.cold_start_s = round(cold, 3)
+            try:
+                with _ProcStats(process.pid) as stats:
+                    self.throughput(broker, db, stats, values)
+                    self.latency(broker, db, values)
+                rss = stats.samples or [stats.rss_mb()]
+                self.report.rss_mb = {
+                    "start": round(rss[0], 1),
+                    "max": round(max(rss), 1),
+                    "end": round(rss[-1], 1),
+                }
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        return self.report
+
+
+def _rows(db: Path, sql: str) -> list[Any]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return [r[0] for r in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
+
+
+def run_bench(options: BenchOptions, workdir: Path, progress: Progress) -> BenchReport:
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return Bench(workdir, options, progress).run()
+    finally:
+        shutil.rmtree(workdir / "data", ignore_errors=True)

@@ -1,0 +1,82 @@
+"""``edgewatch baseline list|reset``: each asset's learned healthy baseline."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agent.cli._common import console, emit_json, invocation
+from agent.domain import AssetState
+from agent.errors import EdgewatchError
+from agent.inference.baselines import BaselineStore
+from agent.storage import migrate, queries
+
+app = typer.Typer(help="Show or reset the per-asset healthy baselines.", no_args_is_help=True)
+
+
+def _local(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+@app.command("list")
+def list_baselines(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every asset's state (commissioning, healthy, alerting) and baseline."""
+    settings = invocation(ctx).settings()
+    engine = migrate.ensure_current(settings.storage.database_path)
+    try:
+        rows = queries.asset_baselines(engine, settings.identity.site)
+    finally:
+        engine.dispose()
+    store = BaselineStore(settings.storage.data_dir / "baselines")
+    for row in rows:
+        row["baseline_on_disk"] = store.exists(row["asset"])
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("asset", "state", "baseline", "commissioned", "last seen")
+    for row in rows:
+        table.add_row(
+            row["asset"],
+            row["state"],
+            row["baseline_version"] or ("on disk" if row["baseline_on_disk"] else "-"),
+            _local(row["commissioned_ms"]),
+            _local(row["last_seen_ms"]),
+        )
+    console.print(table)
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    asset: Annotated[str, typer.Argument(help="Asset whose baseline is learned again.")],
+) -> None:
+    """Forget an asset's baseline (after maintenance): its next samples become the new one.
+
+    A running agent notices within seconds; the old baseline is kept under
+    baselines/retired/ for inspection.
+    """
+    settings = invocation(ctx).settings()
+    store = BaselineStore(settings.storage.data_dir / "baselines")
+    engine = migrate.ensure_current(settings.storage.database_path)
+    try:
+        known = queries.set_asset_state(
+            engine, settings.identity.site, asset, AssetState.COMMISSIONING
+        )
+    finally:
+        engine.dispose()
+    retired = store.retire(asset)
+    if not known and retired is None:
+        raise EdgewatchError(
+            f"no asset named {asset!r} at site {settings.identity.site!r}",
+            hint="`edgewatch baseline list` shows the assets",
+        )
+    where = f"; old baseline kept in {retired}" if retired else ""
+    console.print(f"{asset}: baseline reset, commissioning again from its next samples{where}")

@@ -1,0 +1,117 @@
+"""A private Mosquitto on 127.0.0.1 for the demo, the benchmark and the tests.
+
+Real gateways run their own broker (or a plant's); this only starts the
+``mosquitto`` binary with a generated config on a free local port.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from agent.errors import BrokerError
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+_SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next((p for p in _SEARCH if Path(p).is_file()), None)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
+    """True once ``host:port`` accepts connections, False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)  # polling a foreign process's socket
+    return False
+
+
+class LocalBroker:
+    """``with LocalBroker(workdir) as broker: ...``; ``stop()``/``start()`` for outages."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.workdir = workdir
+        self.host = host
+        self.port = port or free_port(host)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def config_text(self) -> str:
+        # In-memory broker with queues deep enough that a stopped agent's persistent
+        # session keeps every QoS 1 message (Mosquitto's default keeps only 1000).
+        return "\n".join(
+            [
+                f"listener {self.port} {self.host}",
+                "allow_anonymous true",
+                "persistence false",
+                "max_queued_messages 1000000",
+                "max_inflight_messages 1000",
+                "max_packet_size 1048576",
+                f"log_dest file {self.workdir / 'mosquitto.log'}",
+                "log_type error",
+                "log_type warning",
+                "",
+            ]
+        )
+
+    def start(self) -> None:
+        binary = find_mosquitto()
+        if binary is None:
+            raise BrokerError(
+                "the mosquitto broker is not installed",
+                hint="install it: sudo apt-get install -y mosquitto",
+            )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self.config_text())
+        self.process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if not wait_for_port(self.host, self.port, START_TIMEOUT_S):
+            self.stop()
+            raise BrokerError(
+                f"mosquitto did not start on {self.host}:{self.port}",
+                hint=f"see {self.workdir / 'mosquitto.log'}",
+            )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+        self.process = None
+
+    def __enter__(self) -> LocalBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

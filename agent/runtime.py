@@ -1,0 +1,399 @@
+"""Wires the stages together with bounded queues and runs them in one TaskGroup.
+
+::
+
+    MqttLink -> Subscriber --inbound--> WindowAssembler --windows--> InferenceStage
+                                             |                            |
+                                             +--records--> Recorder <--results (router)
+                                                              |              |
+                                                    ack after commit    AlertPublisher
+
+Stages only meet here. Shutdown (:meth:`Agent.request_stop`, SIGTERM/SIGINT): the
+subscriber stops taking messages, each queue is drained in flow order (everything
+received is windowed, scored and committed, and acknowledged), then the link
+publishes "offline" and disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.domain import (
+    Alert,
+    AssetState,
+    AssetStatus,
+    Event,
+    Inbound,
+)
+from agent.errors import EdgewatchError
+from agent.inference.alerting import AlertPolicy, AlertTracker
+from agent.inference.baselines import BaselineStore
+from agent.inference.worker import InferenceConfig, InferenceStage, Result
+from agent.ingest.decode import DecodeLimits
+from agent.ingest.link import MqttLink
+from agent.ingest.publisher import AlertPublisher, publish_json
+from agent.ingest.subscriber import Subscriber
+from agent.ingest.topics import TopicMatcher, format_topic
+from agent.logs import fields
+from agent.metrics import Metrics, process_age_s
+from agent.settings import Settings
+from agent.storage import migrate, queries
+from agent.storage.recorder import Recorder, RecorderConfig
+from agent.storage.retention import RetentionPolicy, apply_retention
+from agent.storage.writer import Heartbeat, Item, Writer
+from agent.windowing.assembler import ToInference, WindowAssembler
+from models.bundle import Bundle, load_bundle
+from models.bundles import default_bundle_path
+from models.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+#: Queue bounds, in items. Inbound and records block when full (backpressure to
+#: the broker); the inference queue sheds windows (see agent.windowing.assembler).
+INBOUND_QUEUE = 2000
+INFERENCE_QUEUE = 1024
+RESULTS_QUEUE = 4096
+RECORDS_QUEUE = 8192
+ALERTS_QUEUE = 1024
+#: Each stage gets this long to drain on shutdown (the whole stop stays under 10 s).
+DRAIN_TIMEOUT_S = 2.0
+HOUSEKEEPING_INTERVAL_S = 5.0
+RETENTION_INTERVAL_S = 3600.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def resolve_bundle(settings: Settings) -> Path:
+    return settings.model.bundle if settings.model.bundle else default_bundle_path("pump")
+
+
+@dataclass
+class Queues:
+    inbound: asyncio.Queue[Inbound] = field(default_factory=lambda: asyncio.Queue(INBOUND_QUEUE))
+    inference: asyncio.Queue[ToInference] = field(
+        default_factory=lambda: asyncio.Queue(INFERENCE_QUEUE)
+    )
+    results: asyncio.Queue[Result] = field(default_factory=lambda: asyncio.Queue(RESULTS_QUEUE))
+    records: asyncio.Queue[Item] = field(default_factory=lambda: asyncio.Queue(RECORDS_QUEUE))
+    alerts: asyncio.Queue[Alert] = field(default_factory=lambda: asyncio.Queue(ALERTS_QUEUE))
+
+    def depths(self) -> dict[str, int]:
+        return {name: q.qsize() for name, q in vars(self).items()}
+
+
+class Agent:
+    """One edgewatch agent process: ``await Agent(settings).run()``."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.started_ms = _now_ms()
+        self._stop = asyncio.Event()
+        self.subscribed = asyncio.Event()
+        self.ready_s: float | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        t0 = time.monotonic()
+        db_path = s.storage.database_path
+        upgrade = await asyncio.to_thread(migrate.upgrade, db_path)
+        engine = await asyncio.to_thread(migrate.ensure_current, db_path)
+        bundle_path = resolve_bundle(s)
+        bundle, predictor = await asyncio.to_thread(self._load_model, bundle_path)
+        store = BaselineStore(s.storage.data_dir / "baselines")
+        baselines = await asyncio.to_thread(store.load_all)
+        for asset, baseline in list(baselines.items()):
+            try:
+                predictor.check_baseline(baseline)
+            except EdgewatchError:
+                del baselines[asset]  # made for another bundle: commission again
+        await asyncio.to_thread(
+            queries.register_model,
+            engine,
+            version=bundle.version,
+            kind="+".join(bundle.kinds),
+            path=bundle_path,
+            manifest=bundle.manifest,
+        )
+
+        window = s.model.window or bundle.window
+        if window != bundle.window:
+            raise EdgewatchError(
+                f"model.window {window} does not match the bundle's window {bundle.window}",
+                hint="remove model.window or use a bundle trained for that window",
+            )
+        hop = s.model.hop or bundle.hop
+        rule = bundle.anomaly.rule if bundle.anomaly is not None else None
+        policy = AlertPolicy(
+            open_after=s.model.alert_open_after or (rule.on_count if rule else 3),
+            close_after=s.model.alert_close_after or (rule.off_count if rule else 5),
+            close_ratio=s.model.alert_close_ratio or (rule.off_ratio if rule else 0.8),
+            rul_below=s.model.rul_alert_below,
+        )
+        tracker = AlertTracker(policy)
+        for alert in await asyncio.to_thread(queries.open_alerts, engine, s.identity.site):
+            tracker.restore(alert)
+
+        queues = Queues()
+        self._queues = queues
+        matcher = TopicMatcher(s.mqtt.telemetry_topic, s.identity.site)
+        link = MqttLink(s, self.metrics)
+        assembler = WindowAssembler(
+            sensors=bundle.sensors,
+            window=window,
+            hop=hop,
+            reorder_samples=s.ingest.reorder_samples,
+            gap_factor=s.ingest.gap_factor,
+            commission_samples=s.model.commission_samples,
+            commissioned=baselines.keys(),
+            metrics=self.metrics,
+        )
+        for asset in baselines:
+            readings, last_end = await asyncio.to_thread(
+                queries.recent_readings, engine, s.identity.site, asset, window + hop
+            )
+            assembler.prime(asset, readings, last_end)
+        inference = InferenceStage(
+            predictor,
+            store,
+            tracker,
+            InferenceConfig(
+                batch_max=s.model.batch_max,
+                batch_wait_ms=s.model.batch_wait_ms,
+                threshold_override=s.model.anomaly_threshold,
+                commission_cpu_budget_s=s.model.commission_cpu_budget_s,
+                max_commissioning=s.model.max_commissioning,
+                threads=s.model.threads,
+            ),
+            self.metrics,
+            baselines,
+        )
+        telemetry_topic = s.mqtt.telemetry_topic
+        writer = Writer(
+            engine,
+            site=s.identity.site,
+            keep_readings=s.storage.keep_readings,
+            dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
+            topic_for=lambda asset: format_topic(
+                telemetry_topic, site=s.identity.site, asset=asset
+            ),
+        )
+        recorder = Recorder(
+            writer,
+            RecorderConfig(
+                commit_interval_ms=s.storage.commit_interval_ms,
+                commit_max_rows=s.storage.commit_max_rows,
+                ack_batch=max(1, s.mqtt.receive_maximum // 2),
+            ),
+            self.metrics,
+            on_committed=link.ack,
+        )
+        subscriber = Subscriber(
+            link,
+            matcher,
+            DecodeLimits.from_settings(s.ingest, expected_sensors=frozenset(bundle.sensors)),
+            queues.inbound,
+            self.metrics,
+            dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
+        )
+        publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
+        await queues.records.put(
+            Event(
+                _now_ms(),
+                "agent_started",
+                f"edgewatch {__version__} started with model {bundle.version}",
+                detail={
+                    "pid": os.getpid(),
+                    "database_schema": upgrade.to_revision,
+                    "backup": str(upgrade.backup) if upgrade.backup else None,
+                    "baselines": len(baselines),
+                },
+            )
+        )
+        log.info(
+            "agent starting",
+            extra=fields(
+                model=bundle.version, database=str(db_path), assets=len(baselines), hop=hop
+            ),
+        )
+
+        stages: list[asyncio.Task[None]] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+
+                def start(coro: Awaitable[None], name: str) -> None:
+                    stages.append(group.create_task(coro, name=name))  # type: ignore[arg-type]
+
+                start(link.run(), "mqtt-link")
+                start(recorder.run(queues.records), "recorder")
+                start(self._route(queues, assembler), "router")
+                start(inference.run(queues.inference, queues.results), "inference")
+                start(
+                    assembler.run(queues.inbound, queues.records.put, queues.inference), "windowing"
+                )
+                start(publisher.run(), "alert-publisher")
+                start(self._health(link, queues, inference), "health")
+                start(self._housekeeping(engine, store, inference, assembler, queues), "house")
+                start(subscriber.run(), "subscriber")
+                start(self._mark_ready(link, t0), "ready")
+                await self._stop.wait()
+                log.info("stopping: draining queues")
+                subscriber.stop()
+                await self._drain(queues)
+                await link.close()
+                for task in stages:
+                    task.cancel()
+        except* EdgewatchError as group_error:
+            raise group_error.exceptions[0] from None
+        finally:
+            engine.dispose()
+        log.info("agent stopped", extra=fields(**self.metrics.snapshot()))
+
+    def _load_model(self, path: Path) -> tuple[Bundle, Predictor]:
+        bundle = load_bundle(path)
+        return bundle, Predictor(bundle, threads=self.settings.model.threads)
+
+    async def _mark_ready(self, link: MqttLink, t0: float) -> None:
+        await link.wait_connected()  # the link subscribes before it counts as connected
+        self.ready_s = time.monotonic() - t0
+        self.subscribed.set()
+        age = process_age_s()
+        log.info(
+            "subscribed",
+            extra=fields(
+                run_to_subscribed_s=round(self.ready_s, 3),
+                process_start_to_subscribed_s=None if age is None else round(age, 3),
+            ),
+        )
+
+    async def _route(self, queues: Queues, assembler: WindowAssembler) -> None:
+        """Results of inference go to the recorder, alerts also to MQTT, and the
+        windowing stage learns which assets became (un)commissioned."""
+        while True:
+            item = await queues.results.get()
+            try:
+                if isinstance(item, Alert):
+                    await queues.alerts.put(item)
+                elif isinstance(item, AssetStatus):
+                    if item.state is AssetState.HEALTHY:
+                        assembler.mark_commissioned(item.asset)
+                    else:
+                        assembler.commissioning_failed(item.asset)
+                await queues.records.put(item)
+            finally:
+                queues.results.task_done()
+
+    async def _drain(self, queues: Queues) -> None:
+        for name in ("inbound", "inference", "results", "records", "alerts"):
+            queue: asyncio.Queue[Any] = getattr(queues, name)
+            try:
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await queue.join()
+            except TimeoutError:
+                log.warning(
+                    "queue not drained in time", extra=fields(queue=name, left=queue.qsize())
+                )
+
+    async def _health(self, link: MqttLink, queues: Queues, inference: InferenceStage) -> None:
+        s = self.settings
+        topic = format_topic(s.mqtt.status_topic, site=s.identity.site, agent=s.identity.agent)
+        while True:
+            self.metrics.queue_depths = queues.depths()
+            health = self.health(inference)
+            await queues.records.put(
+                Heartbeat(
+                    s.identity.agent, os.getpid(), __version__, self.started_ms, _now_ms(), health
+                )
+            )
+            # Health is best effort: a broker that is away must not stall the loop.
+            await publish_json(
+                link, topic, {"state": "online", **health}, qos=0, retain=True, timeout_s=1.0
+            )
+            await asyncio.sleep(s.mqtt.health_interval_s)  # a period, not synchronisation
+
+    def health(self, inference: InferenceStage) -> dict[str, Any]:
+        snapshot = self.metrics.snapshot()
+        snapshot.update(
+            agent=self.settings.identity.agent,
+            site=self.settings.identity.site,
+            version=__version__,
+            model_version=inference.predictor.model_version,
+            assets_commissioned=len(inference.baselines),
+            assets_commissioning=sorted(inference.commissioning),
+            open_alerts=len(inference.tracker.open_alerts()),
+            ts=time.time(),
+        )
+        return snapshot
+
+    async def _housekeeping(
+        self,
+        engine: Any,
+        store: BaselineStore,
+        inference: InferenceStage,
+        assembler: WindowAssembler,
+        queues: Queues,
+    ) -> None:
+        s = self.settings
+        policy = RetentionPolicy(s.storage.retention_days, s.storage.prediction_retention_days)
+        next_retention = 0.0
+        while True:
+            # `edgewatch baseline reset` retires the folder; notice it and start over.
+            for asset in list(inference.baselines):
+                if not store.exists(asset):
+                    for alert in inference.forget(asset):
+                        await queues.results.put(alert)
+                    assembler.recommission(asset)
+                    await queues.results.put(
+                        Event(_now_ms(), "baseline_reset", f"{asset}: baseline reset", asset=asset)
+                    )
+                    await queues.results.put(
+                        AssetStatus(asset, AssetState.COMMISSIONING, _now_ms())
+                    )
+            if time.monotonic() >= next_retention:
+                removed = await asyncio.to_thread(apply_retention, engine, policy, _now_ms())
+                if any(removed.values()):
+                    log.info("retention applied", extra=fields(**removed))
+                next_retention = time.monotonic() + RETENTION_INTERVAL_S
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)  # a period, not synchronisation
+
+
+def install_signal_handlers(agent: Agent) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop the agent gracefully; returns a function that removes them."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.request_stop)
+
+    def remove() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    return remove
+
+
+async def run_agent(
+    settings: Settings, *, on_ready: Callable[[Agent], None] | None = None
+) -> Agent:
+    """Run until SIGTERM/SIGINT; the CLI's ``edgewatch run``."""
+    agent = Agent(settings)
+    remove = install_signal_handlers(agent)
+    try:
+        await agent.run()
+    finally:
+        remove()
+    return agent

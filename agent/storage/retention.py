@@ -1,0 +1,46 @@
+"""Deleting what is past its retention, in small transactions that never stall writers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Engine, Table, delete, select, tuple_
+
+from agent.storage import tables as t
+
+#: Rows deleted per transaction: short enough that the recorder never waits long.
+CHUNK_ROWS = 5000
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    readings_days: float
+    records_days: float
+
+
+def _purge(engine: Engine, table: Table, expired: ColumnElement[bool]) -> int:
+    key = tuple_(*table.primary_key.columns)
+    doomed = select(*table.primary_key.columns).where(expired).limit(CHUNK_ROWS)
+    removed = 0
+    while True:
+        with engine.begin() as conn:
+            count = conn.execute(delete(table).where(key.in_(doomed))).rowcount
+        removed += count
+        if count < CHUNK_ROWS:
+            return removed
+
+
+def apply_retention(engine: Engine, policy: RetentionPolicy, now_ms: int) -> dict[str, int]:
+    """Delete expired rows; returns how many per table. Open alerts are never deleted."""
+    raw_cutoff = now_ms - int(policy.readings_days * DAY_MS)
+    cutoff = now_ms - int(policy.records_days * DAY_MS)
+    return {
+        "readings": _purge(engine, t.readings, t.readings.c.ts_ms < raw_cutoff),
+        "dead_letters": _purge(engine, t.dead_letters, t.dead_letters.c.received_ms < raw_cutoff),
+        "predictions": _purge(engine, t.predictions, t.predictions.c.window_end_ms < cutoff),
+        "alerts": _purge(
+            engine, t.alerts, t.alerts.c.closed_ms.is_not(None) & (t.alerts.c.closed_ms < cutoff)
+        ),
+        "events": _purge(engine, t.events, t.events.c.ts_ms < cutoff),
+    }

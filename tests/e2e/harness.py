@@ -1,0 +1,123 @@
+"""Run the real agent (``edgewatch run``) as a subprocess against a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support import cli_env
+
+POLL_S = 0.05
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll a cross-process condition (database rows, a log line) until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def write_config(path: Path, data_dir: Path, port: int, **sections: dict[str, Any]) -> Path:
+    base: dict[str, dict[str, Any]] = {
+        "identity": {"site": "e2e", "agent": "gw-test"},
+        "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 1.0},
+        "storage": {"data_dir": str(data_dir), "commit_interval_ms": 100},
+        "model": {"commission_samples": 150, "commission_cpu_budget_s": 5.0},
+        "sync": {"enabled": False},
+        "logging": {"level": "INFO", "format": "json"},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in base.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class AgentProcess:
+    """``edgewatch run`` in a subprocess; its JSON log lines are collected."""
+
+    config: Path
+    cwd: Path
+    process: subprocess.Popen[str] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, *, wait_subscribed_s: float = 60.0) -> None:
+        exe = Path(sys.executable).with_name("edgewatch")
+        self.events = []
+        self.process = subprocess.Popen(
+            [str(exe), "--config", str(self.config), "run"],
+            cwd=self.cwd,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        if wait_subscribed_s:
+            wait_until(lambda: self.saw("subscribed"), wait_subscribed_s, "the agent to subscribe")
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                entry = {"event": "non-json", "line": line.rstrip()}
+            with self._lock:
+                self.events.append(entry)
+
+    def saw(self, event: str) -> bool:
+        with self._lock:
+            return any(e.get("event") == event for e in self.events)
+
+    def log_text(self) -> str:
+        with self._lock:
+            return "\n".join(json.dumps(e) for e in self.events)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout_s)
+        return code
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Read-only query on the agent's database while it runs (WAL allows it)."""
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:
+        return []  # schema not created yet
+    finally:
+        conn.close()
+
+
+def scalar(db: Path, sql: str, *args: Any) -> Any:
+    rows = query(db, sql, *args)
+    return rows[0][0] if rows else None

@@ -1,0 +1,255 @@
+"""The whole system: simulator -> real Mosquitto -> `edgewatch run` -> SQLite and MQTT."""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulators.badinput import BadInputInjector
+from tests.e2e.fleet import Fleet, make_fleet, publish
+from tests.e2e.harness import AgentProcess, query, scalar, wait_until, write_config
+from tests.support import Broker
+
+SITE = "e2e"
+COMMISSION = 150  # samples of each asset's healthy baseline in these tests
+DRAIN_S = 120.0
+
+
+def agent_for(tmp_path: Path, broker: Broker, **sections: dict[str, object]) -> AgentProcess:
+    config = write_config(tmp_path / "edgewatch.toml", tmp_path / "data", broker.port, **sections)
+    return AgentProcess(config=config, cwd=tmp_path)
+
+
+def db_of(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "edgewatch.db"
+
+
+def readings(db: Path) -> int:
+    return int(scalar(db, "select count(*) from readings") or 0)
+
+
+def commissioned(db: Path, assets: set[str]) -> bool:
+    rows = query(db, "select name from assets where state != 'commissioning'")
+    return {name for (name,) in rows} >= assets
+
+
+def retained_alerts(broker: Broker) -> dict[str, dict[str, object]]:
+    """Every retained alert message on the broker, by asset."""
+    got: dict[str, dict[str, object]] = {}
+    done = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="e2e-alert-reader")
+
+    def on_message(_c: object, _u: object, message: paho.MQTTMessage) -> None:
+        payload = json.loads(message.payload)
+        got[str(payload["asset"])] = payload
+
+    def on_subscribe(*_: object) -> None:
+        # Retained messages are delivered right after SUBACK; a round trip on a
+        # private topic marks their end.
+        client.subscribe("e2e/marker", qos=1)
+        client.publish("e2e/marker", b"end", qos=1)
+
+    def on_marker(_c: object, _u: object, _m: paho.MQTTMessage) -> None:
+        done.set()
+
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    client.message_callback_add("e2e/marker", on_marker)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.subscribe(f"edgewatch/{SITE}/+/alerts", qos=1)
+    try:
+        assert done.wait(10), "no answer from the broker"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return got
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Fleet:
+    return make_fleet(4, 1400, fault_fraction=0.25, seed=3)
+
+
+def commission_then_stream(agent: AgentProcess, broker: Broker, fleet: Fleet, db: Path) -> int:
+    head, tail = fleet.split(COMMISSION + 40)
+    sent = publish(broker, head, site=SITE).messages
+    wait_until(lambda: commissioned(db, fleet.faulty | fleet.healthy), DRAIN_S, "commissioning")
+    sent += publish(broker, tail, site=SITE).messages
+    wait_until(lambda: readings(db) >= sent, DRAIN_S, "every reading stored")
+    return sent
+
+
+def test_faulty_asset_alerts_healthy_ones_do_not(
+    tmp_path: Path, mqtt_broker: Broker, fleet: Fleet
+) -> None:
+    assert len(fleet.faulty) == 1
+    agent = agent_for(tmp_path, mqtt_broker, model={"commission_samples": COMMISSION})
+    agent.start()
+    db = db_of(tmp_path)
+    try:
+        sent = commission_then_stream(agent, mqtt_broker, fleet, db)
+    finally:
+        assert agent.stop() == 0, agent.log_text()[-3000:]
+    assert readings(db) == sent
+    alerted = {
+        name
+        for (name,) in query(
+            db, "select distinct a.name from alerts l join assets a on a.id = l.asset_id"
+        )
+    }
+    assert alerted == fleet.faulty, agent.log_text()[-2000:]
+    published = retained_alerts(mqtt_broker)
+    assert set(published) == fleet.faulty
+    assert published[next(iter(fleet.faulty))]["kind"] in ("anomaly", "rul")
+
+
+def test_messages_published_while_the_agent_is_down_are_scored_once(
+    tmp_path: Path, mqtt_broker: Broker, fleet: Fleet
+) -> None:
+    agent = agent_for(tmp_path, mqtt_broker, model={"commission_samples": COMMISSION})
+    db = db_of(tmp_path)
+    head, tail = fleet.split(COMMISSION + 40)
+    agent.start()
+    publish(mqtt_broker, head, site=SITE)
+    wait_until(lambda: commissioned(db, fleet.faulty | fleet.healthy), DRAIN_S, "commissioning")
+    assert agent.stop() == 0
+    before = int(scalar(db, "select count(*) from predictions"))
+    last_end = int(scalar(db, "select max(window_end_ms) from predictions") or 0)
+
+    publish(mqtt_broker, tail, site=SITE)  # the broker keeps them for the agent's session
+    agent.start()
+    wait_until(lambda: readings(db) >= len(head) + len(tail), DRAIN_S, "the backlog")
+    assert agent.stop() == 0
+    assert readings(db) == len(head) + len(tail)
+    after = int(scalar(db, "select count(*) from predictions"))
+    assert after > before
+    assert int(scalar(db, "select max(window_end_ms) from predictions")) > last_end
+    duplicates = query(
+        db,
+        "select asset_id, window_end_ms, count(*) from predictions "
+        "group by asset_id, window_end_ms having count(*) > 1",
+    )
+    assert duplicates == []
+
+
+def test_agent_rides_out_a_broker_restart(tmp_path: Path, private_broker: Broker) -> None:
+    fleet = make_fleet(2, 600, fault_fraction=0.0, seed=5)
+    agent = agent_for(tmp_path, private_broker, model={"commission_samples": COMMISSION})
+    db = db_of(tmp_path)
+    head, tail = fleet.split(300)
+    agent.start()
+    try:
+        publish(private_broker, head, site=SITE)
+        wait_until(lambda: readings(db) >= len(head), DRAIN_S, "readings before the outage")
+        private_broker.stop()
+        wait_until(lambda: agent.saw("broker connection lost"), 30, "the agent to notice")
+        private_broker.start()
+        wait_until(
+            lambda: agent.saw("subscribed") and agent.saw("broker connected"), 60, "reconnect"
+        )
+        wait_until(
+            lambda: sum(e.get("event") == "broker connected" for e in agent.events) >= 2,
+            60,
+            "a second connection",
+        )
+        publish(private_broker, tail, site=SITE)
+        wait_until(lambda: readings(db) >= len(head) + len(tail), DRAIN_S, "readings after it")
+    finally:
+        assert agent.stop() == 0
+    assert readings(db) == len(head) + len(tail)
+
+
+def test_bad_input_is_dead_lettered_exactly(tmp_path: Path, mqtt_broker: Broker) -> None:
+    fleet = make_fleet(3, 400, fault_fraction=0.0, seed=9)
+    agent = agent_for(tmp_path, mqtt_broker, model={"commission_samples": COMMISSION})
+    db = db_of(tmp_path)
+    bad = BadInputInjector(
+        0.05, seed=4, topic_template="edgewatch/{site}/{asset}/telemetry", site=SITE
+    )
+    agent.start()
+    try:
+        sent = publish(mqtt_broker, fleet.chunks, site=SITE, bad=bad)
+        good = sent.messages - len(sent.bad)
+
+        def total() -> int:
+            return readings(db) + int(scalar(db, "select count(*) from dead_letters") or 0)
+
+        wait_until(lambda: total() >= sent.messages, DRAIN_S, "every message stored")
+    finally:
+        assert agent.stop() == 0
+    assert len(sent.bad) > 20
+    assert readings(db) == good
+    expected = Counter(r.reason for r in sent.bad)
+    stored = Counter(reason for (reason,) in query(db, "select reason from dead_letters"))
+    assert stored == expected
+    by_topic = Counter(query(db, "select topic, reason from dead_letters"))
+    assert by_topic == Counter((r.topic, r.reason) for r in sent.bad)
+
+
+def test_sigterm_under_load_commits_everything_received(
+    tmp_path: Path, mqtt_broker: Broker
+) -> None:
+    fleet = make_fleet(10, 2000, fault_fraction=0.0, seed=2)
+    agent = agent_for(tmp_path, mqtt_broker)
+    db = db_of(tmp_path)
+    agent.start()
+    stop = threading.Event()
+    publisher = threading.Thread(
+        target=publish, args=(mqtt_broker, fleet.chunks), kwargs={"site": SITE, "stop": stop}
+    )
+    publisher.start()
+    wait_until(lambda: readings(db) > 2000, DRAIN_S, "load")
+    code = agent.stop(signal.SIGTERM, timeout_s=10)
+    stop.set()
+    publisher.join(30)
+    assert code == 0
+    final = next(e for e in agent.events if e.get("event") == "agent stopped")
+    assert final["messages_received"] == readings(db)
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_sigkill_loses_and_duplicates_nothing(
+    tmp_path: Path, mqtt_broker: Broker, run: int
+) -> None:
+    kill_and_verify(tmp_path, mqtt_broker, kills=3, seed=run)
+
+
+@pytest.mark.slow
+def test_sigkill_twenty_times(tmp_path: Path, mqtt_broker: Broker) -> None:
+    kill_and_verify(tmp_path, mqtt_broker, kills=20, seed=100)
+
+
+def kill_and_verify(tmp_path: Path, broker: Broker, *, kills: int, seed: int) -> None:
+    fleet = make_fleet(6, 3000, fault_fraction=0.0, seed=seed)
+    agent = agent_for(tmp_path, broker, identity={"agent": f"gw-kill-{seed}"})
+    db = db_of(tmp_path)
+    rng = random.Random(seed)
+    agent.start()
+    publisher = threading.Thread(target=publish, args=(broker, fleet.chunks), kwargs={"site": SITE})
+    publisher.start()
+    total = len(fleet.chunks)
+
+    def progressed(target: int) -> bool:
+        return readings(db) >= min(target, total) or not publisher.is_alive()
+
+    for _ in range(kills):
+        target = readings(db) + rng.randint(200, max(201, total // (kills + 1)))
+        wait_until(functools.partial(progressed, target), DRAIN_S, "progress")
+        agent.kill()
+        agent.start()
+    publisher.join(DRAIN_S)
+    wait_until(lambda: readings(db) >= total, DRAIN_S, "every reading after the kills")
+    assert agent.stop() == 0
+    keys = query(db, "select count(*), count(distinct asset_id || ':' || ts_ms) from readings")
+    assert keys == [(total, total)]
+    assert scalar(db, "select count(*) from dead_letters") == 0
