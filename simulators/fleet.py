@@ -28,7 +28,13 @@ from pathlib import Path
 
 from simulators.badinput import BadInputInjector
 from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE
-from simulators.publisher import DEFAULT_MAX_INFLIGHT, Backend, MessageSink, make_publisher
+from simulators.publisher import (
+    DEFAULT_MAX_INFLIGHT,
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    Backend,
+    MessageSink,
+    make_publisher,
+)
 from simulators.pump import SENSORS, AssetRun, plan_fleet, simulate_asset
 from simulators.stream import (
     Pacing,
@@ -160,6 +166,7 @@ def publish_fleet(
     username: str | None = None,
     password: str | None = None,
     backend: Backend = "auto",
+    reconnect_timeout_s: float = DEFAULT_RECONNECT_TIMEOUT_S,
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> RunReport:
@@ -173,6 +180,7 @@ def publish_fleet(
         username=username,
         password=password,
         backend=backend,
+        reconnect_timeout_s=reconnect_timeout_s,
     )
     with publisher:
         stats = stream_fleet(

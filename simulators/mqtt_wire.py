@@ -376,11 +376,13 @@ class WirePublisher:
             return self.result
         drained = self.flush()
         self._closed = True
-        if not drained:
+        if self._gave_up:
             self.result.errors.append(
-                f"{len(self._pending)} message(s) not acknowledged"
-                + (" (broker unreachable, gave up)" if self._gave_up else "")
+                f"broker {self.host}:{self.port} unreachable for more than "
+                f"{self.reconnect_timeout_s:g} s: gave up"
             )
+        if not drained and len(self._pending):
+            self.result.errors.append(f"{len(self._pending)} message(s) not acknowledged")
         self.result.unacked_seqs = sorted(s for s, _r, _p in self._pending.values())[
             :MAX_REPORTED_SEQS
         ]

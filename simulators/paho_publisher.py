@@ -297,11 +297,13 @@ class PahoPublisher:
             return self.result
         drained = self.flush()
         self._closed = True
-        if not drained:
+        if self._gave_up:
             self.result.errors.append(
-                f"{self._in_flight} message(s) not acknowledged"
-                + (" (broker unreachable, gave up)" if self._gave_up else "")
+                f"broker {self.host}:{self.port} unreachable for more than "
+                f"{self.reconnect_timeout_s:g} s: gave up"
             )
+        if not drained and self._in_flight:
+            self.result.errors.append(f"{self._in_flight} message(s) not acknowledged")
         self.result.unacked_seqs = sorted(s for s, _ in self._pending.values())[:MAX_REPORTED_SEQS]
         self.result.elapsed_s = time.monotonic() - self._started if self._started else 0.0
         # paho writes DISCONNECT at once (no network thread) and closes the socket.

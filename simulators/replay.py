@@ -34,7 +34,13 @@ from models.preprocessing import CMAPSS_SENSORS, CMAPSS_SETTINGS
 from simulators.badinput import BadInputInjector
 from simulators.fleet import default_start_ts
 from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE
-from simulators.publisher import DEFAULT_MAX_INFLIGHT, Backend, MessageSink, make_publisher
+from simulators.publisher import (
+    DEFAULT_MAX_INFLIGHT,
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    Backend,
+    MessageSink,
+    make_publisher,
+)
 from simulators.stream import (
     Pacing,
     ProgressCallback,
@@ -295,6 +301,7 @@ def publish_replay(
     username: str | None = None,
     password: str | None = None,
     backend: Backend = "auto",
+    reconnect_timeout_s: float = DEFAULT_RECONNECT_TIMEOUT_S,
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> RunReport:
@@ -308,6 +315,7 @@ def publish_replay(
         username=username,
         password=password,
         backend=backend,
+        reconnect_timeout_s=reconnect_timeout_s,
     )
     with publisher:
         stats = stream_replay(

@@ -114,6 +114,7 @@ class StreamStats:
     bad_messages: int = 0
     readings: int = 0
     refused: int = 0  # the sink would not take them (publisher gave up)
+    planned: int | None = None  # good messages the source had, if known
     stopped_early: bool = False  # budget reached or stop requested
     bad_records: list[BadRecord] = field(default_factory=list)
 
@@ -165,6 +166,7 @@ class RunReport:
             "good_messages": self.stream.good_messages,
             "bad_messages": self.stream.bad_messages,
             "readings": self.stream.readings,
+            "planned_messages": self.stream.planned,
             "stopped_early": self.stream.stopped_early,
             "truth": str(self.truth_path) if self.truth_path else None,
             "bad_record": str(self.bad_record_path) if self.bad_record_path else None,
@@ -190,7 +192,7 @@ def run_stream(
     ``count`` caps the number of messages (good and bad); ``total`` is only passed to
     ``on_progress``. ``stop`` ends the stream early when set.
     """
-    stats = StreamStats()
+    stats = StreamStats(planned=total)
     wall0: float | None = None
     data0 = 0.0
     last: dict[str, tuple[float, float | None]] = {}  # asset -> (last ts, period)
@@ -228,6 +230,10 @@ def run_stream(
                 truth.add(chunk, seq)
         else:
             stats.refused += 1
+            if getattr(sink, "gave_up", False):
+                # The publisher abandoned the broker: pacing on would only waste time.
+                stats.stopped_early = True
+                break
         prev = last.get(chunk.asset)
         period = _period(chunk, prev)
         last[chunk.asset] = (chunk.ts[-1], period)

@@ -27,7 +27,12 @@ from agent.errors import BrokerError, DatasetError
 from simulators import dataset as dataset_lib
 from simulators.badinput import BadInputInjector, parse_kinds
 from simulators.fleet import FleetConfig, publish_fleet
-from simulators.publisher import DEFAULT_MAX_INFLIGHT, Backend, parse_broker_url
+from simulators.publisher import (
+    DEFAULT_MAX_INFLIGHT,
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    Backend,
+    parse_broker_url,
+)
 from simulators.replay import publish_replay, read_cmapss, read_csv
 from simulators.stream import Pacing, ProgressCallback, RunReport
 
@@ -301,6 +306,12 @@ InflightOpt = Annotated[
     typer.Option("--max-inflight", min=1, max=32767, help="Unacknowledged publishes at most."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+ReconnectOpt = Annotated[
+    float,
+    typer.Option(
+        "--reconnect-timeout", min=0.0, help="Give up after the broker is away this long (s)."
+    ),
+]
 BackendOpt = Annotated[
     str, typer.Option("--mqtt-backend", help="auto (wire; paho for QoS 2), wire or paho.")
 ]
@@ -346,6 +357,7 @@ def fleet(
     max_payload_bytes: MaxPayloadOpt = None,
     max_inflight: InflightOpt = DEFAULT_MAX_INFLIGHT,
     mqtt_backend: BackendOpt = "auto",
+    reconnect_timeout: ReconnectOpt = DEFAULT_RECONNECT_TIMEOUT_S,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish a simulated, degrading pump fleet to the agent's telemetry topics."""
@@ -382,6 +394,7 @@ def fleet(
             username=target.username,
             password=target.password,
             backend=backend,
+            reconnect_timeout_s=reconnect_timeout,
             on_progress=on_progress,
             stop=stop,
         )
@@ -437,6 +450,7 @@ def replay(
     max_payload_bytes: MaxPayloadOpt = None,
     max_inflight: InflightOpt = DEFAULT_MAX_INFLIGHT,
     mqtt_backend: BackendOpt = "auto",
+    reconnect_timeout: ReconnectOpt = DEFAULT_RECONNECT_TIMEOUT_S,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a dataset (C-MAPSS or CSV) as live assets; labels go to the truth file."""
@@ -485,6 +499,7 @@ def replay(
             username=target.username,
             password=target.password,
             backend=backend,
+            reconnect_timeout_s=reconnect_timeout,
             on_progress=on_progress,
             stop=stop,
         )

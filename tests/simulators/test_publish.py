@@ -213,3 +213,29 @@ def test_parse_broker_url() -> None:
     assert parse_broker_url("tcp://10.0.0.2", default_port=1999) == ("10.0.0.2", 1999)
     with pytest.raises(BrokerError):
         parse_broker_url("mqtts://gw:8883")
+
+
+def test_fleet_stops_and_reports_when_the_broker_goes_away(
+    private_broker: Broker, tmp_path: Path
+) -> None:
+    def stop_broker_once(done: int, _total: int | None) -> None:
+        if done and private_broker.process is not None:
+            private_broker.stop()
+
+    report = publish_fleet(
+        FleetConfig(assets=3, rate_hz=1.0, duration_s=3600, seed=2),
+        host=private_broker.host,
+        port=private_broker.port,
+        pacing=Pacing.fast(),
+        reconnect_timeout_s=1.0,
+        truth_path=tmp_path / "truth.parquet",
+        on_progress=stop_broker_once,
+    )
+    pub, stream = report.publish, report.stream
+    assert stream.stopped_early and stream.planned is not None
+    assert stream.messages < stream.planned
+    assert not pub.ok and any("gave up" in e for e in pub.errors)
+    # Everything queued is either acknowledged or listed as not acknowledged.
+    assert pub.sent + len(pub.unacked_seqs) + stream.refused == pub.attempted
+    truth = pd.read_parquet(tmp_path / "truth.parquet")
+    assert set(pub.unacked_seqs) <= set(truth["seq"])

@@ -5,22 +5,31 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 import orjson
 
 from agent.settings import Settings
-from tests.support import Broker
 
 WAIT_S = 10.0
+
+
+class Address(Protocol):
+    """Where a broker listens (the test fixtures' brokers have more)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def make_settings(broker: Broker, *, site: str, agent: str = "gw", **mqtt: Any) -> Settings:
+def make_settings(broker: Address, *, site: str, agent: str = "gw", **mqtt: Any) -> Settings:
     """Settings for one test: its own site and client id, fast reconnects."""
     section: dict[str, Any] = {
         "host": broker.host,
@@ -34,7 +43,7 @@ def make_settings(broker: Broker, *, site: str, agent: str = "gw", **mqtt: Any) 
 
 
 @asynccontextmanager
-async def observer(broker: Broker, *topics: str) -> AsyncIterator[aiomqtt.Client]:
+async def observer(broker: Address, *topics: str) -> AsyncIterator[aiomqtt.Client]:
     """A plain client, subscribed at QoS 1 before the block runs."""
     async with aiomqtt.Client(broker.host, broker.port, identifier=unique("observer")) as client:
         for topic in topics:

@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, select
 
 from agent.domain import (
     Accepted,
@@ -39,7 +39,7 @@ def reading(ts: int, value: float = 1.0, asset: str = "p1") -> Reading:
     return Reading("s", asset, ts, {"x": value, "y": 2.0})
 
 
-def count(engine: Engine, table: t.Table) -> int:
+def count(engine: Engine, table: Table) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
