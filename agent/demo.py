@@ -20,8 +20,8 @@ from agent.errors import EdgewatchError
 from agent.localbroker import LocalBroker
 from agent.runtime import Agent
 from agent.settings import Settings
+from agent.sqlite import open_engine
 from agent.storage import queries
-from agent.storage.engine import open_engine
 from simulators.fleet import FleetConfig, publish_fleet
 from simulators.stream import Pacing, RunReport
 

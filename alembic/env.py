@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from agent.storage.tables import metadata
+from agent.schema import metadata
 
 
 def _run(connection: Connection) -> None:

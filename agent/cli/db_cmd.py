@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from agent.cli._common import console, emit_json, invocation
+from agent.sqlite import open_engine
 from agent.storage import migrate
-from agent.storage.engine import open_engine
 
 app = typer.Typer(help="Manage the local database schema.", no_args_is_help=True)
 

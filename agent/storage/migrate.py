@@ -20,7 +20,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Engine, inspect
 
 from agent.errors import DiskFullError, SchemaTooNewError, StorageError
-from agent.storage.engine import open_engine
+from agent.sqlite import open_engine
 
 _PACKAGED = Path(__file__).resolve().parent / "_migrations"
 _CHECKOUT = Path(__file__).resolve().parents[2] / "alembic"

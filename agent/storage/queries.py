@@ -12,8 +12,8 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from agent import schema as t
 from agent.domain import Alert, AlertKind, AssetState, Reading, Severity
-from agent.storage import tables as t
 
 
 def recent_readings(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Engine, Table, delete, select, tuple_
 
-from agent.storage import tables as t
+from agent import schema as t
 
 #: Rows deleted per transaction: short enough that the recorder never waits long.
 CHUNK_ROWS = 5000

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, and_, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
+from agent import schema as t
 from agent.domain import (
     Accepted,
     Alert,
@@ -29,7 +30,6 @@ from agent.domain import (
     RejectReason,
 )
 from agent.errors import DiskFullError, StorageError
-from agent.storage import tables as t
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, select
 
+from agent import schema as tables
 from agent.errors import SchemaTooNewError, StorageError
-from agent.storage import migrate, tables
-from agent.storage.engine import open_engine
+from agent.sqlite import open_engine
+from agent.storage import migrate
 
 
 def revisions_oldest_first() -> list[str]:
@@ -31,7 +32,7 @@ def test_upgrade_from_empty_creates_the_schema(tmp_path: Path) -> None:
             fks = conn.exec_driver_sql("PRAGMA foreign_keys").scalar()
     finally:
         engine.dispose()
-    assert diff == [], "migrations and agent/storage/tables.py disagree"
+    assert diff == [], "migrations and agent/schema.py disagree"
     assert mode == "wal"
     assert fks == 1
 

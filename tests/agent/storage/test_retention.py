@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from agent import schema as t
 from agent.domain import Accepted, Alert, AlertKind, Event, Prediction, Reading, Severity
+from agent.sqlite import open_engine
 from agent.storage import retention
-from agent.storage import tables as t
-from agent.storage.engine import open_engine
 from agent.storage.writer import Writer
 
 DAY = retention.DAY_MS

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, Table, func, select
 
+from agent import schema as t
 from agent.domain import (
     Accepted,
     Alert,
@@ -22,8 +23,7 @@ from agent.domain import (
     Severity,
 )
 from agent.metrics import Metrics
-from agent.storage import tables as t
-from agent.storage.engine import open_engine
+from agent.sqlite import open_engine
 from agent.storage.recorder import Recorder, RecorderConfig
 from agent.storage.writer import Heartbeat, Item, Writer
 
