@@ -165,6 +165,9 @@ class AlertPublisher:
     never stalls the pipeline; unsent states are kept per (asset, kind), newest
     only, and published on reconnect. Alerts are stored in SQLite regardless; MQTT
     carries the current state, which a newer one supersedes.
+
+    ``inbox.task_done()`` follows each alert once it is published or superseded, so
+    ``await inbox.join()`` at shutdown waits until the current states are out.
     """
 
     def __init__(
@@ -204,6 +207,7 @@ class AlertPublisher:
             sent = await self._publish(alert)
             if sent and self._pending.get(key) is alert:
                 del self._pending[key]
+                self._inbox.task_done()
 
     async def _publish(self, alert: Alert) -> bool:
         try:
@@ -224,7 +228,8 @@ class AlertPublisher:
     def _keep(self, alert: Alert) -> None:
         key = (alert.asset, str(alert.kind))
         # Re-inserting moves the key last, so states go out in the order they came.
-        self._pending.pop(key, None)
+        if self._pending.pop(key, None) is not None:
+            self._inbox.task_done()  # superseded: its newer state is what counts
         self._pending[key] = alert
 
     def _take_waiting(self) -> None:

@@ -72,6 +72,8 @@ async def test_alerts_are_published_retained(mqtt_broker: Broker) -> None:
             assert (live["asset"], live["state"], live["site"]) == ("pump-1", "open", site)
             await inbox.put(alert("pump-1", closed_ms=OPENED_MS + 5000, score=0.5))
             assert body(await next_message(watch))["state"] == "closed"
+            await inbox.join()  # what the runtime's drain waits on
+            assert publisher.published == 2
             task.cancel()
         async with observer(mqtt_broker, topic) as late:
             retained = await next_message(late)
@@ -96,6 +98,8 @@ async def test_alerts_wait_for_the_broker_and_newest_state_wins(private_broker: 
         private_broker.start()
         async with observer(private_broker, f"edgewatch/{site}/+/alerts") as watch:
             got = [body(await next_message(watch)) for _ in range(2)]
+            await inbox.join()  # superseded states count as done
+            assert publisher.pending == 0
         assert sorted((g["asset"], g["last_score"]) for g in got) == [
             ("pump-1", 4.0),
             ("pump-2", 3.5),
