@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models.bundle import load_bundle
-from models.bundles import default_bundle_path
-from models.predictor import Predictor
 
 from agent.domain import (
     Alert,
@@ -24,6 +21,9 @@ from agent.inference.alerting import AlertPolicy, AlertTracker
 from agent.inference.baselines import BaselineStore
 from agent.inference.worker import InferenceConfig, InferenceStage, Result
 from agent.metrics import Metrics
+from models.bundle import load_bundle
+from models.bundles import default_bundle_path
+from models.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
