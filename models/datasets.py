@@ -148,8 +148,14 @@ def read_csv_dir(
     sep: str = ",",
     sensors: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
+    skipped: list[str] | None = None,
 ) -> list[AssetTable]:
-    """Every ``*.csv`` under ``directory`` (recursively, sorted by path), one asset each."""
+    """Every ``*.csv`` under ``directory`` (recursively, sorted by path), one asset each.
+
+    Files without the label column (e.g. a dataset's separate anomaly-free recording)
+    cannot be scored: they are left out and their names appended to ``skipped``. If no
+    file has the label column, that is an error.
+    """
     d = Path(directory)
     if not d.is_dir():
         raise DatasetError(f"CSV directory not found: {d}")
@@ -158,6 +164,10 @@ def read_csv_dir(
         raise DatasetError(f"no .csv files under {d}")
     tables = []
     for f in files:
+        if label_column not in _header(f, sep):
+            if skipped is not None:
+                skipped.append(str(f.relative_to(d)))
+            continue
         t = read_labelled_csv(
             f,
             time_column=time_column,
@@ -168,7 +178,18 @@ def read_csv_dir(
         )
         rel = f.relative_to(d).with_suffix("")
         tables.append(AssetTable(str(rel), t.sensors, t.values, t.labels, t.known, t.rul))
+    if not tables:
+        raise DatasetError(
+            f"no CSV file under {d} has the label column {label_column!r} (check --sep)"
+        )
     return tables
+
+
+def _header(path: Path, sep: str) -> list[str]:
+    try:
+        return [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DatasetError(f"cannot read {path} as CSV (sep {sep!r}): {exc}") from exc
 
 
 def read_simulator_output(path: str | Path) -> list[AssetTable]:

@@ -5,9 +5,8 @@ Both return plain dataclasses (``as_dict()`` for JSON); the CLI renders them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +142,7 @@ class AnomalyEvaluation:
     pooled: DetectionCounts
     files: list[FileResult]
     options: AnomalyOptions
+    skipped_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         rule = self.options.rule
@@ -161,6 +161,7 @@ class AnomalyEvaluation:
                 **self.pooled.as_dict(),
             },
             "files": [f.as_dict() for f in self.files],
+            "skipped_files_without_label": self.skipped_files,
         }
 
 
@@ -255,6 +256,7 @@ def evaluate_anomaly_csv(
     not scored. Precision, recall, F1, FAR and MAR are pooled over all scored rows and
     reported per file.
     """
+    skipped: list[str] = []
     tables = read_csv_dir(
         csv_dir,
         time_column=options.time_column,
@@ -262,9 +264,7 @@ def evaluate_anomaly_csv(
         sep=options.sep,
         sensors=options.sensors,
         exclude=options.exclude,
+        skipped=skipped,
     )
-    return evaluate_anomaly_tables(bundle, tables, options, progress)
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+    result = evaluate_anomaly_tables(bundle, tables, options, progress)
+    return replace(result, skipped_files=skipped)

@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -446,10 +446,6 @@ def build_autoencoder(n_sensors: int, cfg: AnomalyTrainConfig) -> ConvAutoencode
             latent=cfg.latent,
         )
     )
-
-
-def with_threads(cfg: AnomalyTrainConfig, threads: int) -> AnomalyTrainConfig:
-    return replace(cfg, threads=threads)
 
 
 @dataclass

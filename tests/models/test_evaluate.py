@@ -69,6 +69,9 @@ def test_anomaly_protocol_on_labelled_csv(tmp_path: Path, bundle_dir: Path) -> N
     assert result.pooled.tp + result.pooled.fp + result.pooled.tn + result.pooled.fn == 600
     assert result.pooled.recall > 0.9 and result.pooled.far < 0.1
     json.dumps(result.as_dict(), allow_nan=True)
+    (d / "anomaly-free.csv").write_text("time;temp;vib;cur\n0;1;2;3\n")
+    again = evaluate_anomaly_csv(load_bundle(bundle_dir), d, opts)
+    assert again.skipped_files == ["anomaly-free.csv"] and len(again.files) == 2
     with pytest.raises(DatasetError, match="label column"):
         evaluate_anomaly_csv(
             load_bundle(bundle_dir), d, AnomalyOptions(label_column="nope", sep=";")
