@@ -13,7 +13,9 @@ timestamp (``ts_future``/``ts_past``) come before ordering (``duplicate``,
 not advance the agent's per-asset clock, and each bad message's timestamp is chosen
 so that the next good message is in order whatever the agent did with it:
 
-- ``duplicate`` repeats the last good reading of the asset (same ts and values);
+- ``duplicate`` has the timestamp of the last good reading of the asset but a
+  different value: an exact repeat is a legitimate QoS 1 redelivery, which the agent
+  absorbs silently, while two different readings for one instant are a defect;
 - ``out_of_order`` is ``2 * (reorder_samples + 1) + 0.5`` sample periods before the
   last good reading: the agent puts readings up to ``reorder_samples`` back in order
   (``ingest.reorder_samples``), so a reading only just late is not a defect, and the
@@ -277,8 +279,9 @@ class BadInputInjector:
             detail = f"-{self.past_offset_s:.0f}s"
         elif kind is BadKind.DUPLICATE:
             ts = last_ts
+            values[pick] = round(values[pick] + 1.0, 6)
             payload = _dumps({"ts": ts, "values": values})
-            detail = "repeats the last reading"
+            detail = f"last timestamp again, {pick} differs"
         elif kind is BadKind.OUT_OF_ORDER:
             ts = last_ts - self.late_periods * period_s
             payload = _dumps({"ts": ts, "values": values})

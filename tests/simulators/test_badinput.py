@@ -37,7 +37,7 @@ class ReferenceValidator:
 
     def __init__(self, period_s: float) -> None:
         self.period_s = period_s
-        self.seen: dict[str, set[float]] = {}
+        self.seen: dict[str, dict[float, dict[str, float]]] = {}
         self.latest: dict[str, float] = {}
 
     def check(self, topic: str, payload: bytes) -> RejectReason | None:
@@ -84,13 +84,18 @@ class ReferenceValidator:
                 return RejectReason.TS_FUTURE
             if t < now - MAX_PAST_S:
                 return RejectReason.TS_PAST
-        seen = self.seen.setdefault(asset, set())
-        for t in stamps:
+        seen = self.seen.setdefault(asset, {})
+        for i, t in enumerate(stamps):
+            reading = {k: col[i] for k, col in columns.items()}
             if t in seen:
+                # An exact repeat is a QoS 1 redelivery, only a conflicting one is bad.
+                if seen[t] == reading:
+                    continue
                 return RejectReason.DUPLICATE
             if asset in self.latest and t < self.latest[asset] - REORDER_SAMPLES * self.period_s:
                 return RejectReason.OUT_OF_ORDER
-        seen.update(stamps)
+        for i, t in enumerate(stamps):
+            seen[t] = {k: col[i] for k, col in columns.items()}
         self.latest[asset] = max(self.latest.get(asset, -math.inf), *stamps)
         return None
 
