@@ -8,11 +8,13 @@ worker thread; it is CPU-bounded (``cpu_budget_s``) and never prints.
 
 How the baseline samples are used (``rule.holdout_fraction`` = h, default 0.25):
 
-* the first ``1 - h`` of the samples (in time order) fit the scaler and train the
+* ``1 - h`` of the samples fit the scaler and train the
   autoencoder, starting from the bundle's fleet weights when the sensors match the
   bundle's, from scratch otherwise;
-* the last ``h`` are never trained on: their windows set the score reference (healthy
-  = 1.0) and the threshold, see :mod:`models.scoring`.
+* the held-out ``h`` are never trained on: their windows set the score reference
+  (healthy = 1.0) and the threshold, see :mod:`models.scoring`. Short baselines hold
+  out their last quarter; long ones hold out blocks spread over the recording (see
+  :func:`split_baseline`).
 """
 
 from __future__ import annotations
@@ -168,6 +170,34 @@ def score_windows(
     return (np.concatenate(out) / np.float32(reference)).astype(np.float32)
 
 
+def split_baseline(
+    n: int, window: int, holdout_fraction: float
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Row ranges ``[start, end)`` for training and for held-out calibration.
+
+    The baseline is cut into ``period * k`` equal blocks (``period = 1/holdout_fraction``)
+    and every ``period``-th block is held out. ``k`` grows with the baseline (up to 4)
+    while each block still holds two windows, so a long baseline spreads its held-out
+    blocks over the whole recording: a daily swing or a stop that happens once is then
+    seen in training too, instead of only in a held-out tail where it would inflate the
+    threshold. A short baseline (``k = 1``) simply holds out its last block.
+    """
+    period = max(2, round(1 / holdout_fraction))
+    k = max(1, min(4, n // (period * 2 * window)))
+    edges = np.linspace(0, n, period * k + 1).round().astype(int)
+    train: list[tuple[int, int]] = []
+    hold: list[tuple[int, int]] = []
+    for i in range(period * k):
+        a, b = int(edges[i]), int(edges[i + 1])
+        if i % period == period - 1:
+            hold.append((a, b))
+        elif train and train[-1][1] == a:
+            train[-1] = (train[-1][0], b)  # merge neighbours: fewer cut windows
+        else:
+            train.append((a, b))
+    return train, hold
+
+
 def fill_missing(samples: npt.ArrayLike) -> FloatArray:
     """Forward-fill then back-fill NaNs per sensor (a gap keeps the last known value).
 
@@ -233,8 +263,9 @@ def commission(
             f"commissioning needs at least {MIN_SAMPLES_FACTOR * window} healthy samples "
             f"(window {window}), got {n}"
         )
-    n_train = round(n * (1 - rule.holdout_fraction))
-    train_rows, hold_rows = x[:n_train], x[n_train:]
+    train_parts, hold_parts = split_baseline(n, window, rule.holdout_fraction)
+    train_rows = np.concatenate([x[a:b] for a, b in train_parts])
+    n_train = len(train_rows)
     floor: float | tuple[float, ...] = RELATIVE_SCALE_FLOOR
     if from_fleet and fleet is not None and fleet.relative_floor is not None:
         # The fleet model was trained in coordinates where each sensor's scale is at
@@ -242,13 +273,16 @@ def commission(
         # load level the short baseline never visited is not a many-sigma excursion.
         floor = fleet.relative_floor
     scaler = Scaler.fit(train_rows, "zscore", relative_floor=floor)
-    x_train = scaler.transform(sliding_windows(train_rows, window, 1), axis=1)
-    if len(hold_rows) >= window + 10:
-        hold_raw = sliding_windows(hold_rows, window, 1)
+    x_train = scaler.transform(
+        np.concatenate([sliding_windows(x[a:b], window, 1) for a, b in train_parts]), axis=1
+    )
+    if all(b - a >= window for a, b in hold_parts):
+        hold_raw = np.concatenate([sliding_windows(x[a:b], window, 1) for a, b in hold_parts])
     else:
         # Too few held-out rows for whole windows: let them reach back into training
         # rows; the window's newest rows are still unseen.
-        hold_raw = windows_ending_at(x, np.arange(n_train, n), window)
+        ends = np.concatenate([np.arange(a, b) for a, b in hold_parts])
+        hold_raw = windows_ending_at(x, ends, window)
 
     if from_fleet and fleet is not None:
         model = ConvAutoencoder(fleet.network)

@@ -7,7 +7,7 @@ import pytest
 
 from agent.errors import ModelError
 from models.bundle import load_bundle
-from models.commission import AssetBaseline, commission
+from models.commission import AssetBaseline, commission, split_baseline
 from models.predictor import Predictor
 from models.preprocessing import sliding_windows
 from models.scoring import ThresholdRule, alarm_flags, calibrate
@@ -88,3 +88,12 @@ def test_threshold_rule_and_hysteresis() -> None:
     assert cal.reference == 2.0 and cal.threshold == 2.0
     flags = alarm_flags([3, 1, 3, 3, 1.5, 0.5, 0.5, 3], cal.threshold, rule)
     assert flags.tolist() == [False, False, False, True, True, True, False, False]
+
+
+def test_split_baseline_holds_out_spread_blocks() -> None:
+    train, hold = split_baseline(400, 32, 0.25)
+    assert (train, hold) == ([(0, 300)], [(300, 400)])
+    train, hold = split_baseline(2000, 32, 0.25)
+    assert len(hold) == 4 and hold[-1][1] == 2000
+    held = sum(b - a for a, b in hold)
+    assert held == 500 and sum(b - a for a, b in train) == 1500
