@@ -293,7 +293,11 @@ def commission(
         lr = learning_rate or FLEET_FINE_TUNE_LR
     else:
         base = fleet.network if fleet is not None else AutoencoderConfig(len(names), window)
-        model = ConvAutoencoder(replace(base, n_sensors=len(names), window=window))
+        # Seeded init on a forked RNG: deterministic, and the caller's global torch RNG
+        # (the agent's) is left as it was.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = ConvAutoencoder(replace(base, n_sensors=len(names), window=window))
         lr = learning_rate or SCRATCH_LR
     t0 = time.thread_time()
     fit = fit_autoencoder(

@@ -133,9 +133,15 @@ def train_fleet_bundle(
     time_step_s: float = 60.0,
     source: str = "",
     sensor_units: Sequence[str] | None = None,
+    inference_hop: int = 1,
     progress: ProgressCallback | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Fleet autoencoder (+ optional RUL head in hours) from per-asset tables -> bundle."""
+    """Fleet autoencoder (+ optional RUL head in hours) from per-asset tables -> bundle.
+
+    ``inference_hop`` goes into the manifest as the hop the agent should use (a new
+    window every ``hop`` samples); it is the hop the evaluation protocol scores with, and
+    the hysteresis counts windows at that hop. Training may use a coarser hop.
+    """
     fleet = train_anomaly_fleet(tables, anomaly, rule, progress)
     metrics: dict[str, Any] = {f"anomaly_{k}": v for k, v in fleet.metrics.items()}
     rul_head = None
@@ -183,7 +189,7 @@ def train_fleet_bundle(
         sensors=fleet.sensors,
         sensor_units=units,
         window=anomaly.window,
-        hop=anomaly.hop,
+        hop=inference_hop,
         rul=rul_head,
         anomaly=head,
         training=training,

@@ -27,8 +27,9 @@ from models.train import AnomalyTrainConfig, Progress, RulTrainConfig
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
 DEFAULT_CMAPSS = Path("/work/shared/datasets/cmapss-fd001/train_FD001.txt")
 
-#: FD001 recipe: window 30, RUL cap 125, min-max scaling on training units, 3 seeds
-#: averaged; 20 % of the units (by unit) drive early stopping.
+#: FD001 recipe: window 30, RUL cap 125, min-max scaling on training units, 2 seeds
+#: averaged (24-channel members keep the pair above 20k windows/s on one core); 20 % of
+#: the units (by unit) drive early stopping.
 FD001_CONFIG = RulTrainConfig(
     window=30,
     cap=125.0,
@@ -37,7 +38,8 @@ FD001_CONFIG = RulTrainConfig(
     batch_size=128,
     patience=40,
     dropout=0.0,
-    ensemble=3,
+    ensemble=2,
+    channels=(24, 24, 24),
     seed=0,
 )
 

@@ -531,6 +531,7 @@ def train_anomaly_fleet(
 
     x_train = windows_for(train, cfg.scalings_per_asset)
     x_val = windows_for(val, cfg.scalings_per_asset)
+    seed_everything(cfg.seed)  # weight init is part of "same data + seed, same model"
     model = build_autoencoder(len(sensors), cfg)
     fit = fit_autoencoder(
         model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from agent.cli._common import console, emit_json, err_console
 from agent.errors import DatasetError
 from models.bundle import load_bundle
 from models.bundles import default_bundle_path
-from models.train import AnomalyTrainConfig, RulTrainConfig
+from models.retrain_shipped import FD001_CONFIG, PUMP_ANOMALY, PUMP_RUL
 from models.train import Progress as TrainProgress
 
 train_app = typer.Typer(name="train", help="Train models and write a bundle.", no_args_is_help=True)
@@ -96,7 +97,7 @@ def train_rul(
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Max epochs per member.")] = 150,
     window: Annotated[int, typer.Option("--window", min=2, help="Window length (cycles).")] = 30,
     cap: Annotated[float, typer.Option("--cap", min=1.0, help="RUL target cap.")] = 125.0,
-    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Networks averaged.")] = 1,
+    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Networks averaged.")] = 2,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", min=0.05, max=0.5, help="Units held out.")
     ] = 0.2,
@@ -124,7 +125,9 @@ def train_rul(
         raise typer.BadParameter("only cmapss is supported", param_hint="--format")
     from models.pipelines import train_rul_bundle_cmapss
 
-    cfg = RulTrainConfig(
+    # The shipped FD001 recipe is the starting point; flags override its fields.
+    cfg = replace(
+        FD001_CONFIG,
         window=window,
         cap=cap,
         epochs=epochs,
@@ -167,7 +170,9 @@ def train_anomaly(
     with_rul: Annotated[
         bool, typer.Option("--with-rul", help="Also train a RUL head (simulator data, hours).")
     ] = False,
-    rul_cap_h: Annotated[float, typer.Option("--rul-cap-h", help="RUL cap in hours.")] = 24.0,
+    rul_cap_h: Annotated[
+        float, typer.Option("--rul-cap-h", help="RUL cap in hours.")
+    ] = PUMP_RUL.cap,
     sample_period_s: Annotated[
         float, typer.Option("--sample-period-s", help="Seconds between samples.")
     ] = 60.0,
@@ -187,8 +192,9 @@ def train_anomaly(
         sensors=_split(sensors),
         exclude=_split(exclude) or (),
     )
-    acfg = AnomalyTrainConfig(window=window, epochs=epochs, seed=seed, threads=threads)
-    rcfg = RulTrainConfig(cap=rul_cap_h, seed=seed, threads=threads) if with_rul else None
+    # The shipped pump recipe is the starting point; flags override its fields.
+    acfg = replace(PUMP_ANOMALY, window=window, epochs=epochs, seed=seed, threads=threads)
+    rcfg = replace(PUMP_RUL, cap=rul_cap_h, seed=seed, threads=threads) if with_rul else None
     with _bar("training", enabled=not as_json) as update:
         path, metrics = train_fleet_bundle(
             tables,
@@ -275,8 +281,6 @@ def evaluate_anomaly(
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Labelled-CSV protocol: commission on each file's first rows, flag the rest."""
-    from dataclasses import replace
-
     from models.evaluate import AnomalyOptions, evaluate_anomaly_csv
     from models.scoring import ThresholdRule
 

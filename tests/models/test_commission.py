@@ -45,6 +45,8 @@ def test_commission_is_deterministic(bundle_dir: Path) -> None:
     a = commission(s, bundle, epochs=3)
     b = commission(s, bundle, epochs=3)
     assert a.threshold == b.threshold and a.reference == b.reference
+    scratch = [commission(s[:, :2], bundle, sensors=["x", "y"], epochs=2) for _ in range(2)]
+    assert scratch[0].threshold == scratch[1].threshold
 
 
 def test_commission_from_scratch_for_other_sensors(bundle_dir: Path) -> None:

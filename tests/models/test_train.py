@@ -2,8 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from models.datasets import AssetTable
 from models.preprocessing import load_cmapss
-from models.train import RulTrainConfig, train_rul_cmapss
+from models.train import AnomalyTrainConfig, RulTrainConfig, train_anomaly_fleet, train_rul_cmapss
+from tests.models.conftest import healthy_series
 
 TINY = RulTrainConfig(
     epochs=4,
@@ -33,3 +37,29 @@ def test_same_seed_same_metrics(fd001: Path) -> None:
     a = train_rul_cmapss(load_cmapss(fd001), cfg).metrics
     b = train_rul_cmapss(load_cmapss(fd001), cfg).metrics
     assert a["val_rmse"] == b["val_rmse"]
+
+
+def test_fleet_autoencoder_is_reproducible() -> None:
+    tables = [
+        AssetTable(
+            f"a{k}",
+            ("t", "v", "c"),
+            healthy_series(300, k).astype(np.float64),
+            np.zeros(300, bool),
+            np.ones(300, bool),
+        )
+        for k in range(3)
+    ]
+    cfg = AnomalyTrainConfig(
+        window=16,
+        hop=8,
+        epochs=2,
+        channels=(4, 4),
+        latent=4,
+        baseline_rows=(100, 200),
+        val_fraction=0.34,
+    )
+    a = train_anomaly_fleet(tables, cfg)
+    b = train_anomaly_fleet(tables, cfg)
+    assert a.threshold == b.threshold and a.metrics == b.metrics
+    assert a.relative_floor is not None and len(a.relative_floor) == 3
