@@ -9,7 +9,7 @@ import typer
 
 from agent.cli._common import console, emit_json, invocation
 from agent.errors import ConfigError
-from agent.settings import load_settings
+from agent.settings import load_settings, reference_markdown
 
 app = typer.Typer(help="Show or validate the configuration.", no_args_is_help=True)
 
@@ -71,3 +71,9 @@ def check(
         raise typer.Exit(1) from None
     where = path or inv.config_path
     console.print(f"configuration OK{f' ({where})' if where else ' (built-in defaults)'}")
+
+
+@app.command("reference")
+def reference() -> None:
+    """Print the configuration reference (every key, default and meaning) as Markdown."""
+    console.print(reference_markdown(), highlight=False, markup=False, soft_wrap=True)
