@@ -176,15 +176,21 @@ class MqttLink:
             "auto": None,
         }[mqtt.protocol]
         self._auto_protocol = self._protocol is None
-        # Both queues are bounded. Every QoS 1 message stays unacknowledged until
-        # the runtime commits it, so the broker never has more than Receive Maximum
-        # of them out: the queues only overflow with QoS 0, which is then shed.
-        queue_max = mqtt.receive_maximum + _QOS0_HEADROOM
-        self._client_queue_max = queue_max
-        self._incoming: asyncio.Queue[RawMessage | None] = asyncio.Queue(maxsize=queue_max)
-        #: Messages dropped because the incoming queue was full (QoS 0 floods).
+        # QoS 1 is never dropped on the way in: a dropped message stays unacknowledged,
+        # holds one of the broker's in-flight slots until the next connection, and
+        # enough of them stall delivery for good. Its volume is bounded by Receive
+        # Maximum (every QoS 1 message stays unacknowledged until committed), except
+        # that Mosquitto 2.0.11 overshoots it when acks come in small batches
+        # (measured: 10x with one ack at a time), so that backlog is watched instead.
+        # aiomqtt's own queue stays unbounded for the same reason (it would drop any
+        # QoS alike); the pump keeps it empty. QoS 0 is shed past the bound.
+        self._queue_max = mqtt.receive_maximum + _QOS0_HEADROOM
+        self._incoming: asyncio.Queue[RawMessage | None] = asyncio.Queue()
+        #: QoS 0 messages dropped because the incoming queue was full.
         self.shed = 0
-        self._shed_logged = -math.inf
+        #: Largest QoS 1 backlog seen beyond Receive Maximum (broker overshoot).
+        self.overrun_peak = 0
+        self._logged_at: dict[str, float] = {}
         self._conn: _Connection | None = None
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
@@ -421,7 +427,7 @@ class MqttLink:
             keepalive=mqtt.keepalive_s,
             timeout=self._connect_timeout_s,
             tls_context=self._tls,
-            max_queued_incoming_messages=self._client_queue_max,
+            max_queued_incoming_messages=0,
             logger=_client_log,
         )
 
@@ -462,33 +468,41 @@ class MqttLink:
         incoming = self._incoming
         # Never waits on the consumer: a pump stuck on a full queue would not see
         # the connection drop. Backpressure comes from unacknowledged QoS 1 instead.
+        receive_maximum = self._mqtt.receive_maximum
+        queue_max = self._queue_max
         async for message in conn.client.messages:
             qos = message.qos
-            raw = RawMessage(
-                message.topic.value,
-                message.payload,
-                qos,
-                message.retain,
-                MessageRef(message.mid, qos, session) if qos else None,
-                time.time_ns() // _MS_PER_NS,
+            if qos == 0 and incoming.qsize() >= queue_max:
+                self.shed += 1
+                self._warn_every_interval(
+                    "incoming queue full, shedding QoS 0 messages", shed_total=self.shed
+                )
+                continue
+            incoming.put_nowait(
+                RawMessage(
+                    message.topic.value,
+                    message.payload,
+                    qos,
+                    message.retain,
+                    MessageRef(message.mid, qos, session) if qos else None,
+                    time.time_ns() // _MS_PER_NS,
+                )
             )
-            try:
-                incoming.put_nowait(raw)
-            except asyncio.QueueFull:
-                self._shed_one(raw)
+            backlog = incoming.qsize()
+            if qos and backlog > receive_maximum and backlog > self.overrun_peak:
+                self.overrun_peak = backlog
+                self._warn_every_interval(
+                    "broker sends beyond Receive Maximum",
+                    backlog=backlog,
+                    receive_maximum=receive_maximum,
+                    hint="known Mosquitto 2.0 flow-control bug; larger ack batches avoid it",
+                )
 
-    def _shed_one(self, message: RawMessage) -> None:
-        # QoS 1 only lands here when the broker allows more in flight than our
-        # queue holds (MQTT 3.1.1 brokers ignore Receive Maximum); left unacked, it
-        # is redelivered on the next connection.
-        self.shed += 1
+    def _warn_every_interval(self, event: str, **values: object) -> None:
         now = time.monotonic()
-        if now - self._shed_logged >= _SHED_LOG_INTERVAL_S:
-            self._shed_logged = now
-            log.warning(
-                "incoming queue full, shedding messages",
-                extra=fields(shed_total=self.shed, qos=message.qos, queue=self._incoming.maxsize),
-            )
+        if now - self._logged_at.get(event, -math.inf) >= _SHED_LOG_INTERVAL_S:
+            self._logged_at[event] = now
+            log.warning(event, extra=fields(**values))
 
     async def _say_offline(self, conn: _Connection) -> None:
         if not self._publish_offline:
