@@ -119,5 +119,7 @@ class Subscriber:
             self._dead_letter_max_bytes,
             asset,
         )
-        self._metrics.dead_letters[letter.reason] += 1
+        # Plain str keys: orjson refuses str subclasses (the enum) as dict keys, and
+        # the counter ends up in health messages.
+        self._metrics.dead_letters[letter.reason.value] += 1
         return Inbound(message.ref, message.received_ms, rejected=letter)

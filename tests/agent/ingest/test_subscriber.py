@@ -72,6 +72,8 @@ async def test_good_and_bad_payloads_become_inbound(mqtt_broker: Broker) -> None
     assert all(i.received_ms > 0 for i in got)
     assert metrics.messages_received == 6
     assert metrics.dead_letters == {"invalid_json": 1, "non_finite": 1, "unknown_topic": 1}
+    assert all(type(key) is str for key in metrics.dead_letters)
+    assert orjson.loads(orjson.dumps(metrics.snapshot()))["dead_letters_total"] == 3
 
 
 class FakeSource:
