@@ -26,7 +26,7 @@ import math
 import random
 import ssl
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 RECONNECT_BASE_S: Final = 0.25
 #: Bound on TCP connect + CONNACK, subscribe and the birth message of one attempt.
 CONNECT_TIMEOUT_S: Final = 10.0
+#: A connection that lasts this long is stable: the backoff starts over after it.
+STABLE_CONNECTION_S: Final = 10.0
 #: Default bound on ``publish()``, waiting for a connection included.
 PUBLISH_TIMEOUT_S: Final = 5.0
 #: Default bound on ``close()``: the offline status plus a clean DISCONNECT.
@@ -303,9 +305,19 @@ class MqttLink:
             self._stopped.set()
 
     async def _connect_forever(self) -> None:
-        attempts = 0  # failed attempts since the last connection
+        attempts = 0  # failed attempts since the last stable connection
+        flaps = 0  # connections in a row the broker dropped before they were stable
+        failures = 0  # connection attempts in a row that failed (for logging)
         down_since: float | None = None
         ever_connected = False
+        connected_at = 0.0
+
+        def now_stable() -> None:
+            nonlocal attempts, flaps
+            if flaps:
+                log.info("broker connection stable again", extra=fields(after_flaps=flaps))
+            attempts = flaps = 0
+
         while not self._closing.is_set():
             protocol = self._protocol or ProtocolVersion.V5
             session = self._session + 1
@@ -322,24 +334,26 @@ class MqttLink:
                         self._protocol = protocol
                     self._metrics.broker_connects += 1
                     self._set_connection(conn)
-                    log.info(
-                        "broker connected" if not ever_connected else "broker reconnected",
-                        extra=fields(
-                            host=self._mqtt.host,
-                            port=self._mqtt.port,
-                            client_id=self.client_id,
-                            protocol=self.protocol,
-                            session=session,
-                            attempts=attempts + 1,
-                            down_s=None
-                            if down_since is None
-                            else round(time.monotonic() - down_since, 1),
-                        ),
-                    )
+                    connected_at = time.monotonic()
+                    if flaps == 0:
+                        log.info(
+                            "broker connected" if not ever_connected else "broker reconnected",
+                            extra=fields(
+                                host=self._mqtt.host,
+                                port=self._mqtt.port,
+                                client_id=self.client_id,
+                                protocol=self.protocol,
+                                session=session,
+                                attempts=failures + 1,
+                                down_s=None
+                                if down_since is None
+                                else round(time.monotonic() - down_since, 1),
+                            ),
+                        )
                     ever_connected = True
-                    attempts = 0
+                    failures = 0
                     down_since = None
-                    await self._serve(conn)
+                    await self._serve(conn, now_stable)
                     # Only close() ends _serve without an error: say goodbye first.
                     await self._say_offline(conn)
                 return
@@ -354,15 +368,38 @@ class MqttLink:
             if connected:
                 self._metrics.broker_disconnects += 1
                 down_since = time.monotonic()
-                log.warning("broker connection lost", extra=fields(session=session, error=error))
-                continue  # reconnect at once; backoff starts with the next failure
+                lived_s = down_since - connected_at
+                if lived_s >= STABLE_CONNECTION_S:
+                    log.warning(
+                        "broker connection lost", extra=fields(session=session, error=error)
+                    )
+                    continue  # reconnect at once; backoff starts with the next failure
+                # Dropped right after connecting (another client with our id, an ACL,
+                # a broker limit): back off like a failed attempt, and do not log
+                # every round of what would otherwise be a tight loop.
+                flaps += 1
+                attempts += 1
+                if _is_decade(flaps) or flaps == 1:
+                    log.warning(
+                        "broker connection lost soon after connecting",
+                        extra=fields(
+                            flaps=flaps,
+                            lived_s=round(lived_s, 2),
+                            error=error,
+                            hint="repeated: another client with this client id, or an ACL?",
+                        ),
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self._backoff_s(attempts))
+                continue
             if self._should_fall_back(exc_protocol=protocol, error=error):
                 continue
             attempts += 1
             if down_since is None:
                 down_since = time.monotonic()
             delay = self._backoff_s(attempts)
-            if attempts == 1:
+            failures += 1
+            if failures == 1:
                 log.warning(
                     "broker unreachable, retrying",
                     extra=fields(
@@ -372,11 +409,11 @@ class MqttLink:
                         retry_in_s=round(delay, 2),
                     ),
                 )
-            elif _is_decade(attempts):
+            elif _is_decade(failures):
                 log.warning(
                     "broker still down",
                     extra=fields(
-                        attempts=attempts,
+                        attempts=failures,
                         down_s=round(time.monotonic() - down_since, 1),
                         error=error,
                     ),
@@ -448,11 +485,16 @@ class MqttLink:
             retain=True,
         )
 
-    async def _serve(self, conn: _Connection) -> None:
+    async def _serve(self, conn: _Connection, on_stable: Callable[[], None]) -> None:
         pump = asyncio.create_task(self._pump(conn), name="mqtt-pump")
         closing = asyncio.create_task(self._closing.wait())
         try:
-            await asyncio.wait((pump, closing), return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                (pump, closing), timeout=STABLE_CONNECTION_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                on_stable()
+                await asyncio.wait((pump, closing), return_when=asyncio.FIRST_COMPLETED)
         finally:
             closing.cancel()
             if not pump.done():
