@@ -268,3 +268,25 @@ async def test_auto_protocol_falls_back_to_311(
     events = [r.getMessage() for r in caplog.records if r.name == "agent.ingest.link"]
     assert "broker refuses MQTT 5, using 3.1.1" in events
     assert "broker unreachable, retrying" not in events
+
+
+async def test_client_id_takeover_backs_off_and_logs_once(
+    mqtt_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.ingest")
+    settings = make_settings(mqtt_broker, site=unique("site"), reconnect_max_s=0.2)
+    first_metrics = Metrics()
+    async with (
+        asyncio.timeout(3 * WAIT_S),
+        MqttLink(settings, first_metrics) as first,
+        MqttLink(settings, Metrics()) as second,
+    ):
+        # Two gateways with one client id take the session from each other in turns.
+        for _ in range(3):
+            assert await first.wait_connected()
+            assert await first.wait_for_state(connected=False)
+        assert second.session >= 1
+    events = [r.getMessage() for r in caplog.records if r.name == "agent.ingest.link"]
+    assert first_metrics.broker_disconnects >= 3
+    assert 1 <= events.count("broker connection lost soon after connecting") <= 2
+    assert events.count("broker connection lost") == 0
