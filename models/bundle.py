@@ -35,7 +35,7 @@ from torch import nn
 from agent.errors import BundleError, DatasetError
 from models.network import AutoencoderConfig, ConvAutoencoder, RulCNN, RulConfig
 from models.preprocessing import Scaler
-from models.scoring import ThresholdRule
+from models.scoring import RunCondition, ThresholdRule
 
 FORMAT = "edgewatch-bundle"
 FORMAT_VERSION = 1
@@ -76,6 +76,8 @@ class AnomalyHead:
     #: Per-sensor scale floor, relative to the level, for asset scalers fitted during
     #: commissioning (see :func:`models.train.fleet_relative_spread`); None = default.
     relative_floor: tuple[float, ...] | None = None
+    #: When windows may be judged (machine running); None = always.
+    run_condition: RunCondition | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,9 @@ def save_bundle(
             "score": "mean squared reconstruction error of scaled window / score_reference",
             "asset_scale_floor_relative": (
                 list(anomaly.relative_floor) if anomaly.relative_floor is not None else None
+            ),
+            "run_condition": (
+                anomaly.run_condition.to_json() if anomaly.run_condition is not None else None
             ),
         }
     digest = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
@@ -406,4 +411,5 @@ def _load_anomaly(
             origin, f"asset_scale_floor_relative has {len(floor)} entries, not {n_sensors}"
         )
     rel = tuple(float(v) for v in floor) if floor is not None else None
-    return AnomalyHead(net, model, scaler, reference, threshold, rule, rel)
+    run = RunCondition.from_json(spec.get("run_condition"))
+    return AnomalyHead(net, model, scaler, reference, threshold, rule, rel, run)

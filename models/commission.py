@@ -36,7 +36,7 @@ from agent.errors import ModelError
 from models.bundle import Bundle
 from models.network import AutoencoderConfig, ConvAutoencoder, reconstruction_error
 from models.preprocessing import FloatArray, Scaler, sliding_windows, windows_ending_at
-from models.scoring import ThresholdRule, calibrate
+from models.scoring import RunCondition, ThresholdRule, calibrate
 from models.train import ProgressCallback, fit_autoencoder
 
 #: Default CPU-time budget of one commissioning run (issue 4: <= 30 s on one thread).
@@ -74,6 +74,16 @@ class AssetBaseline:
     rule: ThresholdRule
     asset: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    run_condition: RunCondition | None = None
+    #: Baseline level (median) of the run-condition sensor.
+    run_level: float | None = None
+
+    def judged(self, windows: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """Per raw window: is the machine running, so that the score may be judged?"""
+        x = np.asarray(windows)
+        if self.run_condition is None or self.run_level is None:
+            return np.ones(len(x), dtype=bool)
+        return self.run_condition.judged(x, self.sensors, self.run_level)
 
     def score(self, windows: npt.ArrayLike) -> FloatArray:
         """Normalised anomaly scores ``(batch,)`` of raw windows ``(batch, sensors, window)``."""
@@ -110,6 +120,8 @@ class AssetBaseline:
             "threshold_rule": self.rule.to_json(),
             "weights": _WEIGHTS,
             "weights_sha256": digest,
+            "run_condition": self.run_condition.to_json() if self.run_condition else None,
+            "run_level": self.run_level,
             "info": self.info,
         }
         jtmp = d / (_JSON + ".tmp")
@@ -146,6 +158,8 @@ class AssetBaseline:
                 rule=ThresholdRule.from_json(meta["threshold_rule"]),
                 asset=meta.get("asset"),
                 info=dict(meta.get("info", {})),
+                run_condition=RunCondition.from_json(meta.get("run_condition")),
+                run_level=None if meta.get("run_level") is None else float(meta["run_level"]),
             )
         except ModelError:
             raise
@@ -313,6 +327,15 @@ def commission(
         progress=progress,
         stage="commission",
     )
+    run = fleet.run_condition if fleet is not None else None
+    run_level: float | None = None
+    if run is not None and run.sensor in names:
+        run_level = float(np.median(train_rows[:, list(names).index(run.sensor)]))
+        judged = run.judged(hold_raw, names, run_level)
+        if judged.any():
+            hold_raw = hold_raw[judged]  # calibrate on windows that will be judged later
+    else:
+        run = None
     raw_hold = score_windows(fit.model, scaler, 1.0, hold_raw)
     cal = calibrate(raw_hold, rule)
     info: dict[str, Any] = {
@@ -337,6 +360,8 @@ def commission(
         rule=rule,
         asset=asset,
         info=info,
+        run_condition=run,
+        run_level=run_level,
     )
 
 

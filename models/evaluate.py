@@ -198,12 +198,13 @@ def evaluate_asset(bundle: Bundle, table: AssetTable, options: AnomalyOptions) -
     ordered = filled[:, baseline_sensor_order(baseline, names)]
     ends = np.arange(options.train_rows, n)
     scores = np.empty(len(ends), dtype=np.float32)
+    judged = np.empty(len(ends), dtype=bool)
     chunk = 4096
     for i in range(0, len(ends), chunk):
-        scores[i : i + chunk] = baseline.score(
-            windows_ending_at(ordered, ends[i : i + chunk], baseline.window)
-        )
-    flags = alarm_flags(scores, baseline.threshold, baseline.rule)
+        windows = windows_ending_at(ordered, ends[i : i + chunk], baseline.window)
+        scores[i : i + chunk] = baseline.score(windows)
+        judged[i : i + chunk] = baseline.judged(windows)
+    flags = alarm_flags(scores, baseline.threshold, baseline.rule, judged)
     known = table.known[options.train_rows :]
     labels = table.labels[options.train_rows :]
     counts = DetectionCounts.from_flags(flags[known], labels[known])

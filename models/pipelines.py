@@ -15,7 +15,7 @@ from agent.errors import DatasetError
 from models.bundle import AnomalyHead, RulHead, save_bundle
 from models.datasets import AssetTable, read_csv_dir, read_simulator_output
 from models.preprocessing import CmapssData, Unit, load_cmapss
-from models.scoring import ThresholdRule
+from models.scoring import RunCondition, ThresholdRule
 from models.train import (
     AnomalyTrainConfig,
     ProgressCallback,
@@ -134,6 +134,7 @@ def train_fleet_bundle(
     source: str = "",
     sensor_units: Sequence[str] | None = None,
     inference_hop: int = 1,
+    run_condition: RunCondition | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Fleet autoencoder (+ optional RUL head in hours) from per-asset tables -> bundle.
@@ -182,6 +183,7 @@ def train_fleet_bundle(
         fleet.threshold,
         fleet.rule,
         fleet.relative_floor,
+        run_condition if run_condition and run_condition.sensor in fleet.sensors else None,
     )
     path = save_bundle(
         out,

@@ -41,7 +41,9 @@ class Predictions:
     the threshold that applies to that row (the asset baseline's, or the fleet's),
     ``anomalous``: ``anomaly_score > threshold`` for this window alone - apply
     :class:`models.scoring.Hysteresis` per asset before raising an alert. All three are
-    ``None`` when the bundle has no anomaly model and no baselines were given.
+    ``None`` when the bundle has no anomaly model and no baselines were given; in a
+    bundle without a fleet anomaly model, rows whose baseline is ``None`` get NaN score
+    and threshold and ``anomalous`` False (nothing to judge them by yet).
     ``rul``: remaining useful life in ``rul_unit`` (clipped to ``[0, rul_cap]``), or
     ``None`` when the bundle has no RUL model.
     """
@@ -50,6 +52,9 @@ class Predictions:
     anomaly_score: FloatArray | None
     threshold: FloatArray | None
     anomalous: BoolArray | None
+    #: Per row: was the machine running (bundle's run condition), so the score counts?
+    #: Not-judged rows have ``anomalous`` False; pass it to ``Hysteresis.update``.
+    judged: BoolArray | None
     rul: FloatArray | None
     rul_unit: str | None
     rul_cap: float | None
@@ -130,13 +135,14 @@ class Predictor:
             raise ModelError(f"got {len(baselines)} baselines for {len(x)} windows")
         with torch.inference_mode():
             rul = self._rul(x)
-            score, thr = self._anomaly(x, baselines)
+            score, thr, judged = self._anomaly(x, baselines)
         head = self.bundle.rul
         return Predictions(
             model_version=self.model_version,
             anomaly_score=score,
             threshold=thr,
-            anomalous=None if score is None or thr is None else score > thr,
+            anomalous=None if score is None or thr is None else (score > thr) & judged,
+            judged=judged if score is not None else None,
             rul=rul,
             rul_unit=head.unit if head is not None else None,
             rul_cap=head.cap if head is not None else None,
@@ -156,11 +162,12 @@ class Predictor:
 
     def _anomaly(
         self, x: FloatArray, baselines: Sequence[AssetBaseline | None] | None
-    ) -> tuple[FloatArray | None, FloatArray | None]:
+    ) -> tuple[FloatArray | None, FloatArray | None, BoolArray]:
         fleet = self.bundle.anomaly
         rows = baselines if baselines is not None else [None] * len(x)
+        judged = np.ones(len(x), dtype=bool)
         if fleet is None and all(b is None for b in rows):
-            return None, None
+            return None, None, judged
         score = np.full(len(x), np.nan, dtype=np.float32)
         thr = np.full(len(x), np.nan, dtype=np.float32)
         groups: dict[int, tuple[AssetBaseline | None, list[int]]] = {}
@@ -172,8 +179,12 @@ class Predictor:
                 self.check_baseline(b)
                 score[sel] = score_windows(b.model, b.scaler, b.reference, x[sel])
                 thr[sel] = b.threshold
+                judged[sel] = b.judged(x[sel])
             elif fleet is not None:
                 score[sel] = score_windows(fleet.model, fleet.scaler, fleet.reference, x[sel])
                 thr[sel] = fleet.threshold
+                if fleet.run_condition is not None and fleet.run_condition.sensor in self.sensors:
+                    level = fleet.scaler.offset[self.sensors.index(fleet.run_condition.sensor)]
+                    judged[sel] = fleet.run_condition.judged(x[sel], self.sensors, level)
             # rows of assets without baseline in a bundle without fleet AE stay NaN
-        return score, thr
+        return score, thr, judged

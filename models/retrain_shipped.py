@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from models.pipelines import train_fleet_bundle, train_rul_bundle_cmapss
-from models.scoring import ThresholdRule
+from models.scoring import RunCondition, ThresholdRule
 from models.train import AnomalyTrainConfig, Progress, RulTrainConfig
 
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
@@ -49,6 +49,8 @@ PUMP_SEED = 11
 PUMP_ANOMALY = AnomalyTrainConfig(window=32, hop=4, epochs=40, seed=0)
 PUMP_RUL = RulTrainConfig(cap=24.0, epochs=40, patience=10, dropout=0.0, seed=0, hop=2)
 PUMP_SAMPLE_PERIOD_S = 60.0
+#: Judge a pump only while it turns: speed >= 20 % of its baseline level over the window.
+PUMP_RUN_CONDITION = RunCondition("speed_rpm", 0.2)
 
 
 def _progress(name: str) -> Any:
@@ -95,6 +97,7 @@ def retrain_pump(out_root: Path) -> dict[str, Any]:
             rule=ThresholdRule(),
             rul=PUMP_RUL,
             time_step_s=PUMP_SAMPLE_PERIOD_S,
+            run_condition=PUMP_RUN_CONDITION,
             source=f"simulators.dataset.generate_dataset(assets={PUMP_ASSETS}, seed={PUMP_SEED})",
             progress=_progress("pump"),
         )

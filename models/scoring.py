@@ -8,7 +8,11 @@ The rule, in one place so that the manifest, commissioning and evaluation agree:
 2. ``reference`` = median raw error of the held-out windows; the anomaly score of any
    window is ``raw_error / reference``, so healthy data sits near 1.0.
 3. ``threshold = max(min_threshold, margin * quantile_q(held-out scores))``.
-4. A window is *anomalous* when its score exceeds the threshold; an *alarm* (what the
+4. A window is *judged* only while the machine runs, when the bundle names a run
+   condition (:class:`RunCondition`: e.g. speed at least 20 % of the asset's baseline
+   level over the whole window). A stopped or ramping machine is outside every healthy
+   baseline, and condition monitoring does not assess it; the alarm state is held.
+5. A judged window is *anomalous* when its score exceeds the threshold; an *alarm* (what the
    evaluation flags and the agent should alert on) needs ``on_count`` anomalous windows
    in a row and clears after ``off_count`` windows in a row below
    ``off_ratio * threshold``. The hysteresis absorbs single noisy windows and keeps an
@@ -17,7 +21,7 @@ The rule, in one place so that the manifest, commissioning and evaluation agree:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -83,8 +87,37 @@ def calibrate(raw_holdout_errors: npt.ArrayLike, rule: ThresholdRule) -> Calibra
     return Calibration(reference, max(rule.min_threshold, rule.margin * q), int(e.size), q)
 
 
+@dataclass(frozen=True)
+class RunCondition:
+    """When a window may be judged: ``sensor`` stays at or above ``min_fraction`` of its
+    baseline level (median over the baseline) for the whole window."""
+
+    sensor: str
+    min_fraction: float = 0.2
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sensor": self.sensor, "min_fraction": self.min_fraction}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any] | None) -> RunCondition | None:
+        if not obj:
+            return None
+        return cls(str(obj["sensor"]), float(obj.get("min_fraction", 0.2)))
+
+    def judged(
+        self, windows: npt.ArrayLike, sensors: Sequence[str], level: float
+    ) -> npt.NDArray[np.bool_]:
+        """One flag per raw window ``(B, S, W)``: may this window be judged?"""
+        x = np.asarray(windows)
+        if self.sensor not in sensors:
+            return np.ones(len(x), dtype=bool)
+        j = list(sensors).index(self.sensor)
+        flags: npt.NDArray[np.bool_] = x[:, j, :].min(axis=1) >= self.min_fraction * level
+        return flags
+
+
 class Hysteresis:
-    """Stateful alarm filter for one asset (see step 4 of the module docs).
+    """Stateful alarm filter for one asset (see steps 4-5 of the module docs).
 
     The agent keeps one per asset and feeds it each new window score in time order.
     """
@@ -96,8 +129,13 @@ class Hysteresis:
         self._above = 0
         self._below = 0
 
-    def update(self, score: float) -> bool:
-        """Feed one score; returns whether the alarm is active after it."""
+    def update(self, score: float, judged: bool = True) -> bool:
+        """Feed one score; returns whether the alarm is active after it.
+
+        A window that is not judged (machine not running) leaves the state unchanged.
+        """
+        if not judged:
+            return self.active
         if self.active:
             self._below = self._below + 1 if score < self.rule.off_ratio * self.threshold else 0
             if self._below >= self.rule.off_count:
@@ -110,8 +148,13 @@ class Hysteresis:
 
 
 def alarm_flags(
-    scores: npt.ArrayLike, threshold: float, rule: ThresholdRule
+    scores: npt.ArrayLike,
+    threshold: float,
+    rule: ThresholdRule,
+    judged: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Run :class:`Hysteresis` over a score sequence; one flag per score."""
     h = Hysteresis(threshold, rule)
-    return np.array([h.update(float(s)) for s in np.asarray(scores, dtype=np.float64)], dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    j = np.ones(len(s), dtype=bool) if judged is None else np.asarray(judged, dtype=bool)
+    return np.array([h.update(float(v), bool(k)) for v, k in zip(s, j, strict=True)], dtype=bool)
