@@ -1,6 +1,6 @@
 """The benchmark's baseline: a bare aiomqtt + orjson receive loop doing nothing else.
 
-Run as ``python -m agent.benchprobe HOST PORT FILTER COUNT QOS`` in its own process
+Run as ``python -m agent.benchprobe HOST PORT FILTER COUNT QOS PROTOCOL`` in its own process
 (like the agent); prints ``ready`` once subscribed, then one JSON line with the
 number of messages and the times of the first and the last.
 """
@@ -12,6 +12,7 @@ import sys
 import time
 
 import aiomqtt
+from aiomqtt.client import ProtocolVersion
 import orjson
 
 #: The probe gives up when nothing arrives for this long.
@@ -19,11 +20,14 @@ IDLE_TIMEOUT_S = 30.0
 
 
 async def receive(
-    host: str, port: int, topic_filter: str, count: int, qos: int
+    host: str, port: int, topic_filter: str, count: int, qos: int, protocol: str
 ) -> dict[str, float]:
     received = 0
     first = last = 0.0
-    async with aiomqtt.Client(host, port, identifier="edgewatch-bench-probe") as client:
+    version = ProtocolVersion.V311 if protocol == "3.1.1" else ProtocolVersion.V5
+    async with aiomqtt.Client(
+        host, port, identifier="edgewatch-bench-probe", protocol=version
+    ) as client:
         await client.subscribe(topic_filter, qos=qos)
         sys.stdout.write("ready\n")
         sys.stdout.flush()
@@ -45,8 +49,8 @@ async def receive(
 
 
 def main() -> None:
-    host, port, topic_filter, count, qos = sys.argv[1:6]
-    result = asyncio.run(receive(host, int(port), topic_filter, int(count), int(qos)))
+    host, port, topic_filter, count, qos, protocol = sys.argv[1:7]
+    result = asyncio.run(receive(host, int(port), topic_filter, int(count), int(qos), protocol))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -68,6 +69,9 @@ ALERTS_QUEUE = 1024
 #: Each stage gets this long to drain on shutdown (the whole stop stays under 10 s).
 DRAIN_TIMEOUT_S = 2.0
 HOUSEKEEPING_INTERVAL_S = 5.0
+#: Young-generation GC threshold raised from 700: the hot path allocates many small
+#: short-lived objects per message, and most die young without cycles.
+GC_THRESHOLDS = (20_000, 20, 20)
 RETENTION_INTERVAL_S = 3600.0
 
 
@@ -148,6 +152,13 @@ class Agent:
         tracker = AlertTracker(policy)
         for alert in await asyncio.to_thread(queries.open_alerts, engine, s.identity.site):
             tracker.restore(alert)
+
+        # Everything loaded so far (torch, the model, SQLAlchemy) lives for the whole
+        # process: freeze it out of the cyclic GC, whose full collections would
+        # otherwise rescan it over and over on the per-message hot path.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
 
         queues = Queues()
         self._queues = queues

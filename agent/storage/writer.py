@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, and_, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
+from agent import outbox
 from agent import schema as t
 from agent.domain import (
     Accepted,
@@ -32,6 +33,11 @@ from agent.domain import (
 from agent.errors import DiskFullError, StorageError
 
 log = logging.getLogger(__name__)
+
+
+_INSERT_READINGS = (
+    "INSERT OR IGNORE INTO readings (asset_id, ts_ms, received_ms, values_json) VALUES (?, ?, ?, ?)"
+)
 
 
 def values_json(values: dict[str, float]) -> str:
@@ -68,6 +74,7 @@ class Writer:
         engine: Engine,
         *,
         site: str,
+        agent: str = "gateway",
         keep_readings: bool = True,
         dead_letter_max_bytes: int = 4096,
         topic_for: Callable[[str], str] | None = None,
@@ -75,6 +82,7 @@ class Writer:
         self.engine = engine
         self.topic_for = topic_for or (lambda asset: asset)
         self.site = site
+        self.agent = agent
         self.keep_readings = keep_readings
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self._asset_ids: dict[str, int] = {}
@@ -108,7 +116,7 @@ class Writer:
     def _write(
         self, conn: Connection, items: Sequence[Item], now_ms: int, stats: WriteStats
     ) -> None:
-        readings: list[dict[str, object]] = []
+        readings: list[tuple[int, int, int, str]] = []
         late: list[tuple[Reading, RejectReason, int, str | None]] = []
         dead: list[DeadLetter] = []
         predictions: list[dict[str, object]] = []
@@ -119,14 +127,7 @@ class Writer:
                     aid = self.asset_id(conn, r.asset, r.ts_ms)
                     last_seen[r.asset] = max(last_seen.get(r.asset, 0), r.ts_ms)
                     if self.keep_readings:
-                        readings.append(
-                            {
-                                "asset_id": aid,
-                                "ts_ms": r.ts_ms,
-                                "received_ms": item.received_ms,
-                                "values_json": values_json(r.values),
-                            }
-                        )
+                        readings.append((aid, r.ts_ms, item.received_ms, values_json(r.values)))
                 for r, reason in item.late:
                     late.append((r, reason, item.received_ms, None))
                 if item.rejected is not None:
@@ -154,7 +155,9 @@ class Writer:
                 self._heartbeat(conn, item)
             stats.rows += 1
         if readings:
-            conn.execute(insert(t.readings).prefix_with("OR IGNORE"), readings)
+            # The driver's executemany directly: the hottest write, and SQLAlchemy's
+            # per-row parameter processing would hold the GIL the MQTT loop needs.
+            conn.exec_driver_sql(_INSERT_READINGS, readings)
             stats.rows += len(readings)
         if predictions:
             conn.execute(insert(t.predictions).prefix_with("OR IGNORE"), predictions)
@@ -210,8 +213,16 @@ class Writer:
         return RejectReason.DUPLICATE
 
     def _alert(self, conn: Connection, a: Alert) -> None:
+        aid = self.asset_id(conn, a.asset, a.opened_ms)
+        before = conn.execute(
+            select(t.alerts.c.severity, t.alerts.c.closed_ms).where(
+                t.alerts.c.asset_id == aid,
+                t.alerts.c.kind == str(a.kind),
+                t.alerts.c.opened_ms == a.opened_ms,
+            )
+        ).one_or_none()
         stmt = sqlite_insert(t.alerts).values(
-            asset_id=self.asset_id(conn, a.asset, a.opened_ms),
+            asset_id=aid,
             kind=str(a.kind),
             severity=str(a.severity),
             opened_ms=a.opened_ms,
@@ -239,6 +250,47 @@ class Writer:
             .where(t.assets.c.id == self._asset_ids[a.asset], t.assets.c.state != "commissioning")
             .values(state=state)
         )
+        # Only state changes go to the cloud (score updates would flood the outbox);
+        # the alert row and its outbox item commit together.
+        transition = outbox.alert_transition(
+            None if before is None else before.severity,
+            before is not None and before.closed_ms is not None,
+            str(a.severity),
+            not a.is_open,
+        )
+        if transition is not None:
+            alert_id = conn.execute(
+                select(t.alerts.c.id).where(
+                    t.alerts.c.asset_id == aid,
+                    t.alerts.c.kind == str(a.kind),
+                    t.alerts.c.opened_ms == a.opened_ms,
+                )
+            ).scalar_one()
+            outbox.enqueue_json(
+                conn,
+                site=self.site,
+                agent=self.agent,
+                kind=outbox.ALERT,
+                ts_ms=a.opened_ms,
+                asset=a.asset,
+                name=f"{outbox.iso_ms(a.opened_ms)}-{a.kind}-{transition}-{a.severity}.json",
+                obj={
+                    "site": self.site,
+                    "agent": self.agent,
+                    "asset": a.asset,
+                    "alert_id": alert_id,
+                    "transition": transition,
+                    "kind": str(a.kind),
+                    "severity": str(a.severity),
+                    "opened_ms": a.opened_ms,
+                    "closed_ms": a.closed_ms,
+                    "peak_score": a.peak_score,
+                    "last_score": a.last_score,
+                    "rul": a.rul_cycles,
+                    "model_version": a.model_version,
+                    "detail": a.detail,
+                },
+            )
 
     def _status(self, conn: Connection, s: AssetStatus) -> None:
         aid = self.asset_id(conn, s.asset, s.ts_ms)
@@ -248,6 +300,7 @@ class Writer:
         conn.execute(update(t.assets).where(t.assets.c.id == aid).values(**values))
 
     def _event(self, conn: Connection, e: Event) -> None:
+        detail_json = orjson.dumps(e.detail, default=str).decode() if e.detail else None
         conn.execute(
             insert(t.events).values(
                 ts_ms=e.ts_ms,
@@ -255,8 +308,30 @@ class Writer:
                 level=e.level,
                 asset_id=self.asset_id(conn, e.asset, e.ts_ms) if e.asset else None,
                 message=e.message,
-                detail_json=orjson.dumps(e.detail, default=str).decode() if e.detail else None,
+                detail_json=detail_json,
             )
+        )
+        body = {
+            "site": self.site,
+            "agent": self.agent,
+            "asset": e.asset,
+            "ts_ms": e.ts_ms,
+            "kind": e.kind,
+            "level": e.level,
+            "message": e.message,
+            "detail": orjson.loads(detail_json) if detail_json else None,
+        }
+        # Keyed by content: the same event written twice is one object.
+        digest = outbox.sha256(outbox.json_body(body))[:12]
+        outbox.enqueue_json(
+            conn,
+            site=self.site,
+            agent=self.agent,
+            kind=outbox.EVENT,
+            ts_ms=e.ts_ms,
+            asset=e.asset,
+            name=f"{outbox.iso_ms(e.ts_ms)}-{e.kind}-{digest}.json",
+            obj=body,
         )
 
     def _heartbeat(self, conn: Connection, h: Heartbeat) -> None:

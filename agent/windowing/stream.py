@@ -14,6 +14,7 @@ sides of an outage are not one window.
 from __future__ import annotations
 
 import enum
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ from agent.domain import FloatArray, Reading, Window
 PERIOD_HISTORY = 15
 #: A period estimate needs this many intervals before gaps are judged.
 PERIOD_MIN_INTERVALS = 3
+#: The period estimate is refreshed every this many intervals (a median per reading
+#: would cost more than the rest of the hot path).
+PERIOD_REFRESH = 8
 
 
 class Verdict(enum.Enum):
@@ -74,6 +78,8 @@ class AssetStream:
         self._filled = 0  # samples since the last restart (first window needs `window`)
         self._last_end_ms: int | None = None  # end of the last emitted window
         self._intervals: deque[int] = deque(maxlen=PERIOD_HISTORY)
+        self._period: float | None = None
+        self._until_refresh = 0
         self._order = {name: i for i, name in enumerate(sensors)}
 
     @property
@@ -85,9 +91,14 @@ class AssetStream:
         return self._last_end_ms
 
     def period_ms(self) -> float | None:
-        if len(self._intervals) < PERIOD_MIN_INTERVALS:
-            return None
-        return float(np.median(np.fromiter(self._intervals, dtype=np.int64)))
+        return self._period
+
+    def _note_interval(self, interval: int) -> None:
+        self._intervals.append(interval)
+        self._until_refresh -= 1
+        if self._until_refresh <= 0 and len(self._intervals) >= PERIOD_MIN_INTERVALS:
+            self._period = float(statistics.median(self._intervals))
+            self._until_refresh = PERIOD_REFRESH
 
     def _vector(self, reading: Reading) -> FloatArray:
         column = np.empty(len(self.sensors), dtype=np.float32)
@@ -110,7 +121,7 @@ class AssetStream:
                 restarted = interval
                 self._restart()
             else:
-                self._intervals.append(interval)
+                self._note_interval(interval)
         if self._n == self.capacity:
             self._compact()
         self._data[:, self._n] = self._vector(reading)
@@ -166,6 +177,7 @@ class AssetStream:
         self._n = keep
 
     def _restart(self) -> None:
+        # The period survives a restart: a gap says nothing about the sample rate.
         self._n = 0
         self._filled = 0
         self._since_emit = 0
