@@ -52,6 +52,7 @@ from agent.storage import migrate, queries
 from agent.storage.recorder import Recorder, RecorderConfig
 from agent.storage.retention import RetentionPolicy, apply_retention
 from agent.storage.writer import Heartbeat, Item, Writer
+from agent.sync import SyncStage
 from agent.windowing.assembler import ToInference, WindowAssembler
 from models.bundle import Bundle, load_bundle
 from models.bundles import default_bundle_path
@@ -198,6 +199,7 @@ class Agent:
         writer = Writer(
             engine,
             site=s.identity.site,
+            agent=s.identity.agent,
             keep_readings=s.storage.keep_readings,
             dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
             topic_for=lambda asset: format_topic(
@@ -223,6 +225,7 @@ class Agent:
             dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
         )
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
+        sync = SyncStage(s) if s.sync.enabled else None
         await queues.records.put(
             Event(
                 _now_ms(),
@@ -262,6 +265,8 @@ class Agent:
                 start(self._housekeeping(engine, store, inference, assembler, queues), "house")
                 start(subscriber.run(), "subscriber")
                 start(self._mark_ready(link, t0), "ready")
+                if sync is not None:
+                    start(sync.run(), "sync")
                 await self._stop.wait()
                 log.info("stopping: draining queues")
                 subscriber.stop()

@@ -148,6 +148,9 @@ outbox = Table(
     Column("payload", LargeBinary, nullable=True, comment="inline body, or NULL if in a file"),
     Column("done_ms", BigInteger, nullable=True),
     Column("last_error", Text, nullable=True),
+    Column("object_key", String(512), nullable=True, comment="key below the target's prefix"),
+    Column("path", Text, nullable=True, comment="body file below <data_dir>/outbox"),
+    Column("sha256", String(64), nullable=True),
 )
 
 models = Table(
@@ -206,3 +209,29 @@ Index(
 )
 Index("ix_events_time", events.c.ts_ms)
 Index("ix_events_asset_time", events.c.asset_id, events.c.ts_ms)
+
+# What the uploader may not lose track of between processes: per-asset cursors of the
+# summariser and the retraining exporter, the last upload success and error.
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("value_json", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Everything the agent dropped on purpose (TTL, disk budget): what, how much, why.
+loss_ledger = Table(
+    "loss_ledger",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),  # outbox kind or "readings"
+    Column("reason", String(32), nullable=False),  # ttl | disk_budget
+    Column("items", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("first_ms", BigInteger, nullable=True),
+    Column("last_ms", BigInteger, nullable=True),
+    Column("detail_json", Text, nullable=False, server_default="{}"),
+)
+Index("ix_loss_ledger_time", loss_ledger.c.ts_ms)

@@ -278,12 +278,47 @@ class SyncSettings(_Section):
     concurrency: Annotated[int, Field(ge=1, le=32)] = Field(
         2, description="Uploads in flight at once."
     )
+    backoff_max_s: Annotated[float, Field(ge=1, le=86400)] = Field(
+        300.0, description="Longest wait between upload retries while the target fails."
+    )
+    retraining: bool = Field(True, description="Export retraining data (Parquet).")
+    retraining_before_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+        600.0, description="Raw readings kept for retraining before an alert opens."
+    )
+    retraining_after_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+        600.0, description="Raw readings kept for retraining after an alert closes."
+    )
+    retraining_sample_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.02, description="Share of normal windows sampled for retraining."
+    )
+    retraining_sample_window_s: Annotated[float, Field(ge=1, le=3600)] = Field(
+        60.0, description="Length of one sampled normal window in seconds."
+    )
+    ttl_days: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: {
+            "alert": 90.0,
+            "event": 30.0,
+            "ledger": 90.0,
+            "summary": 30.0,
+            "retraining": 7.0,
+        },
+        description="Days an item may wait in the outbox, per kind, before it is dropped.",
+    )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL.")
     s3_region: str | None = Field(None, description="S3 region (default from AWS env).")
     s3_access_key_id: str | None = Field(None, description="Access key (default: AWS env).")
     s3_secret_access_key: SecretStr | None = Field(
         None, description="Secret key (default: AWS env; never logged or shown)."
     )
+
+    @field_validator("ttl_days")
+    @classmethod
+    def _ttl_kinds(cls, value: dict[str, float]) -> dict[str, float]:
+        known = {"alert", "event", "ledger", "summary", "retraining"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"has unknown kinds {unknown} (known: {sorted(known)})")
+        return value
 
     @field_validator("target")
     @classmethod

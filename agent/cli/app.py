@@ -75,6 +75,9 @@ app.add_typer(models_cmd.train_app, name="train")
 app.add_typer(models_cmd.evaluate_app, name="evaluate")
 app.add_typer(models_cmd.bench_app, name="bench")
 app.add_typer(simulate_cmd.app, name="simulate")
+from agent.cli import sync_cmd  # noqa: E402 - kept next to its registration line
+
+app.add_typer(sync_cmd.app, name="sync")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,213 @@
+"""The sync outbox: what the recorder and the sync stage both write (foundation layer).
+
+An outbox row is written in the same transaction as the data it describes, so a
+crash either keeps both or neither. Its idempotency key *is* its object key below the
+target's prefix, ``site/agent/kind/yyyy/mm/dd/<asset>/<name>``: deterministic from
+the data, so writing the same fact twice is a no-op (INSERT OR IGNORE) and uploading
+an item twice overwrites the same object with the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from agent import schema as t
+
+# Kinds and their priorities: lower drains first, and is dropped last.
+ALERT: Final = "alert"
+EVENT: Final = "event"
+LEDGER: Final = "ledger"
+SUMMARY: Final = "summary"
+RETRAINING: Final = "retraining"
+KINDS: Final = (ALERT, EVENT, LEDGER, SUMMARY, RETRAINING)
+PRIORITY: Final[dict[str, int]] = {ALERT: 0, LEDGER: 1, EVENT: 2, SUMMARY: 3, RETRAINING: 5}
+
+PENDING: Final = "pending"
+DONE: Final = "done"
+DROPPED: Final = "dropped"
+
+#: Object-key part for items that belong to the gateway rather than one asset.
+AGENT_SCOPE: Final = "_agent"
+#: Folder below the data directory holding bodies too big to keep inline.
+OUTBOX_DIR: Final = "outbox"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _safe(part: str) -> str:
+    # Asset names come from MQTT topic levels: no '/', but keep keys portable anyway.
+    cleaned = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in part)
+    return cleaned.strip(".") or "_"
+
+
+def item_key(*, site: str, agent: str, kind: str, ts_ms: int, asset: str | None, name: str) -> str:
+    """``site/agent/kind/yyyy/mm/dd/<asset>/<name>``: the idempotency and object key.
+
+    ``ts_ms`` picks the date partition and must come from the data (never the clock of
+    the write), so that writing the same fact again yields the same key.
+    """
+    day = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    scope = _safe(asset) if asset else AGENT_SCOPE
+    return f"{_safe(site)}/{_safe(agent)}/{kind}/{day:%Y}/{day:%m}/{day:%d}/{scope}/{_safe(name)}"
+
+
+def iso_ms(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%M%S") + (
+        f"{ts_ms % 1000:03d}Z"
+    )
+
+
+def json_body(obj: Any) -> bytes:
+    # Sorted keys: equal facts give byte-equal bodies, so a re-upload is a true no-op.
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def enqueue(
+    conn: Connection,
+    *,
+    key: str,
+    kind: str,
+    created_ms: int,
+    body: bytes | None = None,
+    path: str | None = None,
+    size_bytes: int | None = None,
+    digest: str | None = None,
+) -> bool:
+    """Add one item to the outbox inside the caller's transaction.
+
+    Either ``body`` (kept inline) or ``path`` (a finished file below
+    ``<data_dir>/outbox``, with its ``size_bytes`` and ``digest``). Returns False when
+    the key was already there (the same fact written again).
+    """
+    if (body is None) == (path is None):
+        raise ValueError("an outbox item has either an inline body or a file path")
+    size = len(body) if body is not None else size_bytes
+    if size is None:
+        raise ValueError("a file item needs its size")
+    result = conn.execute(
+        sqlite_insert(t.outbox)
+        .values(
+            kind=kind,
+            idempotency_key=key,
+            object_key=key,
+            priority=PRIORITY[kind],
+            state=PENDING,
+            created_ms=created_ms,
+            size_bytes=size,
+            payload=body,
+            path=path,
+            sha256=digest if digest is not None else sha256(body or b""),
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+    return bool(result.rowcount)
+
+
+def enqueue_json(
+    conn: Connection,
+    *,
+    site: str,
+    agent: str,
+    kind: str,
+    ts_ms: int,
+    asset: str | None,
+    name: str,
+    obj: Any,
+    created_ms: int | None = None,
+) -> str:
+    """Enqueue ``obj`` as a JSON object; returns its key."""
+    key = item_key(site=site, agent=agent, kind=kind, ts_ms=ts_ms, asset=asset, name=name)
+    enqueue(conn, key=key, kind=kind, created_ms=created_ms or now_ms(), body=json_body(obj))
+    return key
+
+
+def alert_transition(
+    previous_severity: str | None, previous_closed: bool, severity: str, closed: bool
+) -> str | None:
+    """The state change an alert write makes: open, escalate, deescalate, close or None."""
+    if previous_severity is None:
+        return "close" if closed else "open"
+    if closed and not previous_closed:
+        return "close"
+    if closed or previous_closed:
+        return None
+    if severity == previous_severity:
+        return None
+    order = ("info", "warning", "critical")
+    rank = {s: i for i, s in enumerate(order)}
+    return "escalate" if rank.get(severity, 0) > rank.get(previous_severity, 0) else "deescalate"
+
+
+def record_loss(
+    conn: Connection,
+    *,
+    site: str,
+    agent: str,
+    kind: str,
+    reason: str,
+    items: int,
+    size_bytes: int,
+    first_ms: int | None,
+    last_ms: int | None,
+    detail: dict[str, Any],
+    ts_ms: int | None = None,
+) -> int:
+    """Write a loss-ledger row and its outbox item (synced like everything else)."""
+    ts = ts_ms if ts_ms is not None else now_ms()
+    row = {
+        "ts_ms": ts,
+        "kind": kind,
+        "reason": reason,
+        "items": items,
+        "bytes": size_bytes,
+        "first_ms": first_ms,
+        "last_ms": last_ms,
+        "detail_json": json_body(detail).decode(),
+    }
+    ledger_id = int(
+        conn.execute(insert(t.loss_ledger).values(**row).returning(t.loss_ledger.c.id)).scalar_one()
+    )
+    enqueue_json(
+        conn,
+        site=site,
+        agent=agent,
+        kind=LEDGER,
+        ts_ms=ts,
+        asset=None,
+        name=f"{iso_ms(ts)}-{ledger_id}.json",
+        obj={"site": site, "agent": agent, "id": ledger_id, **row, "detail": detail},
+        created_ms=ts,
+    )
+    return ledger_id
+
+
+def get_state(conn: Connection, key: str) -> Any:
+    raw = conn.execute(
+        select(t.sync_state.c.value_json).where(t.sync_state.c.key == key)
+    ).scalar_one_or_none()
+    return None if raw is None else orjson.loads(raw)
+
+
+def put_state(conn: Connection, key: str, value: Any, ts_ms: int | None = None) -> None:
+    stmt = sqlite_insert(t.sync_state).values(
+        key=key, value_json=orjson.dumps(value).decode(), updated_ms=ts_ms or now_ms()
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"value_json": stmt.excluded.value_json, "updated_ms": stmt.excluded.updated_ms},
+        )
+    )

@@ -1,0 +1,252 @@
+"""Curated retraining data as Parquet: one file per asset per hour (schema in docs/sync.md).
+
+Kept rows: raw readings around every alert (``retraining_before_s`` before it opened
+to ``retraining_after_s`` after it closed, or up to now while it is open), each asset's
+commissioning baseline (first reading to ``commissioned_ms``), and a small random
+sample of normal windows. The sample is a hash of (site, asset, window start), so a
+repeated export picks the same windows.
+
+An hour is exported once no later alert can reach back into it (``before_s`` plus a
+grace past its end). The file is written to a temporary name, fsynced and renamed
+into ``<data_dir>/outbox/``; the outbox row and the asset's cursor then commit
+together. A crash in between leaves an orphan file (swept later) and the hour is
+exported again to the same name and key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import Engine, func, or_, select
+
+from agent import outbox
+from agent import schema as t
+
+log = logging.getLogger(__name__)
+
+HOUR_MS = 3_600_000
+GRACE_S = 60.0
+#: Version of the Parquet layout below; bump it when columns change meaning.
+SCHEMA_VERSION = "1"
+REASON_ALERT = "alert"
+REASON_BASELINE = "baseline"
+REASON_SAMPLE = "sample"
+LABEL_NORMAL = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainingConfig:
+    site: str
+    agent: str
+    before_s: float = 600.0
+    after_s: float = 600.0
+    sample_rate: float = 0.02
+    sample_window_s: float = 60.0
+    grace_s: float = GRACE_S
+
+
+def sampled(site: str, asset: str, window_start_ms: int, rate: float) -> bool:
+    """Deterministic Bernoulli(rate) per window."""
+    if rate <= 0:
+        return False
+    digest = hashlib.blake2b(f"{site}/{asset}/{window_start_ms}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2**64 < rate
+
+
+class RetrainingExporter:
+    def __init__(self, engine: Engine, data_dir: Path, config: RetrainingConfig) -> None:
+        self.engine = engine
+        self.outbox_dir = data_dir / outbox.OUTBOX_DIR
+        self.config = config
+
+    def run_once(self, now_ms: int | None = None) -> int:
+        """Export every finished hour of every asset; returns files written."""
+        now = now_ms if now_ms is not None else outbox.now_ms()
+        reach_ms = int((self.config.before_s + self.config.grace_s) * 1000)
+        closed_until = ((now - reach_ms) // HOUR_MS) * HOUR_MS
+        with self.engine.connect() as conn:
+            assets = conn.execute(select(t.assets).where(t.assets.c.site == self.config.site)).all()
+        written = 0
+        for asset in assets:
+            limit = closed_until
+            if asset.commissioned_ms is None and asset.state == "commissioning":
+                # Its baseline is not known yet: hold its hours back until it is.
+                limit = min(limit, (int(asset.first_seen_ms) // HOUR_MS) * HOUR_MS)
+            written += self._asset(asset, limit)
+        return written
+
+    def _asset(self, asset: Any, closed_until: int) -> int:
+        key = f"retraining_cursor:{asset.id}"
+        written = 0
+        while True:
+            with self.engine.connect() as conn:
+                cursor = outbox.get_state(conn, key)
+                start = int(cursor) if cursor is not None else 0
+                first = conn.execute(
+                    select(func.min(t.readings.c.ts_ms)).where(
+                        t.readings.c.asset_id == asset.id,
+                        t.readings.c.ts_ms >= start,
+                        t.readings.c.ts_ms < closed_until,
+                    )
+                ).scalar_one_or_none()
+            if first is None:
+                if closed_until > start:
+                    with self.engine.begin() as conn:
+                        outbox.put_state(conn, key, closed_until)
+                return written
+            hour = (int(first) // HOUR_MS) * HOUR_MS
+            table = self._hour_table(asset, hour)
+            if table is not None:
+                obj_key = outbox.item_key(
+                    site=self.config.site,
+                    agent=self.config.agent,
+                    kind=outbox.RETRAINING,
+                    ts_ms=hour,
+                    asset=str(asset.name),
+                    name=f"{outbox.iso_ms(hour)[:11]}.parquet",
+                )
+                body = _parquet_bytes(table)
+                rel = obj_key  # mirrors the object layout, unique per item
+                _write_durably(self.outbox_dir / rel, body)
+                with self.engine.begin() as conn:
+                    outbox.enqueue(
+                        conn,
+                        key=obj_key,
+                        kind=outbox.RETRAINING,
+                        created_ms=outbox.now_ms(),
+                        path=rel,
+                        size_bytes=len(body),
+                        digest=outbox.sha256(body),
+                    )
+                    outbox.put_state(conn, key, hour + HOUR_MS)
+                written += 1
+            else:
+                with self.engine.begin() as conn:
+                    outbox.put_state(conn, key, hour + HOUR_MS)
+
+    def _hour_table(self, asset: Any, hour: int) -> pa.Table | None:
+        cfg = self.config
+        end = hour + HOUR_MS
+        before_ms = int(cfg.before_s * 1000)
+        after_ms = int(cfg.after_s * 1000)
+        r, p, a = t.readings, t.predictions, t.alerts
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(r.c.ts_ms, r.c.values_json)
+                .where(r.c.asset_id == asset.id, r.c.ts_ms >= hour, r.c.ts_ms < end)
+                .order_by(r.c.ts_ms)
+            ).all()
+            alerts = conn.execute(
+                select(a.c.id, a.c.opened_ms, a.c.closed_ms)
+                .where(
+                    a.c.asset_id == asset.id,
+                    a.c.opened_ms - before_ms < end,
+                    or_(a.c.closed_ms.is_(None), a.c.closed_ms + after_ms >= hour),
+                )
+                .order_by(a.c.opened_ms)
+            ).all()
+            preds = conn.execute(
+                select(
+                    p.c.window_end_ms,
+                    p.c.anomaly_score,
+                    p.c.anomaly_threshold,
+                    p.c.is_anomaly,
+                    p.c.rul,
+                    p.c.model_version,
+                )
+                .where(p.c.asset_id == asset.id, p.c.window_end_ms < end)
+                .where(p.c.window_end_ms >= hour - HOUR_MS)
+                .order_by(p.c.window_end_ms)
+            ).all()
+        if not rows:
+            return None
+        ts = np.fromiter((int(x.ts_ms) for x in rows), dtype=np.int64, count=len(rows))
+        alert_id = np.full(len(ts), -1, dtype=np.int64)
+        for al in alerts:
+            lo = int(al.opened_ms) - before_ms
+            hi = np.iinfo(np.int64).max if al.closed_ms is None else int(al.closed_ms) + after_ms
+            hit = (ts >= lo) & (ts <= hi) & (alert_id < 0)
+            alert_id[hit] = int(al.id)
+        baseline = np.zeros(len(ts), dtype=bool)
+        if asset.commissioned_ms is not None:
+            baseline = (ts >= int(asset.first_seen_ms)) & (ts <= int(asset.commissioned_ms))
+        win_ms = int(cfg.sample_window_s * 1000)
+        starts = (ts // win_ms) * win_ms
+        chosen_windows = {
+            int(s)
+            for s in np.unique(starts)
+            if sampled(cfg.site, asset.name, int(s), cfg.sample_rate)
+        }
+        sample = np.fromiter((int(s) in chosen_windows for s in starts), dtype=bool, count=len(ts))
+        keep = (alert_id >= 0) | baseline | sample
+        if not keep.any():
+            return None
+        idx = np.nonzero(keep)[0]
+        values = [orjson.loads(rows[int(i)].values_json) for i in idx]
+        sensors = sorted({name for v in values for name in v})
+        kept_ts = ts[idx]
+        # The prediction in force at a reading: the latest window ending at or before it.
+        pred_end = np.fromiter((int(x.window_end_ms) for x in preds), dtype=np.int64)
+        pos = np.searchsorted(pred_end, kept_ts, side="right") - 1
+
+        def pred_col(attr: str) -> list[Any]:
+            return [getattr(preds[j], attr) if j >= 0 else None for j in pos]
+
+        reasons = np.where(
+            alert_id[idx] >= 0,
+            REASON_ALERT,
+            np.where(baseline[idx], REASON_BASELINE, REASON_SAMPLE),
+        )
+        columns: dict[str, pa.Array] = {
+            "asset": pa.array([str(asset.name)] * len(idx), pa.string()),
+            "ts": pa.array(kept_ts, pa.timestamp("ms", tz="UTC")),
+        }
+        for name in sensors:
+            columns[name] = pa.array([v.get(name) for v in values], pa.float64())
+        anomalous = pred_col("is_anomaly")
+        columns.update(
+            anomaly_score=pa.array(pred_col("anomaly_score"), pa.float64()),
+            anomaly_threshold=pa.array(pred_col("anomaly_threshold"), pa.float64()),
+            is_anomaly=pa.array([None if x is None else bool(x) for x in anomalous], pa.bool_()),
+            rul=pa.array(pred_col("rul"), pa.float64()),
+            model_version=pa.array(pred_col("model_version"), pa.string()),
+            alert_id=pa.array([None if x < 0 else int(x) for x in alert_id[idx]], pa.int64()),
+            reason=pa.array([str(x) for x in reasons], pa.string()),
+            label=pa.array(
+                [LABEL_NORMAL if str(x) == REASON_BASELINE else None for x in reasons], pa.string()
+            ),
+        )
+        table = pa.table(columns)
+        meta = {
+            b"edgewatch.schema_version": SCHEMA_VERSION.encode(),
+            b"edgewatch.site": cfg.site.encode(),
+            b"edgewatch.agent": cfg.agent.encode(),
+            b"edgewatch.sensors": orjson.dumps(sensors),
+        }
+        return table.replace_schema_metadata(meta)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _write_durably(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    with tmp.open("wb") as handle:
+        handle.write(body)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
