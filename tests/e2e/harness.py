@@ -88,6 +88,10 @@ class AgentProcess:
         with self._lock:
             return any(e.get("event") == event for e in self.events)
 
+    def saw_prefix(self, prefix: str) -> bool:
+        with self._lock:
+            return any(str(e.get("event", "")).startswith(prefix) for e in self.events)
+
     def log_text(self) -> str:
         with self._lock:
             return "\n".join(json.dumps(e) for e in self.events)
@@ -121,3 +125,40 @@ def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 def scalar(db: Path, sql: str, *args: Any) -> Any:
     rows = query(db, sql, *args)
     return rows[0][0] if rows else None
+
+
+def retained(host: str, port: int, topic_filter: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Retained messages on ``topic_filter`` right now, JSON-decoded, by topic."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: dict[str, Any] = {}
+    done = threading.Event()
+    marker = f"edgewatch-test/marker/{os.getpid()}/{time.monotonic_ns()}"
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+
+    def on_message(_c: object, _u: object, message: paho.MQTTMessage) -> None:
+        if message.topic == marker:
+            done.set()
+        elif message.retain:
+            got[message.topic] = json.loads(message.payload)
+
+    def on_subscribe(*_: object) -> None:
+        # Retained messages arrive right after SUBACK; a round trip on a private
+        # topic, subscribed after them, marks their end.
+        if not done.is_set():
+            client.subscribe(marker, qos=1)
+            client.publish(marker, b"end", qos=1)
+
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    client.connect(host, port)
+    client.loop_start()
+    client.subscribe(topic_filter, qos=1)
+    try:
+        if not done.wait(timeout_s):
+            raise TimeoutError("no answer from the broker")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return got
