@@ -125,6 +125,9 @@ class Prediction:
     is_anomaly: bool
     rul_cycles: float | None
     scored_ms: int = 0  # when the model produced it (latency = scored_ms - window_end_ms)
+    #: False when the machine was not running: the score says nothing about health,
+    #: and alert state is left as it was.
+    judged: bool = True
 
 
 @dataclass(frozen=True, slots=True)

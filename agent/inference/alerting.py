@@ -10,7 +10,9 @@ the limit (plus a margin) for ``close_after`` windows (e.g. after maintenance).
 Severity: anomaly alerts are ``warning`` and become ``critical`` when the score
 reaches ``CRITICAL_SCORE_FACTOR`` times the threshold; RUL alerts are ``warning``
 and ``critical`` below half the limit. An update is emitted when an alert opens,
-escalates or closes, not for every window.
+escalates or closes, not for every window. A window that is not judged (machine
+stopped) leaves the anomaly state as it was, as :class:`models.scoring.Hysteresis`
+does in the offline evaluation.
 """
 
 from __future__ import annotations
@@ -66,17 +68,21 @@ class AlertTracker:
     def update(self, p: Prediction) -> list[Alert]:
         """Alerts that opened, escalated or closed with this prediction."""
         changes = []
-        anomaly = self._step(
-            p,
-            AlertKind.ANOMALY,
-            hot=p.is_anomaly,
-            cool=p.anomaly_score < self.policy.close_ratio * p.anomaly_threshold,
-            score=p.anomaly_score,
-            severity=(
-                Severity.CRITICAL
-                if p.anomaly_score >= CRITICAL_SCORE_FACTOR * p.anomaly_threshold
-                else Severity.WARNING
-            ),
+        anomaly = (
+            None
+            if not p.judged
+            else self._step(
+                p,
+                AlertKind.ANOMALY,
+                hot=p.is_anomaly,
+                cool=p.anomaly_score < self.policy.close_ratio * p.anomaly_threshold,
+                score=p.anomaly_score,
+                severity=(
+                    Severity.CRITICAL
+                    if p.anomaly_score >= CRITICAL_SCORE_FACTOR * p.anomaly_threshold
+                    else Severity.WARNING
+                ),
+            )
         )
         if anomaly is not None:
             changes.append(anomaly)

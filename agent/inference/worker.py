@@ -111,6 +111,7 @@ class InferenceStage:
         override = self.config.threshold_override
         for i, w in enumerate(usable):
             score = float(out.anomaly_score[i]) if out.anomaly_score is not None else 0.0
+            judged = bool(out.judged[i]) if out.judged is not None else True
             threshold = (
                 override
                 if override is not None
@@ -125,9 +126,10 @@ class InferenceStage:
                     model_version=out.model_version,
                     anomaly_score=score,
                     anomaly_threshold=threshold,
-                    is_anomaly=score > threshold,
+                    is_anomaly=judged and score > threshold,
                     rul_cycles=float(out.rul[i]) if out.rul is not None else None,
                     scored_ms=scored_ms,
+                    judged=judged,
                 )
             )
         return created

@@ -61,3 +61,12 @@ def test_assets_are_independent_and_forget_closes() -> None:
     closed = tracker.forget("a")
     assert len(closed) == 1 and not closed[0].is_open
     assert tracker.open_alerts() == []
+
+
+def test_windows_not_judged_leave_the_state_alone() -> None:
+    tracker = AlertTracker(POLICY)
+    stopped = Prediction("p1", 2, "m1", 9.0, 2.0, False, 100.0, judged=False)
+    tracker.update(p(0, 3))
+    tracker.update(p(1, 3))
+    assert tracker.update(stopped) == []
+    assert [a.is_open for a in tracker.update(p(3, 3))] == [True]
