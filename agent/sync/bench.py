@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,6 +35,7 @@ READINGS_PER_PERIOD = 6
 SENSORS = ("current_a", "flow_m3_h", "pressure_bar", "temp_c", "vib_rms_mm_s")
 #: Fake credentials for the local moto server (it accepts any).
 LOCAL_KEY = "bench"
+SERVER_START_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -57,6 +60,21 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EdgewatchError("the local moto S3 server exited at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling for the port, bounded by the deadline
+    raise EdgewatchError(
+        f"the local moto S3 server did not listen within {SERVER_START_TIMEOUT_S} s"
+    )
 
 
 def _fill(db_path: Path, assets: int, hours: float, period_s: int, now_ms: int) -> int:
@@ -113,7 +131,7 @@ def bench_sync(
 ) -> SyncBenchReport:
     """Build the backlog in the (migrated, empty) database at ``db_path`` and drain it."""
     try:
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401 - only to fail early with a clear message
     except ImportError:
         raise EdgewatchError(
             "the sync benchmark needs moto's S3 server",
@@ -125,9 +143,14 @@ def bench_sync(
     _fill(db_path, assets, hours, period_s, now)
     engine = open_engine(db_path, create=False)
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    # Its own process, like a real endpoint: the server must not share our GIL.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        _wait_listening(port, server)
         Summarizer(engine, SummaryConfig("bench", "gw-bench", period_s)).run_once(now)
         options = S3Options(
             endpoint_url=f"http://127.0.0.1:{port}",
@@ -153,6 +176,7 @@ def bench_sync(
             len(page.get("Contents", [])) for page in paginator.paginate(Bucket=BUCKET)
         )
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=10)
         engine.dispose()
     return report

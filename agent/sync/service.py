@@ -143,7 +143,7 @@ def sync_status(engine: Engine, settings: Settings, now_ms: int | None = None) -
             select(func.count()).select_from(o).where(o.c.state == outbox.DONE)
         ).scalar_one()
         ledger = conn.execute(
-            select(func.count(), func.coalesce(func.sum(t.loss_ledger.c.items), 0))
+            select(func.count(), func.coalesce(func.sum(t.loss_ledger.c["items"]), 0))
         ).one()
         success = outbox.get_state(conn, "last_success")
         error = outbox.get_state(conn, "last_error")

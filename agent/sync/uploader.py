@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 2.0
 #: Jitter spreads retries of a fleet that lost its uplink at the same moment.
 JITTER = (0.5, 1.5)
-#: Items fetched per database page while draining.
+#: Items fetched per database page while draining (inline bodies come along).
 PAGE_ITEMS = 256
+#: Confirmed items marked done per transaction. A crash loses at most these marks,
+#: which only means re-uploading the same bytes to the same keys.
+DONE_BATCH = 32
 
 Progress = Callable[[int, int, int], None]  # (done, total, bytes)
 
@@ -114,6 +117,7 @@ class Uploader:
                 o.c.attempts,
                 o.c.priority,
                 o.c.created_ms,
+                o.c.payload,
             )
             .where(o.c.state == outbox.PENDING)
             .order_by(o.c.priority, o.c.created_ms, o.c.id)
@@ -143,21 +147,18 @@ class Uploader:
 
     def _body(self, row: Row) -> bytes | None:  # type: ignore[type-arg]
         if row.path is None:
-            with self.engine.connect() as conn:
-                payload = conn.execute(
-                    select(t.outbox.c.payload).where(t.outbox.c.id == row.id)
-                ).scalar_one_or_none()
-            return None if payload is None else bytes(payload)
+            return None if row.payload is None else bytes(row.payload)
         try:
             return (self.outbox_dir / str(row.path)).read_bytes()
         except FileNotFoundError:
             return None
 
-    def _mark_done(self, row: Row) -> None:  # type: ignore[type-arg]
+    def _mark_done(self, rows: list[Row]) -> None:  # type: ignore[type-arg]
+        ids = [row.id for row in rows]
         with self.engine.begin() as conn:
-            changed = conn.execute(
+            conn.execute(
                 update(t.outbox)
-                .where(t.outbox.c.id == row.id, t.outbox.c.state == outbox.PENDING)
+                .where(t.outbox.c.id.in_(ids), t.outbox.c.state == outbox.PENDING)
                 .values(
                     state=outbox.DONE,
                     done_ms=outbox.now_ms(),
@@ -165,12 +166,13 @@ class Uploader:
                     payload=None,
                     last_error=None,
                 )
-            ).rowcount
-        # The file goes only after the row says done: a crash in between leaves an
-        # orphan the stage sweeps, never a pending row without its body.
-        if changed and row.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                (self.outbox_dir / row.path).unlink()
+            )
+        # Files go only after their rows say done: a crash in between leaves orphans
+        # that the stage sweeps, never a pending row without its body.
+        for row in rows:
+            if row.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.outbox_dir / str(row.path)).unlink()
 
     def _mark_failed(self, row: Row, message: str) -> None:  # type: ignore[type-arg]
         attempts = int(row.attempts) + 1
@@ -244,11 +246,22 @@ class Uploader:
         cursor = (-1, -1, -1)
         queue: deque[Row] = deque()  # type: ignore[type-arg]
         failed = asyncio.Event()
+        confirmed: list[Row] = []  # type: ignore[type-arg]
+
+        async def flush() -> None:
+            if confirmed:
+                batch = confirmed[:]
+                confirmed.clear()
+                await asyncio.to_thread(self._mark_done, batch)
 
         async def worker() -> None:
             while queue and not failed.is_set():
                 row = queue.popleft()
-                body = await asyncio.to_thread(self._body, row)
+                body = (
+                    self._body(row)
+                    if row.path is None
+                    else await asyncio.to_thread(self._body, row)
+                )
                 if body is None:
                     await asyncio.to_thread(self._mark_lost, row)
                     continue
@@ -261,7 +274,9 @@ class Uploader:
                     failed.set()
                     await asyncio.to_thread(self._mark_failed, row, str(exc))
                     continue
-                await asyncio.to_thread(self._mark_done, row)
+                confirmed.append(row)
+                if len(confirmed) >= DONE_BATCH:
+                    await flush()
                 report.uploaded += 1
                 report.bytes += len(body)
                 if on_progress is not None:
@@ -280,6 +295,7 @@ class Uploader:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(self.concurrency):
                         group.create_task(worker())
+                await flush()
         finally:
             report.seconds = time.monotonic() - t0
         self.consecutive_failures = self.consecutive_failures + 1 if report.error else 0
