@@ -241,7 +241,11 @@ class ModelSettings(_Section):
         20, description="Longest wait to fill an inference batch."
     )
     commission_samples: Annotated[int, Field(ge=50, le=100000)] = Field(
-        400, description="Samples of a new asset used as its healthy baseline."
+        1440,
+        description=(
+            "Samples of a new asset used as its healthy baseline (1440: one day at one "
+            "sample a minute, so the baseline sees day and night operation)."
+        ),
     )
     alert_open_after: Annotated[int, Field(ge=1, le=1000)] | None = Field(
         None, description="Anomalous windows in a row that open an alert (default: bundle's)."

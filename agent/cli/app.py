@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from agent import __version__
-from agent.cli import baseline_cmd, config_cmd, db_cmd, demo_cmd, run_cmd, simulate_cmd
+from agent.cli import (
+    baseline_cmd,
+    bench_cmd,
+    config_cmd,
+    db_cmd,
+    demo_cmd,
+    run_cmd,
+    simulate_cmd,
+)
 from agent.cli._common import Invocation, err_console
 from agent.errors import EdgewatchError
 from agent.logs import configure_logging
@@ -73,7 +81,7 @@ from agent.cli import models_cmd  # noqa: E402 - kept next to its registration l
 
 app.add_typer(models_cmd.train_app, name="train")
 app.add_typer(models_cmd.evaluate_app, name="evaluate")
-app.add_typer(models_cmd.bench_app, name="bench")
+app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(simulate_cmd.app, name="simulate")
 from agent.cli import sync_cmd  # noqa: E402 - kept next to its registration line
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,10 +14,13 @@ from rich.table import Table
 
 from agent.cli._common import console, emit_json, err_console
 from agent.errors import DatasetError
-from models.bundle import load_bundle
-from models.bundles import default_bundle_path
-from models.retrain_shipped import FD001_CONFIG, PUMP_ANOMALY, PUMP_RUL
-from models.train import Progress as TrainProgress
+
+if TYPE_CHECKING:
+    from models.train import Progress as TrainProgress
+
+#: The shipped pump recipe's RUL cap in hours (models.retrain_shipped.PUMP_RUL.cap);
+#: a literal so that `--help` does not import torch. A test keeps them equal.
+PUMP_RUL_CAP_H = 24.0
 
 train_app = typer.Typer(name="train", help="Train models and write a bundle.", no_args_is_help=True)
 evaluate_app = typer.Typer(
@@ -25,7 +28,6 @@ evaluate_app = typer.Typer(
     help="Score a bundle with a published or labelled protocol.",
     no_args_is_help=True,
 )
-bench_app = typer.Typer(name="bench", help="Benchmarks that print figures.", no_args_is_help=True)
 
 
 @contextmanager
@@ -61,6 +63,8 @@ def _bar(description: str, enabled: bool = True) -> Iterator[Any]:
 
 def _resolve_bundle(bundle: str) -> Path:
     """A path, or the name of a shipped bundle (``pump``, ``cmapss-fd001``)."""
+    from models.bundles import default_bundle_path
+
     p = Path(bundle)
     if p.exists():
         return p
@@ -121,6 +125,9 @@ def train_rul(
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
     """Train the RUL 1D-CNN: split by unit, truncated validation units, early stopping."""
+    from models.bundle import load_bundle
+    from models.retrain_shipped import FD001_CONFIG
+
     if fmt.lower() != "cmapss":
         raise typer.BadParameter("only cmapss is supported", param_hint="--format")
     from models.pipelines import train_rul_bundle_cmapss
@@ -172,7 +179,7 @@ def train_anomaly(
     ] = False,
     rul_cap_h: Annotated[
         float, typer.Option("--rul-cap-h", help="RUL cap in hours.")
-    ] = PUMP_RUL.cap,
+    ] = PUMP_RUL_CAP_H,
     sample_period_s: Annotated[
         float, typer.Option("--sample-period-s", help="Seconds between samples.")
     ] = 60.0,
@@ -181,7 +188,9 @@ def train_anomaly(
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
     """Train the fleet autoencoder (the starting point of per-asset commissioning)."""
+    from models.bundle import load_bundle
     from models.pipelines import load_tables, train_fleet_bundle
+    from models.retrain_shipped import PUMP_ANOMALY, PUMP_RUL
     from models.scoring import ThresholdRule
 
     tables = load_tables(
@@ -227,6 +236,7 @@ def evaluate_rul(
     per_unit: Annotated[bool, typer.Option("--per-unit", help="Show every unit.")] = False,
 ) -> None:
     """RMSE and NASA score over the last window of each test unit (published protocol)."""
+    from models.bundle import load_bundle
     from models.evaluate import evaluate_rul_cmapss
 
     b = load_bundle(_resolve_bundle(bundle))
@@ -281,6 +291,7 @@ def evaluate_anomaly(
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Labelled-CSV protocol: commission on each file's first rows, flag the rest."""
+    from models.bundle import load_bundle
     from models.evaluate import AnomalyOptions, evaluate_anomaly_csv
     from models.scoring import ThresholdRule
 
@@ -379,7 +390,6 @@ def export_csv(
 # --------------------------------------------------------------------------- bench
 
 
-@bench_app.command("models")
 def bench_models(
     bundle: Annotated[
         str, typer.Option("--bundle", help="Bundle path or shipped name.")
@@ -391,6 +401,7 @@ def bench_models(
 ) -> None:
     """Parameter counts, batched windows/s and single-window latency on N threads."""
     from models.bench import benchmark
+    from models.bundle import load_bundle
 
     result = benchmark(
         load_bundle(_resolve_bundle(bundle)), threads=threads, batch=batch, seconds=seconds

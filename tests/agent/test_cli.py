@@ -141,3 +141,10 @@ def test_debug_shows_the_traceback(cli: CliRunner, tmp_path: Path) -> None:
     result = cli("--debug", "db", "upgrade", env={"EDGEWATCH_STORAGE__DATABASE": str(db)})
     assert result.returncode == 1
     assert "Traceback" in result.stderr
+
+
+def test_cli_literal_defaults_match_the_shipped_recipes() -> None:
+    from agent.cli.models_cmd import PUMP_RUL_CAP_H
+    from models.retrain_shipped import PUMP_RUL
+
+    assert PUMP_RUL.cap == PUMP_RUL_CAP_H

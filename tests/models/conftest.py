@@ -12,8 +12,9 @@ from models.bundle import AnomalyHead, RulHead, save_bundle
 from models.network import AutoencoderConfig, ConvAutoencoder, RulCNN, RulConfig
 from models.preprocessing import Scaler
 from models.scoring import ThresholdRule
+from tests.support import REPO
 
-FD001 = Path("/work/shared/datasets/cmapss-fd001/train_FD001.txt")
+FD001 = REPO.parent / "shared" / "datasets" / "cmapss-fd001" / "train_FD001.txt"
 SENSORS = ("temp_c", "vib_rms_mm_s", "current_a")
 WINDOW = 16
 

@@ -12,11 +12,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support import Broker
+from tests.support import REPO, Broker
 
 SUBSCRIBE_TIMEOUT_S = 10.0
 ARRIVAL_TIMEOUT_S = 30.0
-CMAPSS_FD001 = Path("/work/shared/datasets/cmapss-fd001/train_FD001.txt")
+CMAPSS_FD001 = REPO.parent / "shared" / "datasets" / "cmapss-fd001" / "train_FD001.txt"
 
 
 @dataclass
