@@ -25,6 +25,8 @@ from agent.storage import migrate
 from agent.sync.bench import bench_sync
 from agent.sync.service import SyncService, sync_status
 
+MIB = 1024 * 1024
+
 app = typer.Typer(help="Cloud sync: backlog, drain now, benchmark.", no_args_is_help=True)
 
 
@@ -50,7 +52,8 @@ def status(
     if as_json:
         emit_json(info)
         return
-    table = Table("kind", "items", "bytes", title=f"sync backlog -> {info['target']}")
+    console.print(f"target: {info['target']}", highlight=False, soft_wrap=True)
+    table = Table("kind", "items", "bytes", title="backlog")
     for kind, row in sorted(info["backlog"].items()):
         table.add_row(kind, str(row["items"]), f"{row['bytes']:,}")
     table.add_row("total", str(info["backlog_items"]), f"{info['backlog_bytes']:,}", style="bold")
@@ -66,8 +69,9 @@ def status(
         )
     else:
         console.print("last error: none")
+    used, budget = info["disk_used_bytes"] / MIB, info["disk_budget_bytes"] / MIB
     console.print(
-        f"disk: {info['disk_used_bytes'] / 1e6:.1f} MB of {info['disk_budget_bytes'] / 1e6:.0f} MB"
+        f"disk: {used:.1f} MiB of {budget:.0f} MiB"
         f" budget; loss ledger: {info['ledger_entries']} entries,"
         f" {info['ledger_items_dropped']} items dropped"
     )

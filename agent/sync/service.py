@@ -99,6 +99,7 @@ class SyncService:
         files = self.exporter.run_once(now_ms) if self.exporter is not None else 0
         ttl = self.housekeeper.apply_ttl(now_ms)
         budget = self.housekeeper.enforce_budget()
+        self.housekeeper.sweep_orphans()
         return {
             "summaries": summaries,
             "retraining_files": files,
