@@ -25,7 +25,10 @@ from models.scoring import RunCondition, ThresholdRule
 from models.train import AnomalyTrainConfig, Progress, RulTrainConfig
 
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
-DEFAULT_CMAPSS = Path("/work/shared/datasets/cmapss-fd001/train_FD001.txt")
+#: The repository's sibling ``shared/`` folder holds the dataset (see the README).
+DEFAULT_CMAPSS = (
+    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cmapss-fd001" / "train_FD001.txt"
+)
 
 #: FD001 recipe: window 30, RUL cap 125, min-max scaling on training units, 2 seeds
 #: averaged (24-channel members keep the pair above 20k windows/s on one core); 20 % of
@@ -49,6 +52,12 @@ PUMP_SEED = 11
 PUMP_ANOMALY = AnomalyTrainConfig(window=32, hop=4, epochs=40, seed=0)
 PUMP_RUL = RulTrainConfig(cap=24.0, epochs=40, patience=10, dropout=0.0, seed=0, hop=2)
 PUMP_SAMPLE_PERIOD_S = 60.0
+#: At one sample a minute an alarm needs a quarter of an hour of anomalous windows in a
+#: row. Measured on a fleet not used in training (simulate dataset --assets 8 --seed 42,
+#: 1440-sample baselines): on_count 3 raised alarms on a healthy pump (19 false rows,
+#: FAR 0.31 %); 15 raised none, for recall 0.718 -> 0.697. A pump fault develops over
+#: hours to days, so the quarter hour costs little.
+PUMP_RULE = ThresholdRule(on_count=15)
 #: Judge a pump only while it turns: speed >= 20 % of its baseline level over the window.
 PUMP_RUN_CONDITION = RunCondition("speed_rpm", 0.2)
 
@@ -94,7 +103,7 @@ def retrain_pump(out_root: Path) -> dict[str, Any]:
             Path(tmp) / "b",
             name="pump",
             anomaly=PUMP_ANOMALY,
-            rule=ThresholdRule(),
+            rule=PUMP_RULE,
             rul=PUMP_RUL,
             time_step_s=PUMP_SAMPLE_PERIOD_S,
             run_condition=PUMP_RUN_CONDITION,

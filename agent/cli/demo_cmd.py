@@ -39,18 +39,18 @@ def render(view: Any) -> Table:
         ),
         caption="Ctrl-C stops the demo cleanly",
     )
-    for column in ("asset", "state", "anomaly score", "threshold", "RUL (h)", "open alerts"):
+    rul = f"RUL ({view.rul_unit})" if view.rul_unit else "RUL"
+    for column in ("asset", "state", "anomaly score", "threshold", rul, "open alerts"):
         table.add_column(column, justify="left" if column in ("asset", "state") else "right")
     for row in view.assets:
         state = row["state"]
         style = {"alerting": "bold red", "commissioning": "dim"}.get(state, "")
-        rul = row["rul"]
         table.add_row(
             row["name"],
             state,
             _fmt(row["anomaly_score"], ".2f"),
             _fmt(row["anomaly_threshold"], ".2f"),
-            _fmt(rul / 3600 if rul is not None else None, ".1f"),
+            _fmt(row["rul"], ".1f"),
             str(row["open_alerts"] or ""),
             style=style,
         )
@@ -64,8 +64,9 @@ def demo(
         str, typer.Option("--duration", help="Wall-clock length, e.g. 90s, 5m.")
     ] = "5m",
     speedup: Annotated[
-        float, typer.Option("--speedup", min=1, help="Simulated time per wall-clock second.")
-    ] = 60.0,
+        float,
+        typer.Option("--speedup", min=1, help="Simulated seconds per wall-clock second."),
+    ] = 3600.0,
     seed: Annotated[int, typer.Option("--seed", help="Simulator seed.")] = 7,
 ) -> None:
     """Run a local broker, a simulated pump fleet (some develop faults) and the agent.
