@@ -44,11 +44,14 @@ test: lint pytest
 test-slow: install mosquitto
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
-demo: install
+demo: install mosquitto
 	$(BIN)/edgewatch demo
 
 bench: install mosquitto
 	$(BIN)/edgewatch bench
+
+retrain-models: install
+	$(PY) -m models.retrain_shipped
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage dist build
