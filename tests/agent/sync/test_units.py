@@ -64,3 +64,24 @@ def test_file_target_error_is_one_clear_line(tmp_path: Path) -> None:
     blocker.write_text("a file where the folder should be")
     with pytest.raises(SyncError, match="cannot write to file://"):
         FileTarget(blocker).put("k.json", b"x", outbox.sha256(b"x"))
+
+
+async def test_bandwidth_cap_books_the_wire_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.sync import uploader
+
+    waits: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr("agent.sync.uploader.asyncio.sleep", fake_sleep)
+    limiter = uploader.RateLimiter(bytes_per_s=1000)
+    for _ in range(5):
+        await limiter.acquire(500)
+    # The first body goes at once; each later one waits for the ones before it: the
+    # average rate is the cap (0.5 s per 500 bytes), give or take the loop's own time.
+    assert waits and waits[-1] == pytest.approx(2.0, abs=0.1)
+    unlimited = uploader.RateLimiter(bytes_per_s=0)
+    waits.clear()
+    await unlimited.acquire(10**9)
+    assert waits == []
