@@ -121,7 +121,9 @@ def test_csv_replay_keeps_labels_out_of_payloads(
 def test_bad_input_record_matches_what_the_broker_delivered(
     mqtt_broker: Broker, subscribe: SubscriberFactory, tmp_path: Path
 ) -> None:
-    sub = subscribe(mqtt_broker, "edgewatch/#")
+    # Telemetry topics only: the session-wide broker holds other tests' retained
+    # status and alert messages, which must not count as arrivals here.
+    sub = subscribe(mqtt_broker, "edgewatch/+/+/telemetry")
     bad = BadInputInjector(0.05, 1, topic_template=DEFAULT_TOPIC_TEMPLATE, site="bad-site")
     report = publish_fleet(
         FleetConfig(assets=5, rate_hz=2.0, duration_s=300, seed=1),
