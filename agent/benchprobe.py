@@ -12,8 +12,8 @@ import sys
 import time
 
 import aiomqtt
-from aiomqtt.client import ProtocolVersion
 import orjson
+from aiomqtt.client import ProtocolVersion
 
 #: The probe gives up when nothing arrives for this long.
 IDLE_TIMEOUT_S = 30.0

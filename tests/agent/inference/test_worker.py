@@ -39,7 +39,8 @@ def healthy(predictor: Predictor, n: int, seed: int = 0) -> np.ndarray:
     # Mid-range of the training data for every sensor, with a little noise.
     level = np.asarray(scaler["offset"]) + 0.5 * np.asarray(scaler["scale"])
     noise = rng.normal(0, 0.05, size=(n, len(predictor.sensors))) * np.asarray(scaler["scale"])
-    return (level + noise).astype(np.float32)
+    samples: np.ndarray = (level + noise).astype(np.float32)
+    return samples
 
 
 def stage(predictor: Predictor, tmp_path: Path) -> InferenceStage:
