@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from agent.errors import DatasetError
 
@@ -51,6 +54,8 @@ class AssetTable:
 
 def parse_labels(column: pd.Series) -> tuple[BoolArray, BoolArray]:
     """``(anomalous, known)`` per row of a label column (numbers, booleans or words)."""
+    import pandas as pd  # lazily: the agent loads this module without pandas
+
     if pd.api.types.is_bool_dtype(column):
         vals = column.to_numpy(dtype=bool)
         return vals, np.ones(len(vals), dtype=bool)
@@ -73,6 +78,8 @@ def sensor_columns(
 ) -> list[str]:
     """Numeric sensor columns: ``sensors`` if given, else every numeric column not reserved
     or excluded. A text column counts as numeric when at least 90 % of its filled cells parse."""
+    import pandas as pd  # lazily: the agent loads this module without pandas
+
     if sensors:
         missing = [s for s in sensors if s not in frame.columns]
         if missing:
@@ -97,6 +104,8 @@ def sensor_columns(
 
 
 def _order_by_time(frame: pd.DataFrame, time_column: str | None) -> pd.DataFrame:
+    import pandas as pd  # lazily: the agent loads this module without pandas
+
     if time_column is None:
         return frame
     if time_column not in frame.columns:
@@ -120,6 +129,8 @@ def read_labelled_csv(
     exclude: Sequence[str] = (),
 ) -> AssetTable:
     """One asset from one CSV file (see module docs); missing values stay NaN here."""
+    import pandas as pd  # lazily: the agent loads this module without pandas
+
     p = Path(path)
     try:
         frame = pd.read_csv(p, sep=sep)
@@ -186,6 +197,8 @@ def read_csv_dir(
 
 
 def _header(path: Path, sep: str) -> list[str]:
+    import pandas as pd  # lazily: the agent loads this module without pandas
+
     try:
         return [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -199,6 +212,8 @@ def read_simulator_output(path: str | Path) -> list[AssetTable]:
     sensor misreports (``sensor_fault`` non-empty). ``rul`` is kept (seconds, inf for
     assets that never fail).
     """
+    import pandas as pd  # lazily: the agent loads this module without pandas
+
     p = Path(path)
     if p.is_dir():
         candidates = [p / "telemetry.parquet", p / "telemetry.csv"]
@@ -251,6 +266,8 @@ def write_labelled_csv_dir(
 
     ``ts`` is synthetic (``k * time_step_s``) because only the order matters to the protocol.
     """
+    import pandas as pd  # lazily: the agent loads this module without pandas
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

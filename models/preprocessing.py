@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from agent.errors import DatasetError
 
@@ -278,6 +277,10 @@ def load_cmapss(path: str | Path, truth: str | Path | None = None) -> CmapssData
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"C-MAPSS file not found: {p}")
+    # pandas only here: the agent imports this module on the hot path's behalf and
+    # should not carry pandas in its memory.
+    import pandas as pd
+
     try:
         frame = pd.read_csv(p, sep=r"\s+", header=None, engine="python")
     except (ValueError, pd.errors.ParserError) as exc:

@@ -12,12 +12,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    pass
 
 from agent.errors import DatasetError, ModelError
 from models.datasets import AssetTable
@@ -596,6 +598,8 @@ def fleet_relative_spread(assets: Sequence[FloatArray]) -> FloatArray:
 
 def fill_nan(x: FloatArray) -> FloatArray:
     """Carry the last finite value forward per column (leading gaps take the first)."""
+    import pandas as pd  # lazily: the agent loads this module without pandas
+
     if np.isfinite(x).all():
         return x
     frame = pd.DataFrame(x).replace([np.inf, -np.inf], np.nan).ffill().bfill()
