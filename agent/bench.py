@@ -284,7 +284,7 @@ class Bench:
                     "[mqtt]",
                     f'host = "{broker.host}"',
                     f"port = {broker.port}",
-                    "health_interval_s = 5.0",
+                    "health_interval_s = 1.0",
                     f'protocol = "{self.options.protocol}"',
                     "[storage]",
                     f'data_dir = "{data_dir}"',
@@ -335,6 +335,7 @@ class Bench:
         start = time.time() - single_span - batch_span - 60
         self.progress(f"(b) agent end to end, {n} single-reading QoS 1 messages, {assets} assets")
         before = _count(db, "select count(*) from readings")
+        commits0 = _heartbeat(db).get("commits", 0)
         cpu0, t0 = stats.cpu_s(), time.monotonic()
         singles = self.single_messages(n, values, start)
         threading.Thread(target=self.publish, args=(broker, singles), daemon=True).start()
@@ -344,6 +345,10 @@ class Bench:
             "readings",
         )
         elapsed = time.monotonic() - t0
+        # The heartbeat is written once a second: wait for one that covers the run.
+        _wait_for(lambda: _heartbeat(db).get("ts", 0) > time.time() - 0.5, 10, "a heartbeat")
+        commits = _heartbeat(db).get("commits", 0) - commits0
+        self.report.commits_per_s = round(commits / (time.monotonic() - t0), 1)
         self.report.agent_msg_s = round(n / elapsed, 1)
         self.report.cpu_percent = round(100 * (stats.cpu_s() - cpu0) / elapsed, 1)
         self.report.lost = n - (_count(db, "select count(*) from readings") - before)
@@ -442,6 +447,11 @@ class Bench:
                 process.terminate()
                 process.wait(timeout=30)
         return self.report
+
+
+def _heartbeat(db: Path) -> dict[str, Any]:
+    rows = _rows(db, "select health_json from heartbeats")
+    return dict(json.loads(rows[0])) if rows else {}
 
 
 def _rows(db: Path, sql: str) -> list[Any]:

@@ -57,6 +57,7 @@ def _rows(report: Any) -> list[tuple[str, str, str]]:
         ),
         ("(d) agent CPU during (b), % of one core", f"{r.cpu_percent:.0f}", ""),
         ("cold start to first subscription, s", f"{r.cold_start_s:.2f}", TARGETS["cold_start_s"]),
+        ("database commits/s during (b)", f"{r.commits_per_s:.1f}", "<= 10"),
     ]
 
 
