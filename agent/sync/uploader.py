@@ -40,6 +40,10 @@ PAGE_ITEMS = 256
 #: which only means re-uploading the same bytes to the same keys.
 DONE_BATCH = 32
 
+#: Keyset position before the first item; rescans of one pass from there.
+START = (-1, -1, -1)
+MAX_RESCANS = 3
+
 Progress = Callable[[int, int, int], None]  # (done, total, bytes)
 
 
@@ -243,7 +247,8 @@ class Uploader:
         total = await asyncio.to_thread(self.pending_count, None if ignore_backoff else now)
         if max_items is not None:
             total = min(total, max_items)
-        cursor = (-1, -1, -1)
+        cursor = START
+        rescans = 0
         queue: deque[Row] = deque()  # type: ignore[type-arg]
         failed = asyncio.Event()
         confirmed: list[Row] = []  # type: ignore[type-arg]
@@ -288,7 +293,13 @@ class Uploader:
                     break
                 page = await asyncio.to_thread(self._page, now, ignore_backoff, cursor)
                 if not page:
-                    break
+                    # Items enqueued during the pass (a ledger entry, a new alert) may
+                    # sort before the cursor: look once more from the start.
+                    if rescans >= MAX_RESCANS or cursor == START:
+                        break
+                    rescans += 1
+                    cursor = START
+                    continue
                 last = page[-1]
                 cursor = (int(last.priority), int(last.created_ms), int(last.id))
                 queue.extend(page)
