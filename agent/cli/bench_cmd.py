@@ -9,11 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agent.cli import models_cmd
+from agent.cli import models_cmd, sync_cmd
 from agent.cli._common import console, emit_json, err_console
 
 app = typer.Typer(help="Benchmarks that print figures (never pass/fail).")
 app.command("models")(models_cmd.bench_models)
+app.command("sync")(sync_cmd.bench)
 
 TARGETS = {
     "ratio": ">= 0.5",

@@ -27,7 +27,7 @@ from agent.sync.service import SyncService, sync_status
 
 MIB = 1024 * 1024
 
-app = typer.Typer(help="Cloud sync: backlog, drain now, benchmark.", no_args_is_help=True)
+app = typer.Typer(help="Cloud sync: backlog, drain now.", no_args_is_help=True)
 
 
 def _age(ms: int | None) -> str:
@@ -121,7 +121,6 @@ def now(
         raise SyncError(report.error + "; backlog kept")
 
 
-@app.command("bench")
 def bench(
     assets: Annotated[int, typer.Option(help="Assets in the backlog.")] = 50,
     hours: Annotated[float, typer.Option(help="Hours of backlog.")] = 24.0,

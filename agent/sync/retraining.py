@@ -21,13 +21,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import Engine, func, or_, select
+
+# pyarrow is imported where Parquet is written (hourly), not when the agent starts:
+# it would add its memory to every agent process for nothing in between.
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from agent import outbox
 from agent import schema as t
@@ -135,6 +138,8 @@ class RetrainingExporter:
                     outbox.put_state(conn, key, hour + HOUR_MS)
 
     def _hour_table(self, asset: Any, hour: int) -> pa.Table | None:
+        import pyarrow as pa
+
         cfg = self.config
         end = hour + HOUR_MS
         before_ms = int(cfg.before_s * 1000)
@@ -237,6 +242,8 @@ class RetrainingExporter:
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
