@@ -49,7 +49,7 @@ from agent.logs import fields
 from agent.metrics import Metrics, process_age_s
 from agent.settings import Settings
 from agent.storage import migrate, queries
-from agent.storage.recorder import Recorder, RecorderConfig
+from agent.storage.recorder import Recorder, RecorderConfig, item_rows
 from agent.storage.retention import RetentionPolicy, apply_retention
 from agent.storage.writer import Heartbeat, Item, Writer
 from agent.sync import SyncStage
@@ -62,10 +62,13 @@ log = logging.getLogger(__name__)
 
 #: Queue bounds, in items. Inbound and records block when full (backpressure to
 #: the broker); the inference queue sheds windows (see agent.windowing.assembler).
-INBOUND_QUEUE = 2000
+#: A batch message may carry a thousand readings, so the message queues are short.
+INBOUND_QUEUE = 256
 INFERENCE_QUEUE = 1024
 RESULTS_QUEUE = 4096
-RECORDS_QUEUE = 8192
+#: The recorder's queue is bounded in rows (a batch message is many rows): about
+#: 20 MB of pending readings at most.
+RECORDS_QUEUE_ROWS = 20_000
 ALERTS_QUEUE = 1024
 #: Each stage gets this long to drain on shutdown (the whole stop stays under 10 s).
 DRAIN_TIMEOUT_S = 2.0
@@ -74,6 +77,32 @@ HOUSEKEEPING_INTERVAL_S = 5.0
 #: short-lived objects per message, and most die young without cycles.
 GC_THRESHOLDS = (20_000, 20, 20)
 RETENTION_INTERVAL_S = 3600.0
+
+
+class RowBoundedQueue(asyncio.Queue[Item]):
+    """An asyncio queue whose bound is a number of rows, not of items.
+
+    ``put`` waits while the queued items hold ``max_rows`` rows or more (one item is
+    always accepted into an empty queue, however large).
+    """
+
+    def __init__(self, max_rows: int, rows: Callable[[Item], int]) -> None:
+        super().__init__()
+        self.max_rows = max_rows
+        self._rows_of = rows
+        self.rows = 0
+
+    def full(self) -> bool:
+        return self.rows >= self.max_rows
+
+    def _put(self, item: Item) -> None:
+        self.rows += self._rows_of(item)
+        super()._put(item)
+
+    def _get(self) -> Item:
+        item: Item = super()._get()
+        self.rows -= self._rows_of(item)
+        return item
 
 
 def _now_ms() -> int:
@@ -91,7 +120,9 @@ class Queues:
         default_factory=lambda: asyncio.Queue(INFERENCE_QUEUE)
     )
     results: asyncio.Queue[Result] = field(default_factory=lambda: asyncio.Queue(RESULTS_QUEUE))
-    records: asyncio.Queue[Item] = field(default_factory=lambda: asyncio.Queue(RECORDS_QUEUE))
+    records: asyncio.Queue[Item] = field(
+        default_factory=lambda: RowBoundedQueue(RECORDS_QUEUE_ROWS, item_rows)
+    )
     alerts: asyncio.Queue[Alert] = field(default_factory=lambda: asyncio.Queue(ALERTS_QUEUE))
 
     def depths(self) -> dict[str, int]:

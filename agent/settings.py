@@ -235,7 +235,7 @@ class ModelSettings(_Section):
     backend: Backend = Field(Backend.TORCH, description="Inference backend.")
     threads: Annotated[int, Field(ge=1, le=64)] = Field(1, description="Inference threads.")
     batch_max: Annotated[int, Field(ge=1, le=4096)] = Field(
-        64, description="Most windows per inference batch."
+        256, description="Most windows per inference batch."
     )
     batch_wait_ms: Annotated[int, Field(ge=0, le=10000)] = Field(
         20, description="Longest wait to fill an inference batch."

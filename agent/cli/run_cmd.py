@@ -8,6 +8,7 @@ import typer
 
 from agent.cli._common import invocation
 from agent.logs import configure_logging
+from agent.memory import limit_malloc_arenas
 
 
 def run(ctx: typer.Context) -> None:
@@ -15,6 +16,7 @@ def run(ctx: typer.Context) -> None:
     inv = invocation(ctx)
     settings = inv.settings()
     configure_logging(inv.log_level or settings.logging.level, settings.logging.format)
+    limit_malloc_arenas()
     # Imported here: torch loads with the runtime, and `--help` should stay instant.
     from agent.runtime import run_agent
 

@@ -68,8 +68,9 @@ class Recorder:
                 first = await inbox.get()
                 batch: list[Item] = [first]
                 refs = _refs(first)
+                rows = item_rows(first)
                 deadline = loop.time() + interval_s
-                while len(batch) < self.config.commit_max_rows and refs < self.config.ack_batch:
+                while rows < self.config.commit_max_rows and refs < self.config.ack_batch:
                     try:
                         item = inbox.get_nowait()
                     except asyncio.QueueEmpty:
@@ -83,6 +84,7 @@ class Recorder:
                             break
                     batch.append(item)
                     refs += _refs(item)
+                    rows += item_rows(item)
                 try:
                     await self.commit(batch)
                 finally:
@@ -125,6 +127,12 @@ class Recorder:
         acked = [item.ref for item in batch if isinstance(item, Accepted) and item.ref is not None]
         if acked:
             self.on_committed(acked)
+
+
+def item_rows(item: Item) -> int:
+    # A batch message brings many readings: count rows, not items, so that one
+    # transaction (and the memory it holds) stays bounded whatever the payloads.
+    return len(item.readings) + len(item.late) + 1 if isinstance(item, Accepted) else 1
 
 
 def _refs(item: Item) -> int:
