@@ -144,7 +144,9 @@ def fleet_overview(engine: Engine, site: str) -> list[dict[str, Any]]:
         .order_by(t.assets.c.name)
     )
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        return [
+            {str(key): value for key, value in row._mapping.items()} for row in conn.execute(query)
+        ]
 
 
 def asset_baselines(engine: Engine, site: str) -> list[dict[str, Any]]:
@@ -160,4 +162,4 @@ def asset_baselines(engine: Engine, site: str) -> list[dict[str, Any]]:
             .where(t.assets.c.site == site)
             .order_by(t.assets.c.name)
         ).all()
-    return [dict(row._mapping) for row in rows]
+    return [{str(key): value for key, value in row._mapping.items()} for row in rows]

@@ -1,0 +1,52 @@
+"""The README's demo and the benchmark, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.conftest import CliRunner
+
+
+def test_demo_runs_the_whole_system_and_exits_cleanly(cli: CliRunner, tmp_path: Path) -> None:
+    # A shorter baseline than the default day so that pumps get scored in 20 s.
+    env = {"EDGEWATCH_MODEL__COMMISSION_SAMPLES": "200"}
+    result = cli("demo", "--assets", "3", "--duration", "20s", env=env, timeout_s=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "demo finished" in result.stdout
+    db = tmp_path / "edgewatch-data" / "edgewatch.db"
+    assert db.is_file()
+    with sqlite3.connect(db) as conn:
+        assets = conn.execute("select count(*) from assets").fetchone()[0]
+        predictions = conn.execute("select count(*) from predictions").fetchone()[0]
+    assert assets == 3
+    assert predictions > 0
+    listed = cli("baseline", "list", "--json")
+    assert {row["asset"] for row in json.loads(listed.stdout)} == {
+        "pump-001",
+        "pump-002",
+        "pump-003",
+    }
+
+
+def test_bench_prints_its_figures(cli: CliRunner) -> None:
+    result = cli(
+        "bench",
+        "--messages",
+        "2000",
+        "--batch-messages",
+        "100",
+        "--assets",
+        "5",
+        "--latency-seconds",
+        "5",
+        "--json",
+        timeout_s=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["lost"] == 0 and report["batched_lost"] == 0
+    assert report["ceiling_msg_s"] > 0 and report["agent_msg_s"] > 0
+    assert report["prediction_latency_ms"]["n"] > 0
+    assert report["cold_start_s"] > 0
