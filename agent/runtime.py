@@ -233,6 +233,7 @@ class Agent:
             agent=s.identity.agent,
             keep_readings=s.storage.keep_readings,
             dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
+            outbox_enabled=s.sync.enabled,
             topic_for=lambda asset: format_topic(
                 telemetry_topic, site=s.identity.site, asset=asset
             ),

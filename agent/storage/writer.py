@@ -78,8 +78,11 @@ class Writer:
         keep_readings: bool = True,
         dead_letter_max_bytes: int = 4096,
         topic_for: Callable[[str], str] | None = None,
+        outbox_enabled: bool = True,
     ) -> None:
         self.engine = engine
+        # Without sync nothing drains the outbox, so nothing is put in it.
+        self.outbox_enabled = outbox_enabled
         self.topic_for = topic_for or (lambda asset: asset)
         self.site = site
         self.agent = agent
@@ -258,7 +261,7 @@ class Writer:
             str(a.severity),
             not a.is_open,
         )
-        if transition is not None:
+        if transition is not None and self.outbox_enabled:
             alert_id = conn.execute(
                 select(t.alerts.c.id).where(
                     t.alerts.c.asset_id == aid,
@@ -311,6 +314,8 @@ class Writer:
                 detail_json=detail_json,
             )
         )
+        if not self.outbox_enabled:
+            return
         body = {
             "site": self.site,
             "agent": self.agent,

@@ -154,3 +154,11 @@ async def test_recorder_acks_only_after_commit(engine: Engine) -> None:
         await task
     assert [r.mid for r in acked] == [0, 1, 2]
     assert count(engine, t.readings) == 3  # everything acked is stored
+
+
+def test_no_outbox_items_without_sync(engine: Engine) -> None:
+    writer = Writer(engine, site="s", outbox_enabled=False)
+    opened = Alert("p1", AlertKind.ANOMALY, Severity.WARNING, 2000, 3.0, 3.0, last_update_ms=2000)
+    writer.write([opened, Event(1, "started", "agent started")], 1)
+    assert count(engine, t.alerts) == 1 and count(engine, t.events) == 1
+    assert count(engine, t.outbox) == 0
