@@ -18,6 +18,7 @@ from agent.cli import (
     demo_cmd,
     run_cmd,
     simulate_cmd,
+    status_cmd,
 )
 from agent.cli._common import Invocation, err_console
 from agent.errors import EdgewatchError
@@ -73,6 +74,7 @@ def root(
 
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
+app.command("status")(status_cmd.status)
 app.add_typer(baseline_cmd.app, name="baseline")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")

@@ -163,3 +163,29 @@ def asset_baselines(engine: Engine, site: str) -> list[dict[str, Any]]:
             .order_by(t.assets.c.name)
         ).all()
     return [{str(key): value for key, value in row._mapping.items()} for row in rows]
+
+
+def latest_heartbeat(engine: Engine, agent: str) -> dict[str, Any] | None:
+    """The agent's newest heartbeat: pid, version, start and beat times, health."""
+    with engine.connect() as conn:
+        row = conn.execute(select(t.heartbeats).where(t.heartbeats.c.agent == agent)).first()
+    if row is None:
+        return None
+    return {
+        "agent": row.agent,
+        "pid": row.pid,
+        "version": row.version,
+        "started_ms": row.started_ms,
+        "ts_ms": row.ts_ms,
+        "health": orjson.loads(row.health_json),
+    }
+
+
+def outbox_backlog(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        items, size = conn.execute(
+            select(func.count(), func.coalesce(func.sum(t.outbox.c.size_bytes), 0)).where(
+                t.outbox.c.state == "pending"
+            )
+        ).one()
+    return {"items": int(items), "bytes": int(size)}
