@@ -33,18 +33,18 @@ from simulators.publisher import (
     DEFAULT_RECONNECT_TIMEOUT_S,
     Backend,
     MessageSink,
-    make_publisher,
 )
 from simulators.pump import SENSORS, AssetRun, plan_fleet, simulate_asset
 from simulators.stream import (
+    BrokerTarget,
     Pacing,
     ProgressCallback,
     RunReport,
     Series,
     StreamStats,
     TruthTable,
-    finish_run,
     interleave,
+    publish_to_broker,
     run_stream,
 )
 
@@ -171,21 +171,14 @@ def publish_fleet(
     stop: threading.Event | None = None,
 ) -> RunReport:
     """Publish the simulated fleet to ``host:port``; waits for every acknowledgement."""
-    truth = TruthTable() if truth_path else None
-    publisher = make_publisher(
-        host,
-        port,
-        qos=qos,
-        max_inflight=max_inflight,
-        username=username,
-        password=password,
-        backend=backend,
-        reconnect_timeout_s=reconnect_timeout_s,
+    target = BrokerTarget(
+        host, port, qos, max_inflight, username, password, backend, reconnect_timeout_s
     )
-    with publisher:
-        stats = stream_fleet(
+    return publish_to_broker(
+        target,
+        lambda sink, truth: stream_fleet(
             config,
-            publisher,
+            sink,
             topic_template=topic_template,
             site=site,
             pacing=pacing,
@@ -194,11 +187,7 @@ def publish_fleet(
             truth=truth,
             on_progress=on_progress,
             stop=stop,
-        )
-    return finish_run(
-        stats,
-        publisher.result,
-        truth=truth,
+        ),
         truth_path=truth_path,
         bad_record_path=bad_record_path,
     )

@@ -39,17 +39,17 @@ from simulators.publisher import (
     DEFAULT_RECONNECT_TIMEOUT_S,
     Backend,
     MessageSink,
-    make_publisher,
 )
 from simulators.stream import (
+    BrokerTarget,
     Pacing,
     ProgressCallback,
     RunReport,
     Series,
     StreamStats,
     TruthTable,
-    finish_run,
     interleave,
+    publish_to_broker,
     run_stream,
 )
 
@@ -306,21 +306,14 @@ def publish_replay(
     stop: threading.Event | None = None,
 ) -> RunReport:
     """Publish the series to ``host:port`` and wait for every acknowledgement."""
-    truth = TruthTable() if truth_path else None
-    publisher = make_publisher(
-        host,
-        port,
-        qos=qos,
-        max_inflight=max_inflight,
-        username=username,
-        password=password,
-        backend=backend,
-        reconnect_timeout_s=reconnect_timeout_s,
+    target = BrokerTarget(
+        host, port, qos, max_inflight, username, password, backend, reconnect_timeout_s
     )
-    with publisher:
-        stats = stream_replay(
+    return publish_to_broker(
+        target,
+        lambda sink, truth: stream_replay(
             series,
-            publisher,
+            sink,
             topic_template=topic_template,
             site=site,
             pacing=pacing,
@@ -332,11 +325,7 @@ def publish_replay(
             truth=truth,
             on_progress=on_progress,
             stop=stop,
-        )
-    return finish_run(
-        stats,
-        publisher.result,
-        truth=truth,
+        ),
         truth_path=truth_path,
         bad_record_path=bad_record_path,
     )

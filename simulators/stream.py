@@ -20,7 +20,14 @@ import pandas as pd
 
 from simulators.badinput import BadInputInjector, BadRecord, write_records
 from simulators.payloads import Chunk, format_topic
-from simulators.publisher import MessageSink, PublishResult
+from simulators.publisher import (
+    DEFAULT_MAX_INFLIGHT,
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    Backend,
+    MessageSink,
+    PublishResult,
+    make_publisher,
+)
 
 #: ``on_progress(messages_sent_so_far, total_or_None)``.
 ProgressCallback = Callable[[int, int | None], None]
@@ -287,3 +294,52 @@ def finish_run(
     if bad_record_path is not None:
         report.bad_record_path = write_records(bad_record_path, stats.bad_records)
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTarget:
+    """Where and how a publishing run connects (see :func:`make_publisher`)."""
+
+    host: str
+    port: int
+    qos: int = 1
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    username: str | None = None
+    password: str | None = None
+    backend: Backend = "auto"
+    reconnect_timeout_s: float = DEFAULT_RECONNECT_TIMEOUT_S
+
+
+#: Streams a source into a sink, adding what it sends to the truth table if any.
+StreamInto = Callable[[MessageSink, "TruthTable | None"], StreamStats]
+
+
+def publish_to_broker(
+    target: BrokerTarget,
+    stream: StreamInto,
+    *,
+    truth_path: str | Path | None,
+    bad_record_path: str | Path | None,
+) -> RunReport:
+    """Connect, run ``stream`` into the publisher, wait for every acknowledgement,
+    then write the ground truth and bad-input record beside it."""
+    truth = TruthTable() if truth_path else None
+    publisher = make_publisher(
+        target.host,
+        target.port,
+        qos=target.qos,
+        max_inflight=target.max_inflight,
+        username=target.username,
+        password=target.password,
+        backend=target.backend,
+        reconnect_timeout_s=target.reconnect_timeout_s,
+    )
+    with publisher:
+        stats = stream(publisher, truth)
+    return finish_run(
+        stats,
+        publisher.result,
+        truth=truth,
+        truth_path=truth_path,
+        bad_record_path=bad_record_path,
+    )
