@@ -9,6 +9,7 @@ a crash makes the broker redeliver instead of losing it. paho-mqtt 2.x supports 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import aiomqtt
@@ -52,3 +53,52 @@ class ManualAcks:
             if ack(ref.mid, ref.qos) == paho.MQTT_ERR_SUCCESS:
                 sent += 1
         return sent
+
+
+class SocketReads:
+    """Pauses and resumes reading the broker's socket (the other reach-under).
+
+    Mosquitto 2.0 sends well beyond the Receive Maximum we announce when acks come
+    after commits. aiomqtt reads the socket whenever data is there and queues every
+    message without bound, so a flood fills memory faster than the pipeline drains
+    it. While paused, TCP flow control keeps the messages at the broker instead.
+    aiomqtt 3's own flow control makes this unnecessary.
+    """
+
+    __slots__ = ("_client", "_fd", "_loop", "paused")
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._fd: int | None = None
+        self.paused = False
+
+    def backlog(self) -> int:
+        """Messages aiomqtt has read but not yet handed over."""
+        return self._client._queue.qsize()
+
+    def pause(self) -> None:
+        if self.paused:
+            return
+        sock = self._client._client.socket()
+        if sock is None:
+            return
+        self._fd = sock.fileno()
+        self.paused = self._loop.remove_reader(self._fd)
+
+    def resume(self) -> None:
+        if not self.paused or self._fd is None:
+            return
+        self.paused = False
+        self._loop.add_reader(self._fd, self._read)
+        self._read()  # bytes that arrived while paused do not signal readiness again
+
+    def _read(self) -> None:
+        # What aiomqtt's own reader callback does: a failed read means the connection
+        # broke, which aiomqtt learns through its disconnected future.
+        client = self._client
+        try:
+            client._client.loop_read()
+        except Exception as exc:
+            if not client._disconnected.done():
+                client._disconnected.set_exception(exc)

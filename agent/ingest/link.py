@@ -45,7 +45,7 @@ from agent.logs import fields
 from agent.metrics import Metrics
 from agent.settings import MqttSettings, Settings
 
-from .acks import ManualAcks
+from .acks import ManualAcks, SocketReads
 from .publisher import StatusReporter
 from .topics import TopicMatcher, format_topic
 
@@ -199,6 +199,7 @@ class MqttLink:
         self._stopped = asyncio.Event()
         self._publish_offline = True
         self._session = 0
+        self._reads: SocketReads | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._own_task: asyncio.Task[None] | None = None
 
@@ -512,7 +513,13 @@ class MqttLink:
         # the connection drop. Backpressure comes from unacknowledged QoS 1 instead.
         receive_maximum = self._mqtt.receive_maximum
         queue_max = self._queue_max
+        reads = SocketReads(conn.client)
+        self._reads = reads
         async for message in conn.client.messages:
+            # Bound what is held in memory even when the broker ignores Receive
+            # Maximum: stop reading the socket; messages() resumes it.
+            if reads.backlog() + incoming.qsize() >= receive_maximum:
+                reads.pause()
             qos = message.qos
             if qos == 0 and incoming.qsize() >= queue_max:
                 self.shed += 1
@@ -559,11 +566,19 @@ class MqttLink:
     async def messages(self) -> AsyncGenerator[RawMessage, None]:
         """Messages from every connection, in arrival order, until the link is closed."""
         incoming = self._incoming
+        low_water = self._mqtt.receive_maximum // 4
         while True:
             message = await incoming.get()
             if message is None:
                 incoming.put_nowait(None)  # later iterators end too
                 return
+            reads = self._reads
+            if (
+                reads is not None
+                and reads.paused
+                and reads.backlog() + incoming.qsize() <= low_water
+            ):
+                reads.resume()
             yield message
 
     def pending(self) -> int:
