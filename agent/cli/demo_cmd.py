@@ -98,5 +98,9 @@ def demo(
         f"{health['alerts_opened']} alerts opened, {health['dead_letters_total']} dead letters"
     )
     console.print(f"database: {result.database}")
+    cloud = result.data_dir / "cloud"
+    if cloud.is_dir():
+        synced = sum(1 for p in cloud.rglob("*") if p.is_file())
+        console.print(f"cloud copy (sync target): {cloud} ({synced} objects)")
     console.print("next: `edgewatch baseline list` shows every asset's state;")
     console.print(f"       `sqlite3 {result.database} 'select * from alerts'` lists the alerts")
