@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from sqlalchemy import Connection
 
 from agent import outbox
 from agent.settings import Settings
@@ -107,6 +108,24 @@ def s3_env(server: S3Server, bucket: str, data_dir: Path, secret: str = KEY) -> 
     }
 
 
+def enqueue_file(
+    conn: Connection, data_dir: Path, *, key: str, kind: str, created_ms: int, body: bytes
+) -> None:
+    """An outbox item whose body is a file under the outbox folder, as retraining data is."""
+    path = data_dir / outbox.OUTBOX_DIR / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    outbox.enqueue(
+        conn,
+        key=key,
+        kind=kind,
+        created_ms=created_ms,
+        path=key,
+        size_bytes=len(body),
+        digest=outbox.sha256(body),
+    )
+
+
 def fill_backlog(
     db: Path, items: int, *, body_bytes: int = 2048, files_every: int = 10, seed: int = 1
 ) -> dict[str, bytes]:
@@ -133,17 +152,8 @@ def fill_backlog(
                     name=f"{outbox.iso_ms(ts)}-{seed}-{i}.bin",
                 )
                 if kind == outbox.RETRAINING:
-                    path = data_dir / outbox.OUTBOX_DIR / key
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(body)
-                    outbox.enqueue(
-                        conn,
-                        key=key,
-                        kind=kind,
-                        created_ms=created + i,
-                        path=key,
-                        size_bytes=len(body),
-                        digest=outbox.sha256(body),
+                    enqueue_file(
+                        conn, data_dir, key=key, kind=kind, created_ms=created + i, body=body
                     )
                 else:
                     outbox.enqueue(conn, key=key, kind=kind, created_ms=created + i, body=body)

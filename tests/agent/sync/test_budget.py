@@ -12,7 +12,7 @@ from agent import outbox
 from agent import schema as t
 from agent.sqlite import open_engine
 from agent.sync.budget import Housekeeper, disk_usage
-from tests.agent.sync.conftest import AGENT, SITE
+from tests.agent.sync.conftest import AGENT, SITE, enqueue_file
 
 MB = 1024 * 1024
 BUDGET = 3 * MB
@@ -63,18 +63,7 @@ def test_fill_past_the_budget_then_drop_by_policy(migrated_db: Path) -> None:
                 )
                 if kind == outbox.RETRAINING:
                     body = os.urandom(48 * 1024)
-                    path = data_dir / outbox.OUTBOX_DIR / key
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(body)
-                    outbox.enqueue(
-                        conn,
-                        key=key,
-                        kind=kind,
-                        created_ms=T0 + n,
-                        path=key,
-                        size_bytes=len(body),
-                        digest=outbox.sha256(body),
-                    )
+                    enqueue_file(conn, data_dir, key=key, kind=kind, created_ms=T0 + n, body=body)
                 else:
                     size = 256 if kind == outbox.ALERT else 6 * 1024
                     outbox.enqueue(
