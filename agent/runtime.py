@@ -37,6 +37,7 @@ from agent.domain import (
     Inbound,
 )
 from agent.errors import EdgewatchError
+from agent.exporter import MetricsServer
 from agent.inference.alerting import AlertPolicy, AlertTracker
 from agent.inference.baselines import BaselineStore
 from agent.inference.worker import InferenceConfig, InferenceStage, Result
@@ -47,6 +48,7 @@ from agent.ingest.subscriber import Subscriber
 from agent.ingest.topics import TopicMatcher, format_topic
 from agent.logs import fields
 from agent.metrics import Metrics, process_age_s
+from agent.sdnotify import Notifier
 from agent.settings import Settings
 from agent.storage import migrate, queries
 from agent.storage.recorder import Recorder, RecorderConfig, item_rows
@@ -139,6 +141,8 @@ class Agent:
         self._stop = asyncio.Event()
         self.subscribed = asyncio.Event()
         self.ready_s: float | None = None
+        self.notifier = Notifier()
+        self.model_version = ""
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -257,7 +261,7 @@ class Agent:
             dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
         )
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
-        sync = SyncStage(s) if s.sync.enabled else None
+        sync = SyncStage(s, metrics=self.metrics) if s.sync.enabled else None
         await queues.records.put(
             Event(
                 _now_ms(),
@@ -278,6 +282,8 @@ class Agent:
             ),
         )
 
+        self.model_version = bundle.version
+        exporter = self._start_exporter()
         stages: list[asyncio.Task[None]] = []
         try:
             async with asyncio.TaskGroup() as group:
@@ -299,8 +305,10 @@ class Agent:
                 start(self._mark_ready(link, t0), "ready")
                 if sync is not None:
                     start(sync.run(), "sync")
+                start(self._systemd(queues), "systemd")
                 await self._stop.wait()
                 log.info("stopping: draining queues")
+                self.notifier.stopping()
                 subscriber.stop()
                 await self._drain(queues)
                 await link.close()
@@ -309,6 +317,8 @@ class Agent:
         except* EdgewatchError as group_error:
             raise group_error.exceptions[0] from None
         finally:
+            if exporter is not None:
+                exporter.close()
             engine.dispose()
         log.info("agent stopped", extra=fields(**self.metrics.snapshot()))
 
@@ -316,10 +326,63 @@ class Agent:
         bundle = load_bundle(path)
         return bundle, Predictor(bundle, threads=self.settings.model.threads)
 
+    def _start_exporter(self) -> MetricsServer | None:
+        where = self.settings.metrics.host_port
+        if where is None:
+            return None
+        server = MetricsServer(
+            *where,
+            self.metrics,
+            lambda: {"version": __version__, "model_version": self.model_version},
+        )
+        log.info("serving metrics", extra=fields(address=self.settings.metrics.address))
+        return server
+
+    def _status_line(self) -> str:
+        m = self.metrics
+        link = "connected" if m.broker_connected else "broker DISCONNECTED"
+        return f"{link}, {m.messages_per_s:g} msg/s, {m.predictions} predictions"
+
+    async def _systemd(self, queues: Queues) -> None:
+        """READY once every stage runs, then watchdog pings while the agent is alive.
+
+        READY does not wait for the broker: a gateway often boots before its broker,
+        and the agent then keeps reconnecting (STATUS says so) instead of being
+        killed by systemd's start timeout in a loop. Pings need the event loop to run
+        this, and a recorder with work waiting to have committed since the last one,
+        otherwise systemd's WatchdogSec restarts a wedged agent.
+        """
+        self.notifier.ready(self._status_line())
+        interval = self.notifier.ping_interval_s()
+        if interval is None:
+            return
+        commits = self.metrics.commits
+        stuck_since: float | None = None
+        while True:
+            waiting = queues.records.qsize() > 0
+            progressed = self.metrics.commits != commits
+            commits = self.metrics.commits
+            now = time.monotonic()
+            if not waiting or progressed:
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = now
+            # Two silent periods (one full WatchdogSec) before giving up on the writer:
+            # one slow fsync on an SD card is not a hang.
+            if stuck_since is None or now - stuck_since < 2 * interval:
+                self.notifier.watchdog(self._status_line())
+            else:
+                log.error(
+                    "database writes stalled: not pinging the systemd watchdog",
+                    extra=fields(stalled_s=round(now - stuck_since, 1)),
+                )
+            await asyncio.sleep(interval)  # systemd's period, not synchronisation
+
     async def _mark_ready(self, link: MqttLink, t0: float) -> None:
         await link.wait_connected()  # the link subscribes before it counts as connected
         self.ready_s = time.monotonic() - t0
         self.subscribed.set()
+        self.notifier.status(self._status_line())
         age = process_age_s()
         log.info(
             "subscribed",
@@ -362,6 +425,7 @@ class Agent:
         topic = format_topic(s.mqtt.status_topic, site=s.identity.site, agent=s.identity.agent)
         while True:
             self.metrics.queue_depths = queues.depths()
+            self.metrics.rate_tick()
             health = self.health(inference)
             await queues.records.put(
                 Heartbeat(

@@ -12,6 +12,7 @@ Defaults run out of the box on a laptop: data under ``./edgewatch-data``, a brok
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import json
 import os
 import socket
@@ -54,6 +55,27 @@ def _identifier(value: str) -> str:
     if not value or any(c in value for c in "/#+ \t\n") or value in {".", ".."}:
         raise ValueError("must be a non-empty name without '/', '#', '+', '..' or spaces")
     return value
+
+
+def split_listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (host 127.0.0.1) as ``(host, port)``."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9108)")
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address (e.g. 127.0.0.1:9108)") from None
+    return host, _port(int(port_text))
+
+
+def _listen_address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, port = split_listen_address(value)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 Port = Annotated[int, AfterValidator(_port)]
@@ -348,6 +370,22 @@ class LoggingSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics endpoint of ``edgewatch run`` (off unless an address is set)."""
+
+    address: Annotated[str | None, AfterValidator(_listen_address)] = Field(
+        None,
+        description=(
+            "HOST:PORT to serve /metrics on, e.g. 127.0.0.1:9108 (default: off). "
+            "Use 0.0.0.0 only on a trusted network: the endpoint has no authentication."
+        ),
+    )
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        return None if self.address is None else split_listen_address(self.address)
+
+
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "edgewatch_toml_path", default=None
 )
@@ -404,6 +442,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
 
     SECTIONS: ClassVar[tuple[str, ...]] = (
         "identity",
@@ -413,6 +452,7 @@ class Settings(BaseSettings):
         "model",
         "sync",
         "logging",
+        "metrics",
     )
 
     @classmethod

@@ -190,6 +190,7 @@ class InferenceStage:
 
     async def _score_batch(self, batch: list[Window], out: asyncio.Queue[Result]) -> None:
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             predictions = await loop.run_in_executor(self._infer_pool, self.score, batch)
         except EdgewatchError as exc:
@@ -200,10 +201,15 @@ class InferenceStage:
                 Event(now_ms(), "inference_error", f"inference failed: {exc}", level="error")
             )
             return
+        self.metrics.inference_s.observe(time.perf_counter() - started)
+        self.metrics.inference_batch_windows.observe(len(batch))
         self.metrics.inference_batches += 1
         self.metrics.inference_windows += len(batch)
         self.metrics.predictions += len(predictions)
         for prediction in predictions:
+            self.metrics.prediction_lag_s.observe(
+                (prediction.scored_ms - prediction.window_end_ms) / 1e3
+            )
             await out.put(prediction)
             for alert in self.tracker.update(prediction):
                 if alert.is_open:

@@ -101,7 +101,9 @@ class Recorder:
         delay = RETRY_FIRST_S
         while True:
             try:
+                started = time.perf_counter()
                 stats = await loop.run_in_executor(self._pool, self.writer.write, batch, _now_ms())
+                self.metrics.commit_s.observe(time.perf_counter() - started)
                 break
             except StorageError as exc:
                 if self._failing_since is None:

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, exists, select
 from agent import outbox
 from agent import schema as t
 from agent.logs import fields
+from agent.metrics import Metrics
 from agent.settings import Settings
 from agent.sqlite import open_engine
 from agent.sync.service import SyncService
@@ -34,9 +35,16 @@ URGENT_PRIORITY = outbox.PRIORITY[outbox.EVENT]
 class SyncStage:
     """``await SyncStage(settings).run()`` inside the runtime's TaskGroup."""
 
-    def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.rng = rng or random.Random()
+        self.metrics = metrics or Metrics()
         self.passes = 0
 
     async def run(self) -> None:
@@ -67,9 +75,13 @@ class SyncStage:
         try:
             report = await service.drain()
         except Exception:
+            self.metrics.sync_errors += 1
             log.exception("sync: drain pass failed")
             return interval
+        self.metrics.sync_uploaded += report.uploaded
+        self.metrics.sync_backlog = report.remaining
         if report.error is not None:
+            self.metrics.sync_errors += 1
             return service.retry_delay_s(interval)
         return interval
 

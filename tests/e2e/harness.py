@@ -55,6 +55,8 @@ class AgentProcess:
 
     config: Path
     cwd: Path
+    #: Extra environment of the agent process (e.g. systemd's NOTIFY_SOCKET).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,7 +67,7 @@ class AgentProcess:
         self.process = subprocess.Popen(
             [str(exe), "--config", str(self.config), "run"],
             cwd=self.cwd,
-            env=cli_env(),
+            env=cli_env(self.env),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
