@@ -66,6 +66,8 @@ def collect(settings: Settings) -> tuple[dict[str, Any], int]:
         "version": beat["version"] if beat else None,
         "model_version": health.get("model_version"),
         "broker_connected": bool(health.get("broker_connected", False)),
+        # Over the last health interval; the average since start hides a stalled stream.
+        "messages_per_s": health.get("messages_per_s"),
         "messages_per_s_avg": round(health.get("messages_received", 0) / uptime, 1),
         "queue_depths": health.get("queue_depths", {}),
         "dead_letters": health.get("dead_letters_total", 0),
@@ -100,6 +102,7 @@ def status(
             "version",
             "model_version",
             "broker_connected",
+            "messages_per_s",
             "messages_per_s_avg",
             "queue_depths",
             "dead_letters",
