@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,10 @@ from simulators.fleet import FleetConfig, publish_fleet
 from simulators.stream import Pacing, RunReport
 
 VIEW_INTERVAL_S = 1.0
+#: Marks a data directory the demo made: only such a directory is cleared for the next run.
+DEMO_MARKER = ".edgewatch-demo"
+#: What a demo run leaves behind besides the database files.
+DEMO_FOLDERS = ("baselines", "outbox", "cloud", "demo-broker", "backups")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,38 @@ def bundle_rul_unit(path: Path) -> str:
     except (OSError, ValueError):
         return ""
     return str(rul.get("unit", ""))
+
+
+def prepare_data_dir(settings: Settings) -> bool:
+    """Give the demo an empty data directory; True if a previous demo's records went.
+
+    Every demo simulates the last days up to now, so a second run in the same
+    directory would send readings older than the first run's: the agent would
+    rightly dead-letter nearly all of them as out of order. A directory whose
+    database the demo did not make (a real agent's) is never touched.
+    """
+    data_dir = settings.storage.data_dir
+    database = settings.storage.database_path
+    marker = data_dir / DEMO_MARKER
+    if database.exists() and not marker.exists():
+        raise EdgewatchError(
+            f"{database} holds records the demo did not make; the demo will not touch them",
+            hint="run the demo in an empty directory, e.g. "
+            "`EDGEWATCH_STORAGE__DATA_DIR=/tmp/edgewatch-demo edgewatch demo`",
+        )
+    cleared = False
+    if marker.exists():
+        for path in [database.with_name(database.name + s) for s in ("", "-wal", "-shm")]:
+            if path.exists():
+                path.unlink()
+                cleared = True
+        for name in DEMO_FOLDERS:
+            if (data_dir / name).is_dir():
+                shutil.rmtree(data_dir / name)
+                cleared = True
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by `edgewatch demo`: the next demo clears this directory\n")
+    return cleared
 
 
 def demo_settings(base: Settings, port: int) -> Settings:

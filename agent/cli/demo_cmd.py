@@ -71,14 +71,17 @@ def demo(
 ) -> None:
     """Run a local broker, a simulated pump fleet (some develop faults) and the agent.
 
-    Records go to the data directory (./edgewatch-data by default).
+    Records go to the data directory (./edgewatch-data by default); each demo
+    starts it afresh (it never touches a directory holding a real agent's records).
     """
-    from agent.demo import DemoOptions, run_demo  # torch loads with the runtime
+    from agent.demo import DemoOptions, prepare_data_dir, run_demo  # torch loads with it
 
     inv = invocation(ctx)
     settings = inv.settings()
     configure_logging(inv.log_level or "WARNING", "console")
     options = DemoOptions(assets=assets, duration_s=_duration(duration), speedup=speedup, seed=seed)
+    if prepare_data_dir(settings):
+        console.print(f"cleared the previous demo's records in {settings.storage.data_dir}")
 
     async def main() -> Any:
         stop = asyncio.Event()

@@ -28,6 +28,16 @@ def test_demo_runs_the_whole_system_and_exits_cleanly(cli: CliRunner, tmp_path: 
         "pump-002",
         "pump-003",
     }
+    # Run again, as users do: the new run simulates the same days up to now, and
+    # starts from a cleared directory instead of dead-lettering them as out of order.
+    again = cli("demo", "--assets", "3", "--duration", "20s", env=env, timeout_s=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "cleared the previous demo's records" in again.stdout
+    with sqlite3.connect(db) as conn:
+        dead = conn.execute("select count(*) from dead_letters").fetchone()[0]
+        predictions = conn.execute("select count(*) from predictions").fetchone()[0]
+    assert dead == 0
+    assert predictions > 0
 
 
 def test_bench_prints_its_figures(cli: CliRunner) -> None:

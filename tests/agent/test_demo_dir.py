@@ -1,0 +1,44 @@
+"""The demo starts from an empty data directory, and never clears a real agent's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.demo import DEMO_MARKER, prepare_data_dir
+from agent.errors import EdgewatchError
+from agent.settings import Settings, load_settings
+
+
+def _settings(data_dir: Path) -> Settings:
+    return load_settings(None, {"storage": {"data_dir": str(data_dir)}})
+
+
+def test_first_demo_marks_its_directory(tmp_path: Path) -> None:
+    data = tmp_path / "edgewatch-data"
+    assert prepare_data_dir(_settings(data)) is False
+    assert (data / DEMO_MARKER).is_file()
+
+
+def test_next_demo_clears_the_previous_demo_records(tmp_path: Path) -> None:
+    data = tmp_path / "edgewatch-data"
+    settings = _settings(data)
+    prepare_data_dir(settings)
+    for name in ("edgewatch.db", "edgewatch.db-wal"):
+        (data / name).write_bytes(b"x")
+    (data / "baselines" / "pump-001").mkdir(parents=True)
+    (data / "cloud" / "k").mkdir(parents=True)
+    (data / "notes.txt").write_text("the user's own file")
+    assert prepare_data_dir(settings) is True
+    assert sorted(p.name for p in data.iterdir()) == [DEMO_MARKER, "notes.txt"]
+
+
+def test_a_real_agent_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    data = tmp_path / "var-lib-edgewatch"
+    data.mkdir()
+    (data / "edgewatch.db").write_bytes(b"precious")
+    with pytest.raises(EdgewatchError, match="holds records the demo did not make"):
+        prepare_data_dir(_settings(data))
+    assert (data / "edgewatch.db").read_bytes() == b"precious"
+    assert not (data / DEMO_MARKER).exists()
