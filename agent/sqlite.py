@@ -28,8 +28,19 @@ def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         cursor.close()
 
 
-def open_engine(path: Path, *, create: bool = True) -> Engine:
+def _query_only(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA query_only=ON")
+    finally:
+        cursor.close()
+
+
+def open_engine(path: Path, *, create: bool = True, read_only: bool = False) -> Engine:
     """An Engine on the database file at ``path`` (parent directory created if allowed).
+
+    ``read_only`` engines refuse every write (``PRAGMA query_only``): the operator
+    tools read beside a running agent and must never change its records.
 
     Raises :class:`StorageError` when the file cannot be opened as SQLite.
     """
@@ -49,6 +60,8 @@ def open_engine(path: Path, *, create: bool = True) -> Engine:
             ) from None
     engine = create_engine(f"sqlite+pysqlite:///{path}", future=True)
     event.listen(engine, "connect", _on_connect)
+    if read_only:
+        event.listen(engine, "connect", _query_only)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()

@@ -88,6 +88,9 @@ app.add_typer(simulate_cmd.app, name="simulate")
 from agent.cli import sync_cmd  # noqa: E402 - kept next to its registration line
 
 app.add_typer(sync_cmd.app, name="sync")
+from agent.cli import records_cmd  # noqa: E402 - kept next to its registration line
+
+app.add_typer(records_cmd.app, name="records")
 
 
 def main(argv: list[str] | None = None) -> None:
