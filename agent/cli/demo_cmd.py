@@ -105,5 +105,5 @@ def demo(
     if cloud.is_dir():
         synced = sum(1 for p in cloud.rglob("*") if p.is_file())
         console.print(f"cloud copy (sync target): {cloud} ({synced} objects)")
-    console.print("next: `edgewatch baseline list` shows every asset's state;")
-    console.print(f"       `sqlite3 {result.database} 'select * from alerts'` lists the alerts")
+    console.print("next: `edgewatch records alerts` lists the alerts (`--open`: still open);")
+    console.print("      `edgewatch records assets` shows every asset's state, score and RUL")
