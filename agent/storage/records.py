@@ -351,19 +351,34 @@ def rul_unit(engine: Engine) -> str:
     return str(rul.get("unit", "")) if isinstance(rul, dict) else ""
 
 
-def _sensors(engine: Engine, asset: str | None) -> list[str]:
-    """Sensor columns of the readings: every sensor the selected assets reported."""
-    query = select(t.assets.c.sensors)
+def sensors_of(engine: Engine, asset: str | None) -> list[str]:
+    """Sensor columns of the readings: what the selected assets' newest readings hold.
+
+    The newest reading of an asset is one primary-key lookup, so this stays cheap
+    however many readings are kept.
+    """
+    r = t.readings
+    newest = (
+        select(r.c.values_json)
+        .where(r.c.asset_id == t.assets.c.id)
+        .order_by(r.c.ts_ms.desc())
+        .limit(1)
+        .correlate(t.assets)
+        .scalar_subquery()
+    )
+    query = select(t.assets.c.sensors, newest).order_by(t.assets.c.name)
     if asset is not None:
         query = query.where(t.assets.c.name == asset)
     names: dict[str, None] = {}
     with engine.connect() as conn:
-        for (text,) in conn.execute(query):
-            try:
-                for name in orjson.loads(text or "[]"):
+        for declared, latest in conn.execute(query):
+            for text in (declared, latest):
+                try:
+                    found = orjson.loads(text or "[]")
+                except orjson.JSONDecodeError:
+                    continue
+                for name in found:  # a JSON list of names, or a reading's object keys
                     names[str(name)] = None
-            except orjson.JSONDecodeError:
-                continue
     return list(names)
 
 
@@ -388,7 +403,7 @@ def open_records(engine: Engine, kind: str, filters: Filters) -> Iterator[Record
     if filters.limit is not None:
         query = query.limit(filters.limit)
     fields = list(spec.fields)
-    sensors = _sensors(engine, filters.asset) if kind == "readings" else []
+    sensors = sensors_of(engine, filters.asset) if kind == "readings" else []
     fields.extend(Field(name, Kind.FLOAT) for name in sensors)
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(query)
@@ -396,9 +411,7 @@ def open_records(engine: Engine, kind: str, filters: Filters) -> Iterator[Record
         if kind == "readings":
             rows = _expand_readings(result, sensors)
         elif kind == "dead-letters":
-            rows = (
-                (*row[:-1], bytes(row[-1]).decode("utf-8", errors="replace")) for row in result
-            )
+            rows = ((*row[:-1], bytes(row[-1]).decode("utf-8", errors="replace")) for row in result)
         elif kind == "predictions":
             rows = ((*row[:4], bool(row[4]), *row[5:]) for row in result)
         else:

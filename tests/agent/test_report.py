@@ -1,0 +1,134 @@
+"""`edgewatch report`: the figures' structure, valid PNG and self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from agent.errors import EdgewatchError
+from agent.reporting.data import load_asset, load_fleet
+from agent.reporting.figures import asset_figure, fleet_figure
+from agent.sqlite import open_engine
+from tests.agent.seed import HOUR, NOW, seeded
+from tests.conftest import CliRunner
+
+__all__ = ["seeded"]  # the fixture, imported for pytest
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_asset_figure_has_sensor_score_and_rul_panels(seeded: Path) -> None:
+    engine = open_engine(seeded, create=False, read_only=True)
+    try:
+        data = load_asset(engine, "pump-a", NOW - 6 * HOUR, NOW, rul_alert_below=200.0)
+    finally:
+        engine.dispose()
+    assert list(data.sensors) == ["temp_c", "vib_mm_s"]
+    assert data.sensors["temp_c"].values == [41.5, 42.0]
+    assert data.score.values == [1.0, 5.0, 7.5]
+    assert [(a.severity, a.closed_ms is None) for a in data.alerts] == [
+        ("warning", False),
+        ("critical", True),
+    ]
+    figure = asset_figure(data)
+    axes = figure.get_axes()
+    assert len(axes) == 4  # two sensors, the score, the RUL
+    assert "pump-a: ALERTING" in figure.get_suptitle()
+    assert [ax.get_ylabel() for ax in axes[:2]] == ["temp\n(°C)", "vib\n(mm/s)"]
+    # Each alert is shaded on every panel.
+    assert all(len(ax.patches) == 2 for ax in axes)
+    score_ax, rul_ax = axes[2], axes[3]
+    threshold = next(line for line in score_ax.get_lines() if line.get_label() == "threshold")
+    assert list(np.asarray(threshold.get_ydata(), dtype=float)) == [3.0, 3.0, 3.0]
+    limit = next(line for line in rul_ax.get_lines() if line.get_label() == "RUL alert limit")
+    assert list(np.asarray(limit.get_ydata(), dtype=float)) == [200.0, 200.0]
+
+
+def test_fleet_figure_puts_the_worst_asset_on_top(seeded: Path) -> None:
+    engine = open_engine(seeded, create=False, read_only=True)
+    try:
+        fleet = load_fleet(engine, NOW)
+    finally:
+        engine.dispose()
+    assert [(r.asset, r.state, r.ratio) for r in fleet.rows] == [
+        ("pump-a", "alerting", 2.5),
+        ("pump-b", "healthy", 0.3),
+    ]
+    figure = fleet_figure(fleet)
+    score_ax, rul_ax = figure.get_axes()
+    labels = {t.get_text(): t.get_position()[1] for t in score_ax.get_yticklabels()}
+    assert labels["pump-a"] > labels["pump-b"]
+    assert len(score_ax.patches) == 2 and len(rul_ax.patches) == 2
+    assert "2 assets, 1 alerting, 1 open alerts" in figure.get_suptitle()
+    assert any("1 open alert" in t.get_text() for t in score_ax.texts)
+
+
+def test_unknown_asset_names_the_known_ones(seeded: Path) -> None:
+    engine = open_engine(seeded, create=False, read_only=True)
+    try:
+        with pytest.raises(EdgewatchError, match="known assets: pump-a, pump-b"):
+            load_asset(engine, "pump-zz", NOW - HOUR, NOW, rul_alert_below=None)
+    finally:
+        engine.dispose()
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self._in_cell = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+        self._in_cell = tag == "td"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_cell:
+            self.cells.append(data)
+
+
+def test_cli_writes_png_and_self_contained_html(
+    cli: CliRunner, seeded: Path, tmp_path: Path
+) -> None:
+    png = tmp_path / "pump-a.png"
+    done = cli(
+        "report", "--asset", "pump-a", "--since", "6h", "--out", str(png), "--db", str(seeded)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "report written to" in done.stdout
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    height, width, _ = mpimg.imread(png).shape
+    assert width > 1000 and height > 500
+
+    page = tmp_path / "fleet.html"
+    done = cli("report", "--fleet", "--out", str(page), "--db", str(seeded))
+    assert done.returncode == 0, done.stderr
+    parsed = _Page()
+    parsed.feed(page.read_text())
+    assert len(parsed.images) == 1
+    prefix = "data:image/png;base64,"
+    assert parsed.images[0].startswith(prefix)
+    image = base64.b64decode(parsed.images[0][len(prefix) :])
+    assert image.startswith(PNG_MAGIC)
+    assert mpimg.imread(io.BytesIO(image)).shape[1] > 1000
+    assert {"pump-a", "pump-b", "alerting", "healthy"} <= set(parsed.cells)
+
+
+def test_cli_usage_errors(cli: CliRunner, seeded: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "x.png")
+    neither = cli("report", "--out", out, "--db", str(seeded))
+    assert neither.returncode == 2
+    both = cli("report", "--fleet", "--asset", "pump-a", "--out", out, "--db", str(seeded))
+    assert both.returncode == 2
+    unknown = cli("report", "--asset", "nope", "--out", out, "--db", str(seeded))
+    assert unknown.returncode == 1
+    assert "no asset named 'nope'" in unknown.stderr
+    assert not Path(out).exists()
