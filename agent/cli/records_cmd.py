@@ -149,7 +149,10 @@ def _sink(output: Path | None, fmt: Format) -> Iterator[Any]:
 def _local(ms: int | None) -> str:
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    moment = datetime.fromtimestamp(ms / 1000).astimezone()
+    # The year only when it is not this one: tables must fit an 80-column terminal.
+    short = moment.year == datetime.now().year
+    return moment.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M")
 
 
 def _utc(ms: int | None) -> str | None:
@@ -168,27 +171,38 @@ def _header(f: Field, zone: str) -> str:
 
 def _cell(f: Field, value: Any) -> str:
     if value is None:
-        return ""
+        return "open" if f.name == "closed" else ""
     if f.kind is Kind.TIME:
         return _local(value)
     if f.kind is Kind.FLOAT:
-        return "" if math.isnan(value) else f"{value:,.2f}"
+        if math.isnan(value):
+            return ""
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.2f}"
     if f.kind is Kind.BOOL:
         return "yes" if value else ""
     text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _write_table(result: RecordSet, out: IO[str]) -> int:
     zone = datetime.now().astimezone().tzname() or "local"
     table = Table(title=f"{result.kind}", title_justify="left")
-    for f in result.fields:
+    shown = [i for i, f in enumerate(result.fields) if f.table]
+    for i in shown:
+        f = result.fields[i]
         numeric = f.kind in (Kind.FLOAT, Kind.INT)
-        table.add_column(_header(f, zone), justify="right" if numeric else "left")
+        header = _header(f, zone)
+        table.add_column(
+            header,
+            justify="right" if numeric else "left",
+            no_wrap=f.kind is Kind.TIME or f.name == "asset",
+            # Short words ("severity", "state") stay whole; long headers may wrap.
+            min_width=min(len(header), 8),
+        )
     n = 0
     for row in result.rows:
         style = "bold red" if _alarming(result, row) else ""
-        table.add_row(*(_cell(f, v) for f, v in zip(result.fields, row, strict=True)), style=style)
+        table.add_row(*(_cell(result.fields[i], row[i]) for i in shown), style=style)
         n += 1
     target = console if out is sys.stdout else Console(file=out, width=200)
     if n == 0:

@@ -38,6 +38,8 @@ class Field:
     name: str
     kind: Kind
     unit: str = ""
+    #: Shown in terminal tables (every field goes to JSON, CSV and Parquet).
+    table: bool = True
 
 
 @dataclass(frozen=True)
@@ -243,8 +245,8 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 threshold,
                 Field("rul", Kind.FLOAT, rul_unit),
                 Field("open_alerts", Kind.INT),
-                Field("commissioned", Kind.TIME),
-                Field("first_seen", Kind.TIME),
+                Field("commissioned", Kind.TIME, table=False),
+                Field("first_seen", Kind.TIME, table=False),
             ],
             _assets,
             t.assets.c.name,
@@ -257,7 +259,7 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 threshold,
                 Field("is_anomaly", Kind.BOOL),
                 Field("rul", Kind.FLOAT, rul_unit),
-                Field("model_version", Kind.TEXT),
+                Field("model_version", Kind.TEXT, table=False),
             ],
             _predictions,
             t.predictions.c.window_end_ms,
@@ -270,11 +272,11 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 Field("asset", Kind.TEXT),
                 Field("kind", Kind.TEXT),
                 Field("severity", Kind.TEXT),
-                Field("status", Kind.TEXT),
+                Field("status", Kind.TEXT, table=False),
                 Field("peak_score", Kind.FLOAT),
-                Field("last_score", Kind.FLOAT),
+                Field("last_score", Kind.FLOAT, table=False),
                 Field("rul_at_open", Kind.FLOAT, rul_unit),
-                Field("model_version", Kind.TEXT),
+                Field("model_version", Kind.TEXT, table=False),
             ],
             _alerts,
             t.alerts.c.opened_ms,
@@ -286,7 +288,7 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 Field("asset", Kind.TEXT),
                 Field("reason", Kind.TEXT),
                 Field("detail", Kind.TEXT),
-                Field("topic", Kind.TEXT),
+                Field("topic", Kind.TEXT, table=False),
                 Field("payload_size", Kind.INT, "B"),
                 Field("payload", Kind.TEXT),
             ],
@@ -311,20 +313,24 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
             [
                 Field("period_start", Kind.TIME),
                 Field("asset", Kind.TEXT),
-                Field("period", Kind.INT, "s"),
+                Field("period", Kind.INT, "s", table=False),
                 Field("samples", Kind.INT),
                 Field("anomaly_rate", Kind.FLOAT),
                 Field("max_score", Kind.FLOAT),
                 Field("latest_rul", Kind.FLOAT, rul_unit),
                 Field("alerts_opened", Kind.INT),
                 Field("alerts_closed", Kind.INT),
-                Field("asset_state", Kind.TEXT),
+                Field("asset_state", Kind.TEXT, table=False),
             ],
             _summaries,
             t.summaries.c.period_start_ms,
         ),
         "readings": _Spec(
-            [Field("ts", Kind.TIME), Field("asset", Kind.TEXT), Field("received", Kind.TIME)],
+            [
+                Field("ts", Kind.TIME),
+                Field("asset", Kind.TEXT),
+                Field("received", Kind.TIME, table=False),
+            ],
             _readings,
             t.readings.c.ts_ms,
         ),
