@@ -162,10 +162,9 @@ def _utc(ms: int | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _header(f: Field, zone: str) -> str:
-    name = f.name.replace("_", " ")
-    if f.kind is Kind.TIME:
-        return f"{name} ({zone})"
+def _header(f: Field, sensor: bool) -> str:
+    # Sensor names keep their underscores: the suffix is the unit (temp_c, flow_m3_h).
+    name = f.name if sensor else f.name.replace("_", " ")
     return f"{name} ({f.unit})" if f.unit else name
 
 
@@ -177,7 +176,7 @@ def _cell(f: Field, value: Any) -> str:
     if f.kind is Kind.FLOAT:
         if math.isnan(value):
             return ""
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.2f}"
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.2f}"
     if f.kind is Kind.BOOL:
         return "yes" if value else ""
     text = str(value)
@@ -186,18 +185,18 @@ def _cell(f: Field, value: Any) -> str:
 
 def _write_table(result: RecordSet, out: IO[str]) -> int:
     zone = datetime.now().astimezone().tzname() or "local"
-    table = Table(title=f"{result.kind}", title_justify="left")
+    table = Table(title=f"{result.kind} (times in {zone})", title_justify="left")
     shown = [i for i, f in enumerate(result.fields) if f.table]
     for i in shown:
         f = result.fields[i]
         numeric = f.kind in (Kind.FLOAT, Kind.INT)
-        header = _header(f, zone)
+        header = _header(f, sensor=result.kind == "readings" and i >= 3)
         table.add_column(
             header,
             justify="right" if numeric else "left",
             no_wrap=f.kind is Kind.TIME or f.name == "asset",
             # Short words ("severity", "state") stay whole; long headers may wrap.
-            min_width=min(len(header), 8),
+            min_width=None if numeric else min(len(header), 8),
         )
     n = 0
     for row in result.rows:

@@ -156,7 +156,7 @@ def test_table_shows_local_times_units_and_a_limit_note(cli: CliRunner, seeded: 
     result = cli("records", "predictions", "--limit", "2", "--db", str(seeded))
     code, out, err = result.returncode, result.stdout, result.stderr
     assert code == 0
-    assert "anomaly score" in out and "window end (" in out
+    assert "anomaly score" in out and "window end" in out and "(times in " in out
     local = time.strftime("%m-%d %H:%M", time.localtime((NOW - 10 * MIN) / 1000))
     assert local in out  # newest first, in local time
     assert "showing the newest 2 of 4 predictions" in err
