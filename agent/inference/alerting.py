@@ -23,6 +23,9 @@ from agent.domain import Alert, AlertKind, Prediction, Severity
 
 CRITICAL_SCORE_FACTOR = 2.0
 RUL_CLOSE_MARGIN = 1.1
+#: An open alert is updated (stored and published) when its peak score grows by this
+#: factor: a failing pump going from 5x to 500x its threshold makes ~20 updates.
+PEAK_STEP = 1.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,8 @@ class _Track:
     above: int = 0
     below: int = 0
     alert: Alert | None = None
+    #: The peak score last stored and published for the open alert.
+    reported_peak: float = 0.0
 
 
 class AlertTracker:
@@ -128,6 +133,7 @@ class AlertTracker:
                 model_version=p.model_version,
                 last_update_ms=p.window_end_ms,
             )
+            track.reported_peak = score
             return track.alert
         if track.below >= self.policy.close_after:
             closed = replace(
@@ -138,8 +144,12 @@ class AlertTracker:
                 rul_cycles=p.rul_cycles,
             )
             track.alert = None
+            track.reported_peak = 0.0
             return closed
         escalated = severity is Severity.CRITICAL and alert.severity is not Severity.CRITICAL
+        # A worsening machine is news (stored, published) each time its peak grows by a
+        # step; every window would flood the records and the broker with repeats.
+        worse = score >= (track.reported_peak or alert.peak_score) * PEAK_STEP
         track.alert = replace(
             alert,
             severity=Severity.CRITICAL if escalated else alert.severity,
@@ -148,4 +158,7 @@ class AlertTracker:
             rul_cycles=p.rul_cycles,
             last_update_ms=p.window_end_ms,
         )
-        return track.alert if escalated else None
+        if escalated or worse:
+            track.reported_peak = track.alert.peak_score
+            return track.alert
+        return None

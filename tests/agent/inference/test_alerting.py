@@ -70,3 +70,15 @@ def test_windows_not_judged_leave_the_state_alone() -> None:
     tracker.update(p(1, 3))
     assert tracker.update(stopped) == []
     assert [a.is_open for a in tracker.update(p(3, 3))] == [True]
+
+
+def test_a_worsening_alert_is_updated_in_steps_of_its_peak() -> None:
+    tracker = AlertTracker(POLICY)
+    changes = []
+    scores = [5, 5, 5, 5.5, 6.3, 6.0, 8.0, 8.5, 100.0, 90.0]
+    for i, score in enumerate(scores):
+        changes += [(i, a.peak_score, a.last_score) for a in tracker.update(p(i, score))]
+    # Opened at 5 (critical at once); 5.5 is not 25% worse, 6.3 is; 8.0 is 25% over
+    # 6.3; 100 is; the falling 90 is not.
+    assert changes == [(2, 5, 5), (4, 6.3, 6.3), (6, 8.0, 8.0), (8, 100.0, 100.0)]
+    assert tracker.open_alerts()[0].last_score == 90.0
