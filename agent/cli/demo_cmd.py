@@ -106,4 +106,4 @@ def demo(
         synced = sum(1 for p in cloud.rglob("*") if p.is_file())
         console.print(f"cloud copy (sync target): {cloud} ({synced} objects)")
     console.print("next: `edgewatch records alerts` lists the alerts (`--open`: still open);")
-    console.print("      `edgewatch records assets` shows every asset's state, score and RUL")
+    console.print("      `edgewatch report --fleet --out fleet.png` draws the fleet's health")

@@ -22,6 +22,8 @@ STATE_COLOURS = {
     "retired": "#bdbdbd",
 }
 SEVERITY_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
+#: An asset that has not reported for this long is marked silent in the fleet figure.
+SILENT_MS = 3_600_000
 #: Sensor name suffix -> unit shown on the axis.
 UNITS = {
     "_c": "°C",
@@ -178,7 +180,7 @@ def fleet_figure(fleet: FleetData) -> Figure:
     score_ax.set_xscale("log")
     finite = [v for v in ratios if math.isfinite(v) and v > 0]
     low = min([0.1, *finite]) / 1.5
-    high = max([10.0, *finite]) * 3
+    high = max([10.0, *finite]) * 40  # room for the labels right of the longest bar
     score_ax.set_xlim(low, high)
     score_ax.axvline(1.0, color="black", ls="--", lw=1.2)
     score_ax.text(1.05, 1.0, "threshold", transform=score_ax.get_xaxis_transform(), va="bottom")
@@ -191,7 +193,10 @@ def fleet_figure(fleet: FleetData) -> Figure:
             label, at = f"{ratio:.1f}x", ratio * 1.08
         if row.open_alerts:
             label += f"   {row.open_alerts} open alert{'s' if row.open_alerts > 1 else ''}"
-        score_ax.text(at, yi, label, va="center", fontsize=9)
+        if row.last_seen_ms is not None and fleet.generated_ms - row.last_seen_ms > SILENT_MS:
+            # A machine that stopped reporting is news even when its last score was fine.
+            label += f"\nsilent since {local(row.last_seen_ms):%m-%d %H:%M}"
+        score_ax.text(at, yi, label, va="center", fontsize=8.5, linespacing=1.1)
     score_ax.grid(axis="x", alpha=0.3)
 
     unit = f" ({fleet.rul_unit})" if fleet.rul_unit else ""
