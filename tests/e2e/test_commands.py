@@ -38,6 +38,19 @@ def test_demo_runs_the_whole_system_and_exits_cleanly(cli: CliRunner, tmp_path: 
         predictions = conn.execute("select count(*) from predictions").fetchone()[0]
     assert dead == 0
     assert predictions > 0
+    # What the demo tells a new user to run next works on its database.
+    assets = cli("records", "assets", "--format", "json")
+    assert assets.returncode == 0, assets.stderr
+    assert {row["asset"] for row in json.loads(assets.stdout)} == {
+        "pump-001",
+        "pump-002",
+        "pump-003",
+    }
+    alerts = cli("records", "alerts")
+    assert alerts.returncode == 0, alerts.stderr
+    fleet = cli("report", "--fleet", "--out", "fleet.png")
+    assert fleet.returncode == 0, fleet.stderr
+    assert (tmp_path / "fleet.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_bench_prints_its_figures(cli: CliRunner) -> None:
