@@ -33,16 +33,25 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from agent.errors import BundleError, DatasetError
+from models.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    REBUILD_HINT,
+    extract,
+    read_verified_manifest,
+    refuse,
+    sha256_file,
+)
+from models.manifest import canonical as _canonical
+from models.manifest import json_safe as _json_safe
 from models.network import AutoencoderConfig, ConvAutoencoder, RulCNN, RulConfig
 from models.preprocessing import Scaler
 from models.scoring import RunCondition, ThresholdRule
 
-FORMAT = "edgewatch-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 RUL_WEIGHTS = "rul.safetensors"
 ANOMALY_WEIGHTS = "anomaly.safetensors"
-_REBUILD_HINT = "retrain or re-export the bundle; the agent keeps its previous bundle"
+_REBUILD_HINT = REBUILD_HINT
 
 
 def code_version() -> str:
@@ -101,30 +110,6 @@ class Bundle:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 16), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _canonical(manifest: Mapping[str, Any]) -> bytes:
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _json_safe(obj: Any) -> Any:
-    # Manifests must be strict JSON (other tools read them); NaN/inf metrics become null.
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 # --------------------------------------------------------------------------- save
@@ -243,59 +228,14 @@ def load_bundle(path: str | Path) -> Bundle:
         return _load_dir(p, p)
     if p.name.endswith((".tar.gz", ".tgz")):
         with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
-            _extract(p, Path(tmp))
+            extract(p, Path(tmp))
             return _load_dir(Path(tmp), p)
     raise BundleError(f"bundle {p} is neither a directory nor a .tar.gz", hint=_REBUILD_HINT)
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
-                # Only flat regular files: a bundle never needs links or sub-paths, and
-                # refusing them closes path-traversal tricks.
-                if not member.isfile() or Path(member.name).name != member.name:
-                    raise BundleError(
-                        f"bundle {archive} contains an unexpected entry {member.name!r}",
-                        hint=_REBUILD_HINT,
-                    )
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"bundle {archive} is not a readable .tar.gz: {exc}") from exc
-
-
-def _refuse(origin: Path, problem: str) -> BundleError:
-    return BundleError(f"bundle {origin} refused: {problem}", hint=_REBUILD_HINT)
-
-
 def _load_dir(root: Path, origin: Path) -> Bundle:
-    mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise _refuse(origin, f"{MANIFEST} is missing")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _refuse(origin, f"{MANIFEST} is not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise _refuse(origin, f"{MANIFEST} is not an edgewatch bundle manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise _refuse(
-            origin,
-            f"format_version {manifest.get('format_version')!r} is not supported "
-            f"(this edgewatch reads {FORMAT_VERSION})",
-        )
-    expected = hashlib.sha256(_canonical(manifest)).hexdigest()
-    if manifest.get("manifest_sha256") != expected:
-        raise _refuse(origin, f"{MANIFEST} was modified after it was written (checksum mismatch)")
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise _refuse(origin, "manifest has no file checksums")
-    for fname, digest in files.items():
-        fpath = root / str(fname)
-        if Path(str(fname)).name != fname or not fpath.is_file():
-            raise _refuse(origin, f"file {fname} listed in the manifest is missing")
-        if sha256_file(fpath) != digest:
-            raise _refuse(origin, f"file {fname} does not match its sha256 (corrupt or edited)")
+    manifest = read_verified_manifest(root, origin)
+    files = manifest["files"]
     try:
         sensors = tuple(str(s["name"]) for s in manifest["sensors"])
         units = tuple(str(s.get("unit", "")) for s in manifest["sensors"])
@@ -304,9 +244,9 @@ def _load_dir(root: Path, origin: Path) -> Bundle:
         anomaly = _load_anomaly(root, origin, manifest.get("anomaly"), files, len(sensors), window)
         version, name = str(manifest["version"]), str(manifest["name"])
     except (KeyError, TypeError, ValueError, DatasetError) as exc:
-        raise _refuse(origin, f"manifest field missing or malformed ({exc})") from exc
+        raise refuse(origin, f"manifest field missing or malformed ({exc})") from exc
     if rul is None and anomaly is None:
-        raise _refuse(origin, "it contains no model")
+        raise refuse(origin, "it contains no model")
     return Bundle(origin, name, version, sensors, units, window, hop, rul, anomaly, manifest)
 
 
@@ -320,24 +260,24 @@ def _check_shape(
     scaler: Scaler,
 ) -> None:
     if net_sensors != n_sensors or scaler.n_sensors != n_sensors:
-        raise _refuse(
+        raise refuse(
             origin,
             f"{what} expects {net_sensors} sensors (scaler {scaler.n_sensors}) but the "
             f"manifest lists {n_sensors}",
         )
     if net_window != window:
-        raise _refuse(origin, f"{what} window {net_window} differs from manifest window {window}")
+        raise refuse(origin, f"{what} window {net_window} differs from manifest window {window}")
 
 
 def _weights(
     root: Path, origin: Path, fname: str, files: Mapping[str, Any]
 ) -> dict[str, torch.Tensor]:
     if fname not in files:
-        raise _refuse(origin, f"weights file {fname} has no checksum in the manifest")
+        raise refuse(origin, f"weights file {fname} has no checksum in the manifest")
     try:
         return load_file(str(root / fname))
     except (SafetensorError, OSError) as exc:
-        raise _refuse(origin, f"{fname} is not a readable safetensors file ({exc})") from exc
+        raise refuse(origin, f"{fname} is not a readable safetensors file ({exc})") from exc
 
 
 def _load_state(
@@ -347,14 +287,14 @@ def _load_state(
     missing = sorted(set(want) - set(state))
     extra = sorted(set(state) - set(want))
     if missing or extra:
-        raise _refuse(
+        raise refuse(
             origin,
             f"{what} weights do not fit the network (missing {missing[:3]}, "
             f"unexpected {extra[:3]})",
         )
     for key, t in want.items():
         if tuple(state[key].shape) != tuple(t.shape):
-            raise _refuse(
+            raise refuse(
                 origin,
                 f"{what} tensor {key} has shape {tuple(state[key].shape)}, network needs "
                 f"{tuple(t.shape)}",
@@ -374,7 +314,7 @@ def _load_rul(
     tensors = _weights(root, origin, str(spec["weights"]), files)
     n = int(spec["members"])
     if n < 1:
-        raise _refuse(origin, "RUL head has no members")
+        raise refuse(origin, "RUL head has no members")
     members = []
     for k in range(n):
         prefix = f"member{k}."
@@ -387,7 +327,7 @@ def _load_rul(
         )
         members.append(m)
     if any(not key.startswith(tuple(f"member{k}." for k in range(n))) for key in tensors):
-        raise _refuse(origin, "RUL weights hold more members than the manifest lists")
+        raise refuse(origin, "RUL weights hold more members than the manifest lists")
     return RulHead(net, tuple(members), scaler, float(spec["cap"]), str(spec["unit"]))
 
 
@@ -403,11 +343,11 @@ def _load_anomaly(
     _load_state(origin, model, _weights(root, origin, str(spec["weights"]), files), "autoencoder")
     reference, threshold = float(spec["score_reference"]), float(spec["threshold"])
     if not (reference > 0 and threshold > 0 and math.isfinite(reference * threshold)):
-        raise _refuse(origin, "anomaly score_reference and threshold must be positive numbers")
+        raise refuse(origin, "anomaly score_reference and threshold must be positive numbers")
     rule = ThresholdRule.from_json(spec.get("threshold_rule", {}))
     floor = spec.get("asset_scale_floor_relative")
     if floor is not None and len(floor) != n_sensors:
-        raise _refuse(
+        raise refuse(
             origin, f"asset_scale_floor_relative has {len(floor)} entries, not {n_sensors}"
         )
     rel = tuple(float(v) for v in floor) if floor is not None else None
