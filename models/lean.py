@@ -1,0 +1,374 @@
+"""Inference with ONNX Runtime, without torch: the lean backend of the agent.
+
+A bundle exported with ``edgewatch model export`` carries ONNX graphs of its
+networks (see :mod:`models.onnx_export`): ``rul.onnx`` maps scaled windows to the
+ensemble's RUL, ``anomaly.onnx`` maps scaled windows to their mean squared
+reconstruction error. Scaling, score normalisation and thresholds stay in numpy,
+exactly as in :class:`models.predictor.Predictor`, whose interface
+:class:`OnnxPredictor` shares. Nothing here imports torch (a test checks it).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import BundleError, ModelError
+from models.manifest import extract, read_verified_manifest, refuse, sha256_file
+from models.predictions import BoolArray, Predictions, pad_to_bucket
+from models.preprocessing import FloatArray, Scaler
+from models.scoring import RunCondition, ThresholdRule
+
+ONNX_INPUT = "x"
+BASELINE_ONNX = "autoencoder.onnx"
+BASELINE_JSON = "baseline.json"
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def has_graphs(path: Path) -> bool:
+    """Does the bundle at ``path`` carry ONNX graphs (cheap: reads the manifest only)?"""
+    if not (path / "manifest.json").is_file():
+        return False
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("onnx"), dict)
+
+
+class Network:
+    """One ONNX graph in a single-threaded ONNX Runtime session."""
+
+    def __init__(self, model: bytes, *, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # The arena keeps the largest batch's buffers forever; a gateway wants them back.
+        options.enable_cpu_mem_arena = False
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                model, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"ONNX Runtime cannot load a graph: {exc}") from exc
+
+    def run(self, x: FloatArray) -> FloatArray:
+        out = self.session.run(None, {ONNX_INPUT: np.ascontiguousarray(x, dtype=np.float32)})
+        result: FloatArray = np.asarray(out[0], dtype=np.float32).reshape(len(x))
+        return result
+
+
+@dataclass(frozen=True)
+class LeanRul:
+    scaler: Scaler
+    cap: float
+    unit: str
+    network: Network
+
+
+@dataclass(frozen=True)
+class LeanAnomaly:
+    scaler: Scaler
+    reference: float
+    threshold: float
+    rule: ThresholdRule
+    network: Network
+    relative_floor: tuple[float, ...] | None = None
+    run_condition: RunCondition | None = None
+
+
+@dataclass(frozen=True)
+class LeanBundle:
+    """A verified bundle with its ONNX graphs loaded (same fields the agent reads)."""
+
+    path: Path
+    name: str
+    version: str
+    sensors: tuple[str, ...]
+    sensor_units: tuple[str, ...]
+    window: int
+    hop: int
+    rul: LeanRul | None
+    anomaly: LeanAnomaly | None
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for k, h in (("rul", self.rul), ("anomaly", self.anomaly)) if h is not None)
+
+
+def load_lean_bundle(
+    path: str | Path, *, threads: int = 1, check_golden: bool = True
+) -> LeanBundle:
+    """Verify a bundle (directory or ``.tar.gz``) and load its ONNX graphs.
+
+    With ``check_golden`` the graphs must reproduce, within the manifest's tolerance,
+    what torch predicted for the bundle's golden windows when it was exported: a
+    graph that computes something else is refused even if its checksum was forged.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BundleError(f"bundle {p} not found", hint="check the path or model.bundle setting")
+    if p.is_dir():
+        return _load(p, p, threads, check_golden)
+    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
+        extract(p, Path(tmp))
+        return _load(Path(tmp), p, threads, check_golden)
+
+
+def _check_golden(root: Path, origin: Path, bundle: LeanBundle) -> None:
+    from safetensors.numpy import load_file
+
+    graphs = bundle.manifest["onnx"]
+    golden = load_file(str(root / str(graphs["golden"])))
+    out = OnnxPredictor(bundle).predict(golden["windows"])
+    tolerance = graphs["tolerance"]
+    for key, got in (("rul", out.rul), ("anomaly_score", out.anomaly_score)):
+        if got is None or f"expected.{key}" not in golden:
+            continue
+        diff = float(np.max(np.abs(got - golden[f"expected.{key}"])))
+        if not diff <= float(tolerance[key]):
+            raise refuse(
+                origin,
+                f"its ONNX {key} graph does not reproduce the golden windows "
+                f"(max difference {diff:.3g} > {tolerance[key]})",
+            )
+
+
+def _load(root: Path, origin: Path, threads: int, check_golden: bool) -> LeanBundle:
+    manifest = read_verified_manifest(root, origin)
+    graphs = manifest.get("onnx")
+    if not isinstance(graphs, dict):
+        raise BundleError(
+            f"bundle {origin} has no ONNX graphs",
+            hint=f"run `edgewatch model export {origin}` or set model.backend = torch",
+        )
+    try:
+        sensors = tuple(str(s["name"]) for s in manifest["sensors"])
+        units = tuple(str(s.get("unit", "")) for s in manifest["sensors"])
+        rul = anomaly = None
+        if manifest.get("rul") and graphs.get("rul"):
+            head = manifest["rul"]
+            rul = LeanRul(
+                scaler=Scaler.from_json(head["scaler"]),
+                cap=float(head["cap"]),
+                unit=str(head.get("unit", "")),
+                network=Network((root / graphs["rul"]).read_bytes(), threads=threads),
+            )
+        if manifest.get("anomaly") and graphs.get("anomaly"):
+            head = manifest["anomaly"]
+            floor = head.get("asset_scale_floor_relative")
+            anomaly = LeanAnomaly(
+                scaler=Scaler.from_json(head["scaler"]),
+                reference=float(head["score_reference"]),
+                threshold=float(head["threshold"]),
+                rule=ThresholdRule.from_json(head["threshold_rule"]),
+                network=Network((root / graphs["anomaly"]).read_bytes(), threads=threads),
+                relative_floor=None if floor is None else tuple(float(v) for v in floor),
+                run_condition=RunCondition.from_json(head.get("run_condition")),
+            )
+        bundle = LeanBundle(
+            path=origin,
+            name=str(manifest["name"]),
+            version=str(manifest["version"]),
+            sensors=sensors,
+            sensor_units=units,
+            window=int(manifest["window"]),
+            hop=int(manifest["hop"]),
+            rul=rul,
+            anomaly=anomaly,
+            manifest=manifest,
+        )
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise refuse(origin, f"ONNX section missing or malformed ({exc})") from exc
+    if bundle.rul is None and bundle.anomaly is None:
+        raise refuse(origin, "it contains no ONNX graph")
+    if check_golden:
+        _check_golden(root, origin, bundle)
+    return bundle
+
+
+@dataclass
+class LeanBaseline:
+    """An asset baseline scored by ONNX Runtime (the folder also holds the torch weights)."""
+
+    sensors: tuple[str, ...]
+    window: int
+    scaler: Scaler
+    network: Network
+    reference: float
+    threshold: float
+    rule: ThresholdRule
+    asset: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    run_condition: RunCondition | None = None
+    run_level: float | None = None
+
+    def judged(self, windows: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        x = np.asarray(windows)
+        if self.run_condition is None or self.run_level is None:
+            return np.ones(len(x), dtype=bool)
+        return self.run_condition.judged(x, self.sensors, self.run_level)
+
+    def score(self, windows: npt.ArrayLike) -> FloatArray:
+        x = np.asarray(windows, dtype=np.float32)
+        err = self.network.run(self.scaler.transform(x, axis=1))
+        return (err / np.float32(self.reference)).astype(np.float32)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, threads: int = 1) -> LeanBaseline:
+        d = Path(directory)
+        try:
+            meta = json.loads((d / BASELINE_JSON).read_text())
+            graph = meta.get("onnx")
+            if not graph:
+                raise ModelError(
+                    f"asset baseline {d} has no ONNX graph (made for the torch backend)",
+                    hint="commission the asset again",
+                )
+            gpath = d / str(graph)
+            if sha256_file(gpath) != meta.get("onnx_sha256"):
+                raise ModelError(
+                    f"asset baseline {d} is damaged (ONNX checksum mismatch)",
+                    hint="commission the asset again",
+                )
+            return cls(
+                sensors=tuple(str(s) for s in meta["sensors"]),
+                window=int(meta["window"]),
+                scaler=Scaler.from_json(meta["scaler"]),
+                network=Network(gpath.read_bytes(), threads=threads),
+                reference=float(meta["score_reference"]),
+                threshold=float(meta["threshold"]),
+                rule=ThresholdRule.from_json(meta["threshold_rule"]),
+                asset=meta.get("asset"),
+                info=dict(meta.get("info", {})),
+                run_condition=RunCondition.from_json(meta.get("run_condition")),
+                run_level=None if meta.get("run_level") is None else float(meta["run_level"]),
+            )
+        except ModelError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(
+                f"cannot load asset baseline from {d}: {exc}", hint="commission the asset again"
+            ) from exc
+
+
+class OnnxPredictor:
+    """:class:`models.predictor.Predictor` on ONNX Runtime; one instance per thread."""
+
+    def __init__(self, bundle: LeanBundle | str | Path, *, threads: int = 1) -> None:
+        if threads < 1:
+            raise ModelError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
+        self.bundle = (
+            bundle if isinstance(bundle, LeanBundle) else load_lean_bundle(bundle, threads=threads)
+        )
+
+    @property
+    def sensors(self) -> tuple[str, ...]:
+        return self.bundle.sensors
+
+    @property
+    def window(self) -> int:
+        return self.bundle.window
+
+    @property
+    def hop(self) -> int:
+        return self.bundle.hop
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.version
+
+    def check_baseline(self, baseline: Any) -> None:
+        if tuple(baseline.sensors) != self.sensors or baseline.window != self.window:
+            raise ModelError(
+                f"asset baseline ({len(baseline.sensors)} sensors, window {baseline.window}) "
+                f"does not match bundle {self.model_version} ({len(self.sensors)} sensors, "
+                f"window {self.window})",
+                hint="commission the asset again with this bundle",
+            )
+
+    def predict(
+        self, windows: npt.ArrayLike, baselines: Sequence[LeanBaseline | None] | None = None
+    ) -> Predictions:
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        expected = (len(self.sensors), self.window)
+        if x.ndim != 3 or x.shape[1:] != expected:
+            raise ModelError(
+                f"windows must be shaped (batch, {expected[0]}, {expected[1]}), got {x.shape}"
+            )
+        if not np.isfinite(x).all():
+            raise ModelError("windows contain NaN or infinite values; fill gaps before predicting")
+        if baselines is not None and len(baselines) != len(x):
+            raise ModelError(f"got {len(baselines)} baselines for {len(x)} windows")
+        rul = self._rul(x)
+        score, thr, judged = self._anomaly(x, baselines)
+        head = self.bundle.rul
+        return Predictions(
+            model_version=self.model_version,
+            anomaly_score=score,
+            threshold=thr,
+            anomalous=None if score is None or thr is None else (score > thr) & judged,
+            judged=judged if score is not None else None,
+            rul=rul,
+            rul_unit=head.unit if head is not None else None,
+            rul_cap=head.cap if head is not None else None,
+        )
+
+    def _rul(self, x: FloatArray) -> FloatArray | None:
+        head = self.bundle.rul
+        if head is None:
+            return None
+        if len(x) == 0:
+            return np.zeros(0, np.float32)
+        out = head.network.run(head.scaler.transform(pad_to_bucket(x), axis=1))[: len(x)]
+        rul: FloatArray = np.clip(out, 0.0, head.cap).astype(np.float32)
+        return rul
+
+    def _anomaly(
+        self, x: FloatArray, baselines: Sequence[LeanBaseline | None] | None
+    ) -> tuple[FloatArray | None, FloatArray | None, BoolArray]:
+        fleet = self.bundle.anomaly
+        rows = baselines if baselines is not None else [None] * len(x)
+        judged = np.ones(len(x), dtype=bool)
+        if fleet is None and all(b is None for b in rows):
+            return None, None, judged
+        score = np.full(len(x), np.nan, dtype=np.float32)
+        thr = np.full(len(x), np.nan, dtype=np.float32)
+        groups: dict[int, tuple[LeanBaseline | None, list[int]]] = {}
+        for i, b in enumerate(rows):
+            groups.setdefault(id(b), (b, []))[1].append(i)
+        for b, idx in groups.values():
+            sel = np.asarray(idx)
+            if b is not None:
+                self.check_baseline(b)
+                score[sel] = b.score(pad_to_bucket(x[sel]))[: len(sel)]
+                thr[sel] = b.threshold
+                judged[sel] = b.judged(x[sel])
+            elif fleet is not None:
+                err = fleet.network.run(fleet.scaler.transform(pad_to_bucket(x[sel]), axis=1))
+                score[sel] = (err[: len(sel)] / np.float32(fleet.reference)).astype(np.float32)
+                thr[sel] = fleet.threshold
+                if fleet.run_condition is not None and fleet.run_condition.sensor in self.sensors:
+                    level = fleet.scaler.offset[self.sensors.index(fleet.run_condition.sensor)]
+                    judged[sel] = fleet.run_condition.judged(x[sel], self.sensors, level)
+        return score, thr, judged

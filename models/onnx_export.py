@@ -1,0 +1,304 @@
+"""Export a bundle's networks to ONNX (fp32 or int8), checked against torch.
+
+``export_bundle`` adds to a bundle directory:
+
+- ``rul.onnx``: scaled windows ``x (batch, sensors, window)`` -> the ensemble's mean RUL
+  (clipping to ``[0, cap]`` stays in numpy, as in the torch predictor);
+- ``anomaly.onnx``: scaled windows -> mean squared reconstruction error per window;
+- ``golden.safetensors``: fixed raw windows and what torch predicts for them.
+
+It then loads the new graphs with ONNX Runtime exactly as the agent does, compares
+them with torch on the golden windows and refuses to write a bundle whose maximum
+absolute difference is above the tolerance (written to the manifest, where the
+agent checks the golden windows again when it loads the bundle). Opset 17, dynamic
+batch axis. The manifest's own ``version`` is kept: the weights are the same model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from torch import nn
+
+from agent.errors import BundleError, ModelError
+from models.bundle import Bundle, load_bundle
+from models.commission import AssetBaseline
+from models.lean import BASELINE_JSON, BASELINE_ONNX, OnnxPredictor, load_lean_bundle
+from models.manifest import MANIFEST, seal, sha256_file
+from models.predictor import Predictor
+from models.preprocessing import FloatArray, Scaler
+
+OPSET = 17
+GOLDEN = "golden.safetensors"
+GOLDEN_WINDOWS = 32
+#: fp32 ONNX and torch differ only by float rounding.
+FP32_TOLERANCE = 1e-4
+#: int8 weights move outputs by design; this bounds how far: RUL as a fraction of its
+#: cap, the anomaly score (healthy ~1, thresholds ~2-5) in absolute terms.
+INT8_RUL_FRACTION = 0.03
+INT8_SCORE_TOLERANCE = 0.25
+
+
+class _RulEnsemble(nn.Module):
+    def __init__(self, members: tuple[nn.Module, ...]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        acc: torch.Tensor = self.members[0](x)
+        for m in self.members[1:]:
+            acc = acc + m(x)
+        return acc / len(self.members)
+
+
+class _ReconstructionError(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        recon: torch.Tensor = self.model(x)
+        return (recon - x).pow(2).mean(dim=(1, 2))
+
+
+def to_onnx(module: nn.Module, sensors: int, window: int) -> bytes:
+    """``module`` as an ONNX graph with input ``x`` and a dynamic batch axis."""
+    module.eval()
+    example = torch.zeros(2, sensors, window)
+    buffer = io.BytesIO()
+    with torch.inference_mode():
+        # The TorchScript exporter: the dynamo one needs onnxscript, a heavy extra
+        # dependency, for networks this simple.
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,  # type: ignore[arg-type]  # file objects work with dynamo=False
+            opset_version=OPSET,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def quantize_int8(model: bytes) -> bytes:
+    """Dynamic int8 quantization of the weights (ONNX Runtime's quantizer)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="onnx-q-") as tmp:
+        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        source.write_bytes(model)
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        return target.read_bytes()
+
+
+def golden_windows(scaler: Scaler, window: int, n: int = GOLDEN_WINDOWS) -> FloatArray:
+    """Fixed raw windows spread over each sensor's fitted range (seeded)."""
+    rng = np.random.default_rng(20261123)
+    z = rng.normal(0.5, 0.6, size=(n, scaler.n_sensors, window))
+    offset = np.asarray(scaler.offset)[None, :, None]
+    scale = np.asarray(scaler.scale)[None, :, None]
+    out: FloatArray = (offset + scale * z).astype(np.float32)
+    return out
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    quantize: str | None
+    max_abs_diff: dict[str, float]
+    tolerance: dict[str, float]
+    sizes: dict[str, int] = field(default_factory=dict)
+    speed: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _outputs(predict: Callable[[FloatArray], Any], x: FloatArray) -> dict[str, FloatArray]:
+    out = predict(x)
+    found: dict[str, FloatArray] = {}
+    if out.rul is not None:
+        found["rul"] = np.asarray(out.rul, dtype=np.float32)
+    if out.anomaly_score is not None:
+        found["anomaly_score"] = np.asarray(out.anomaly_score, dtype=np.float32)
+    return found
+
+
+def _windows_per_s(predict: Callable[[FloatArray], Any], x: FloatArray, seconds: float) -> float:
+    predict(x)  # warm up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        predict(x)
+        n += len(x)
+    return n / (time.perf_counter() - start)
+
+
+def export_bundle(
+    source: str | Path,
+    out: str | Path | None = None,
+    *,
+    quantize: str | None = None,
+    speed_seconds: float = 0.5,
+) -> ExportReport:
+    """Add ONNX graphs to the bundle directory ``source`` (or to a copy at ``out``)."""
+    if quantize not in (None, "int8"):
+        raise ModelError(f"unknown quantization {quantize!r}; only int8 is supported")
+    src = Path(source)
+    bundle = load_bundle(src)
+    if not src.is_dir():
+        raise BundleError(
+            f"bundle {src} is an archive; export works on a bundle directory",
+            hint="extract it first (tar xzf) and export the directory",
+        )
+    graphs = _graphs(bundle, quantize)
+    tolerance = {k: FP32_TOLERANCE for k in graphs}
+    if quantize:
+        cap = bundle.rul.cap if bundle.rul is not None else 0.0
+        tolerance = {"rul": INT8_RUL_FRACTION * cap, "anomaly_score": INT8_SCORE_TOLERANCE}
+        tolerance = {k: v for k, v in tolerance.items() if k in graphs}
+    work = Path(tempfile.mkdtemp(prefix="bundle-export-"))
+    try:
+        staged = work / "bundle"
+        shutil.copytree(src, staged)
+        scaler = (bundle.anomaly or bundle.rul).scaler  # type: ignore[union-attr]
+        golden = golden_windows(scaler, bundle.window)
+        expected = _outputs(Predictor(bundle).predict, golden)
+        _write(staged, bundle, graphs, golden, expected, quantize, tolerance)
+        lean = load_lean_bundle(staged, check_golden=False)
+        got = _outputs(OnnxPredictor(lean).predict, golden)
+        diff = {k: float(np.max(np.abs(got[k] - expected[k]))) for k in expected}
+        bad = {k: v for k, v in diff.items() if v > tolerance[k]}
+        if bad:
+            raise BundleError(
+                f"ONNX and torch disagree on the golden windows: {bad} (tolerance {tolerance})",
+                hint="the bundle was not written; report this with the bundle",
+            )
+        report = ExportReport(Path(out) if out else src, quantize, diff, tolerance)
+        report.sizes = _sizes(staged)
+        if speed_seconds > 0:
+            report.speed = _speeds(bundle, lean, golden, speed_seconds)
+        _record(staged, report)
+        _publish(staged, report.path, replace=out is None)
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _graphs(bundle: Bundle, quantize: str | None) -> dict[str, bytes]:
+    s, w = len(bundle.sensors), bundle.window
+    graphs: dict[str, bytes] = {}
+    if bundle.rul is not None:
+        graphs["rul"] = to_onnx(_RulEnsemble(bundle.rul.members), s, w)
+    if bundle.anomaly is not None:
+        graphs["anomaly_score"] = to_onnx(_ReconstructionError(bundle.anomaly.model), s, w)
+    if quantize == "int8":
+        graphs = {k: quantize_int8(v) for k, v in graphs.items()}
+    return graphs
+
+
+def _write(
+    root: Path,
+    bundle: Bundle,
+    graphs: dict[str, bytes],
+    golden: FloatArray,
+    expected: dict[str, FloatArray],
+    quantize: str | None,
+    tolerance: dict[str, float],
+) -> None:
+    manifest = dict(json.loads((root / MANIFEST).read_text()))
+    files = dict(manifest["files"])
+    names = {"rul": "rul.onnx", "anomaly_score": "anomaly.onnx"}
+    for key, model in graphs.items():
+        (root / names[key]).write_bytes(model)
+        files[names[key]] = sha256_file(root / names[key])
+    tensors = {"windows": golden, **{f"expected.{k}": v for k, v in expected.items()}}
+    save_file(tensors, str(root / GOLDEN))
+    files[GOLDEN] = sha256_file(root / GOLDEN)
+    manifest["files"] = files
+    manifest["onnx"] = {
+        "opset": OPSET,
+        "rul": names["rul"] if "rul" in graphs else None,
+        "anomaly": names["anomaly_score"] if "anomaly_score" in graphs else None,
+        "input": "x: float32 (batch, sensors, window) scaled with the head's scaler",
+        "golden": GOLDEN,
+        "tolerance": tolerance,
+        "quantization": "int8-dynamic" if quantize else None,
+    }
+    _save_manifest(root, manifest)
+
+
+def _record(root: Path, report: ExportReport) -> None:
+    manifest = dict(json.loads((root / MANIFEST).read_text()))
+    manifest["onnx"] = {
+        **manifest["onnx"],
+        "max_abs_diff": report.max_abs_diff,
+        "sizes_bytes": report.sizes,
+        "windows_per_s": report.speed,
+    }
+    _save_manifest(root, manifest)
+
+
+def _save_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(seal(manifest), indent=2, sort_keys=True) + "\n")
+    tmp.replace(root / MANIFEST)
+
+
+def _sizes(root: Path) -> dict[str, int]:
+    return {
+        p.name: p.stat().st_size
+        for p in sorted(root.iterdir())
+        if p.suffix in (".onnx", ".safetensors") and p.name != GOLDEN
+    }
+
+
+def _speeds(
+    bundle: Bundle, lean: Any, golden: FloatArray, seconds: float
+) -> dict[str, dict[str, float]]:
+    torch_predict = Predictor(bundle).predict
+    onnx_predict = OnnxPredictor(lean).predict
+    out: dict[str, dict[str, float]] = {}
+    for batch in (1, 64):
+        x = np.concatenate([golden] * (1 + batch // len(golden)))[:batch]
+        out[f"batch_{batch}"] = {
+            "torch": round(_windows_per_s(torch_predict, x, seconds)),
+            "onnx": round(_windows_per_s(onnx_predict, x, seconds)),
+        }
+    return out
+
+
+def _publish(staged: Path, target: Path, *, replace: bool) -> None:
+    """Move the checked bundle into place; the source stays untouched until then."""
+    if target.exists() and not replace:
+        raise BundleError(f"{target} already exists", hint="choose another --out")
+    backup = target.with_name(target.name + ".old") if target.exists() else None
+    if backup is not None:
+        target.rename(backup)
+    shutil.copytree(staged, target)
+    if backup is not None:
+        shutil.rmtree(backup)
+
+
+def export_baseline(baseline: AssetBaseline, directory: Path) -> None:
+    """Add the asset autoencoder as ONNX to a saved baseline folder (for the lean agent)."""
+    graph = to_onnx(_ReconstructionError(baseline.model), len(baseline.sensors), baseline.window)
+    target = directory / BASELINE_ONNX
+    tmp = directory / (BASELINE_ONNX + ".tmp")
+    tmp.write_bytes(graph)
+    tmp.replace(target)
+    meta = json.loads((directory / BASELINE_JSON).read_text())
+    meta["onnx"] = BASELINE_ONNX
+    meta["onnx_sha256"] = sha256_file(target)
+    jtmp = directory / (BASELINE_JSON + ".tmp")
+    jtmp.write_text(json.dumps(meta, indent=2) + "\n")
+    jtmp.replace(directory / BASELINE_JSON)
