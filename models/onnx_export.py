@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -97,11 +98,23 @@ def quantize_int8(model: bytes) -> bytes:
     """Dynamic int8 quantization of the weights (ONNX Runtime's quantizer)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="onnx-q-") as tmp:
-        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        source.write_bytes(model)
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
-        return target.read_bytes()
+    root = logging.getLogger()
+    advice = _DropAdvice()
+    # The quantizer logs advice about image models to the root logger on every call.
+    root.addFilter(advice)
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnx-q-") as tmp:
+            source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+            source.write_bytes(model)
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+            return target.read_bytes()
+    finally:
+        root.removeFilter(advice)
+
+
+class _DropAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
 
 
 def golden_windows(scaler: Scaler, window: int, n: int = GOLDEN_WINDOWS) -> FloatArray:

@@ -94,6 +94,9 @@ app.add_typer(records_cmd.app, name="records")
 from agent.cli import report_cmd  # noqa: E402 - kept next to its registration line
 
 app.command("report")(report_cmd.report)
+from agent.cli import model_cmd  # noqa: E402 - kept next to its registration line
+
+app.add_typer(model_cmd.app, name="model")
 
 
 def main(argv: list[str] | None = None) -> None:
