@@ -22,6 +22,7 @@ import logging
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,9 +79,11 @@ def to_onnx(module: nn.Module, sensors: int, window: int) -> bytes:
     module.eval()
     example = torch.zeros(2, sensors, window)
     buffer = io.BytesIO()
-    with torch.inference_mode():
-        # The TorchScript exporter: the dynamo one needs onnxscript, a heavy extra
-        # dependency, for networks this simple.
+    with torch.inference_mode(), warnings.catch_warnings():
+        # The TorchScript exporter, on purpose (its deprecation warning is noise here):
+        # the dynamo one needs onnxscript, a heavy extra dependency, for networks this
+        # simple.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module,
             (example,),

@@ -1,0 +1,142 @@
+"""ONNX export and the torch-free predictor: agreement, refusal of altered graphs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.errors import BundleError
+from models.bundle import load_bundle
+from models.bundles import default_bundle_path
+from models.commission import commission
+from models.lean import LeanBaseline, OnnxPredictor, has_graphs, load_lean_bundle
+from models.manifest import MANIFEST, seal, sha256_file
+from models.onnx_export import export_baseline, export_bundle, quantize_int8
+from models.predictor import Predictor
+
+PUMP = default_bundle_path("pump")
+
+
+def _windows(n: int, seed: int = 0) -> np.ndarray:
+    bundle = load_bundle(PUMP)
+    assert bundle.anomaly is not None
+    scaler = bundle.anomaly.scaler
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, size=(n, len(bundle.sensors), bundle.window))
+    return (
+        np.asarray(scaler.offset)[None, :, None] + np.asarray(scaler.scale)[None, :, None] * z
+    ).astype(np.float32)
+
+
+def test_shipped_bundles_carry_graphs_that_match_torch() -> None:
+    for name in ("pump", "cmapss-fd001"):
+        path = default_bundle_path(name)
+        assert has_graphs(path)
+        lean = load_lean_bundle(path)  # re-checks the golden windows
+        assert lean.version == load_bundle(path).version
+        diffs = lean.manifest["onnx"]["max_abs_diff"]
+        assert all(v <= 1e-4 for v in diffs.values()), diffs
+
+
+def test_onnx_and_torch_predictions_agree_with_and_without_baselines() -> None:
+    x = _windows(37)
+    torch_out = Predictor(PUMP).predict(x)
+    onnx_out = OnnxPredictor(PUMP).predict(x)
+    assert onnx_out.model_version == torch_out.model_version
+    assert onnx_out.rul is not None and torch_out.rul is not None
+    assert np.max(np.abs(onnx_out.rul - torch_out.rul)) <= 1e-4
+    assert onnx_out.anomaly_score is not None and torch_out.anomaly_score is not None
+    assert np.max(np.abs(onnx_out.anomaly_score - torch_out.anomaly_score)) <= 1e-4
+    assert onnx_out.judged is not None and torch_out.judged is not None
+    assert np.array_equal(onnx_out.judged, torch_out.judged)
+
+
+def test_asset_baseline_exported_to_onnx_scores_like_torch(tmp_path: Path) -> None:
+    bundle = load_bundle(PUMP)
+    samples = _windows(1, seed=3)[0].T.repeat(8, axis=0)  # (time, sensors)
+    samples = samples + np.random.default_rng(1).normal(0, 0.01, samples.shape).astype(np.float32)
+    baseline = commission(samples, bundle, asset="p1", cpu_budget_s=5, epochs=2)
+    folder = baseline.save(tmp_path / "p1")
+    export_baseline(baseline, folder)
+    lean = LeanBaseline.load(folder)
+    x = _windows(9, seed=5)
+    t_out = Predictor(bundle).predict(x, [baseline] * 9)
+    o_out = OnnxPredictor(PUMP).predict(x, [lean] * 9)
+    assert o_out.threshold is not None and t_out.threshold is not None
+    assert (o_out.threshold == t_out.threshold).all()
+    assert o_out.anomaly_score is not None and t_out.anomaly_score is not None
+    assert np.max(np.abs(o_out.anomaly_score - t_out.anomaly_score)) <= 1e-4
+    # A damaged graph is refused, not scored.
+    (folder / "autoencoder.onnx").write_bytes(b"\x00" + (folder / "autoencoder.onnx").read_bytes())
+    with pytest.raises(Exception, match="ONNX checksum mismatch"):
+        LeanBaseline.load(folder)
+
+
+def _copy(tmp_path: Path) -> Path:
+    target = tmp_path / "pump"
+    shutil.copytree(PUMP, target)
+    return target
+
+
+def test_an_altered_graph_is_refused(tmp_path: Path) -> None:
+    bundle = _copy(tmp_path)
+    graph = bundle / "anomaly.onnx"
+    data = bytearray(graph.read_bytes())
+    data[-5] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"anomaly\.onnx does not match its sha256"):
+        load_lean_bundle(bundle)
+
+
+def test_a_graph_swapped_with_its_checksum_is_refused_by_the_golden_windows(
+    tmp_path: Path,
+) -> None:
+    bundle = _copy(tmp_path)
+    # Someone replaces the graph and rewrites every checksum: only the golden windows
+    # can tell that it no longer computes what torch did.
+    graph = bundle / "anomaly.onnx"
+    graph.write_bytes(quantize_int8(graph.read_bytes()))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"]["anomaly.onnx"] = sha256_file(graph)
+    (bundle / MANIFEST).write_text(json.dumps(seal(manifest)))
+    with pytest.raises(BundleError, match="does not reproduce the golden windows"):
+        load_lean_bundle(bundle)
+
+
+def test_int8_export_is_smaller_and_within_its_tolerance(tmp_path: Path) -> None:
+    report = export_bundle(PUMP, tmp_path / "int8", quantize="int8", speed_seconds=0)
+    fp32 = sum((PUMP / n).stat().st_size for n in ("rul.onnx", "anomaly.onnx"))
+    int8 = report.sizes["rul.onnx"] + report.sizes["anomaly.onnx"]
+    assert fp32 / int8 >= 2.4
+    assert all(report.max_abs_diff[k] <= report.tolerance[k] for k in report.max_abs_diff)
+    lean = load_lean_bundle(tmp_path / "int8")
+    assert lean.manifest["onnx"]["quantization"] == "int8-dynamic"
+
+
+def test_export_refuses_to_overwrite_another_bundle(tmp_path: Path) -> None:
+    target = _copy(tmp_path)
+    with pytest.raises(BundleError, match="already exists"):
+        export_bundle(PUMP, target, speed_seconds=0)
+
+
+def test_the_lean_path_never_imports_torch() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from models.lean import OnnxPredictor\n"
+        f"p = OnnxPredictor({str(PUMP)!r})\n"
+        "x = np.zeros((4, len(p.sensors), p.window), np.float32) + 1\n"
+        "out = p.predict(x)\n"
+        "assert out.rul is not None and out.anomaly_score is not None\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
