@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from agent.errors import BundleError, ModelError
 from models.manifest import extract, read_verified_manifest, refuse, sha256_file
-from models.predictions import BoolArray, Predictions, pad_to_bucket
+from models.predictions import BaselineShape, BoolArray, Predictions, pad_to_bucket
 from models.preprocessing import FloatArray, Scaler
 from models.scoring import RunCondition, ThresholdRule
 
@@ -298,7 +298,7 @@ class OnnxPredictor:
     def model_version(self) -> str:
         return self.bundle.version
 
-    def check_baseline(self, baseline: Any) -> None:
+    def check_baseline(self, baseline: BaselineShape) -> None:
         if tuple(baseline.sensors) != self.sensors or baseline.window != self.window:
             raise ModelError(
                 f"asset baseline ({len(baseline.sensors)} sensors, window {baseline.window}) "

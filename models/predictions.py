@@ -6,6 +6,7 @@ No torch here: the ONNX Runtime agent imports this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +14,16 @@ import numpy.typing as npt
 from models.preprocessing import FloatArray
 
 BoolArray = npt.NDArray[np.bool_]
+
+
+class BaselineShape(Protocol):
+    """What a predictor checks of an asset baseline before scoring with it."""
+
+    @property
+    def sensors(self) -> tuple[str, ...]: ...
+
+    @property
+    def window(self) -> int: ...
 
 
 @dataclass(frozen=True)

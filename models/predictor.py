@@ -27,7 +27,7 @@ import torch
 from agent.errors import ModelError
 from models.bundle import Bundle, load_bundle
 from models.commission import AssetBaseline, score_windows
-from models.predictions import BoolArray, Predictions, pad_to_bucket
+from models.predictions import BaselineShape, BoolArray, Predictions, pad_to_bucket
 from models.preprocessing import FloatArray
 
 __all__ = ["BoolArray", "Predictions", "Predictor", "pad_to_bucket"]
@@ -75,7 +75,7 @@ class Predictor:
     def model_version(self) -> str:
         return self.bundle.version
 
-    def check_baseline(self, baseline: AssetBaseline) -> None:
+    def check_baseline(self, baseline: BaselineShape) -> None:
         """Raise :class:`ModelError` unless ``baseline`` can score this bundle's windows."""
         if baseline.sensors != self.sensors or baseline.window != self.window:
             raise ModelError(

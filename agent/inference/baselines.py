@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,9 @@ from agent.logs import fields
 
 if TYPE_CHECKING:
     from models.commission import AssetBaseline
+    from models.lean import LeanBaseline
+
+    Baseline = AssetBaseline | LeanBaseline
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +50,21 @@ class BaselineStore:
     def exists(self, asset: str) -> bool:
         return (self.path(asset) / "baseline.json").is_file()
 
-    def load_all(self) -> dict[str, AssetBaseline]:
+    def load_all(self, loader: Callable[[Path], Baseline] | None = None) -> dict[str, Baseline]:
         """Every loadable baseline by asset; damaged ones are logged and skipped
         (their assets are commissioned again)."""
-        from models.commission import AssetBaseline  # torch: only where baselines load
+        if loader is None:
+            from models.commission import AssetBaseline  # torch: only where baselines load
 
-        found: dict[str, AssetBaseline] = {}
+            loader = AssetBaseline.load
+        found: dict[str, Baseline] = {}
         if not self.root.is_dir():
             return found
         for folder in sorted(self.root.iterdir()):
             if not (folder / "baseline.json").is_file():
                 continue
             try:
-                baseline = AssetBaseline.load(folder)
+                baseline = loader(folder)
             except EdgewatchError as exc:
                 log.warning(
                     "asset baseline unusable", extra=fields(path=str(folder), error=str(exc))
@@ -87,7 +93,7 @@ class BaselineStore:
         return target
 
 
-def baseline_version(baseline: AssetBaseline) -> str:
+def baseline_version(baseline: Baseline) -> str:
     """Short stable id of a baseline, recorded with the asset."""
     created = baseline.info.get("created_ts", 0.0)
     key = f"{baseline.asset}:{created}:{baseline.threshold}:{baseline.reference}"

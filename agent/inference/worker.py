@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
@@ -32,10 +33,18 @@ from agent.domain import (
 from agent.errors import EdgewatchError
 from agent.inference.alerting import AlertTracker
 from agent.inference.baselines import BaselineStore, baseline_version
+from agent.inference.commissioner import ChildCommissioner
 from agent.logs import fields
 from agent.metrics import Metrics
-from models.commission import AssetBaseline, commission
-from models.predictor import Predictor
+
+if TYPE_CHECKING:
+    # torch comes with these: the ONNX Runtime agent must not import them at run time.
+    from models.commission import AssetBaseline
+    from models.lean import LeanBaseline, OnnxPredictor
+    from models.predictor import Predictor
+
+    Baseline: TypeAlias = AssetBaseline | LeanBaseline
+    AnyPredictor: TypeAlias = Predictor | OnnxPredictor
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +76,22 @@ class InferenceStage:
 
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: AnyPredictor,
         store: BaselineStore,
         tracker: AlertTracker,
         config: InferenceConfig,
         metrics: Metrics,
-        baselines: dict[str, AssetBaseline] | None = None,
+        baselines: dict[str, Baseline] | None = None,
+        commissioner: ChildCommissioner | None = None,
     ) -> None:
         self.predictor = predictor
+        #: None: commission in a thread of this process (torch backend).
+        self.commissioner = commissioner
         self.store = store
         self.tracker = tracker
         self.config = config
         self.metrics = metrics
-        self.baselines: dict[str, AssetBaseline] = dict(baselines or {})
+        self.baselines: dict[str, Baseline] = dict(baselines or {})
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="edgewatch-infer")
         self._commission_pool = ThreadPoolExecutor(
             config.max_commissioning, thread_name_prefix="edgewatch-commission"
@@ -105,7 +117,8 @@ class InferenceStage:
             return []
         x = np.stack([w.data for w in usable])
         baselines = [self.baselines[w.asset] for w in usable]
-        out = self.predictor.predict(x, baselines)
+        # Each backend is given baselines loaded for it (see runtime and commissioner).
+        out = self.predictor.predict(x, baselines)  # type: ignore[arg-type]
         created = []
         scored_ms = now_ms()
         override = self.config.threshold_override
@@ -231,7 +244,11 @@ class InferenceStage:
             )
         )
         try:
-            baseline = await loop.run_in_executor(self._commission_pool, self._fit, request)
+            baseline: Baseline
+            if self.commissioner is not None:
+                baseline = await self.commissioner.fit(request)
+            else:
+                baseline = await loop.run_in_executor(self._commission_pool, self._fit, request)
         except asyncio.CancelledError:
             self._commissioning.pop(asset, None)
             raise
@@ -271,6 +288,10 @@ class InferenceStage:
         await out.put(AssetStatus(asset, AssetState.HEALTHY, now_ms(), version))
 
     def _fit(self, request: CommissionRequest) -> AssetBaseline:
+        from models.commission import commission
+        from models.predictor import Predictor
+
+        assert isinstance(self.predictor, Predictor), "in-process commissioning needs torch"
         baseline = commission(
             request.samples,
             self.predictor.bundle,

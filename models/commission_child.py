@@ -1,0 +1,66 @@
+"""Commission one asset in a short-lived process: ``python -m models.commission_child``.
+
+The lean (ONNX Runtime) agent never imports torch, but learning a baseline means
+fine-tuning the autoencoder, which needs it. The agent writes the asset's samples
+to a ``.npy`` file and runs this module; it trains, saves the baseline (torch
+weights, JSON) and its ONNX graph into ``--out``, and exits 0. Any failure exits
+non-zero with one line on stderr; the agent then keeps the asset's previous state
+and tries again later. Being a separate process, it also gives all its memory back
+to the system when it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from agent.errors import EdgewatchError
+
+#: Exit codes the agent tells apart in its log.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.commission_child")
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--samples", type=Path, required=True, help=".npy (time, sensors)")
+    parser.add_argument("--sensors", required=True, help="JSON list of the columns' names")
+    parser.add_argument("--asset", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cpu-budget", type=float, default=30.0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    try:
+        import torch
+
+        from models.bundle import load_bundle
+        from models.commission import commission
+        from models.onnx_export import export_baseline
+
+        torch.set_num_threads(args.threads)
+        samples = np.load(args.samples, allow_pickle=False)
+        sensors = [str(s) for s in json.loads(args.sensors)]
+        baseline = commission(
+            samples,
+            load_bundle(args.bundle),
+            sensors=sensors,
+            asset=args.asset,
+            cpu_budget_s=args.cpu_budget,
+            threads=args.threads,
+        )
+        baseline.asset = args.asset
+        folder = baseline.save(args.out)
+        export_baseline(baseline, folder)
+    except (EdgewatchError, OSError, ValueError) as exc:
+        sys.stderr.write(f"commissioning {args.asset} failed: {exc}\n")
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
