@@ -254,7 +254,14 @@ class ModelSettings(_Section):
     rul_alert_below: PositiveFloat | None = Field(
         None, description="Raise an alert when the RUL estimate drops below this."
     )
-    backend: Backend = Field(Backend.TORCH, description="Inference backend.")
+    backend: Backend = Field(
+        Backend.AUTO,
+        description=(
+            "Inference backend: torch, onnx (ONNX Runtime; the agent process never imports "
+            "torch and commissions assets in short-lived child processes), or auto (onnx "
+            "when the bundle has ONNX graphs and onnxruntime is installed, else torch)."
+        ),
+    )
     threads: Annotated[int, Field(ge=1, le=64)] = Field(1, description="Inference threads.")
     batch_max: Annotated[int, Field(ge=1, le=4096)] = Field(
         256, description="Most windows per inference batch."

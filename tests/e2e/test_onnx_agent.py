@@ -23,6 +23,9 @@ def agent_on_onnx(tmp_path: Path, broker: Broker, **model: object) -> AgentProce
         tmp_path / "data",
         broker.port,
         model={"backend": "onnx", "commission_samples": COMMISSION, **model},
+        # Its own MQTT session: the shared broker may still queue messages for the
+        # persistent session of an agent another test stopped mid-stream.
+        identity={"site": SITE, "agent": f"gw-onnx-{tmp_path.name}"},
     )
     return AgentProcess(config=config, cwd=tmp_path)
 
