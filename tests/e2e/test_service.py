@@ -70,7 +70,7 @@ def test_run_under_systemd_notify_with_metrics(tmp_path: Path, mqtt_broker: Brok
         assert got["edgewatch_readings_accepted_total"] >= sent
 
         assert agent.stop() == 0
-        seen = []
+        seen: list[str] = []
         while not any(m.startswith("STOPPING=1") for m in seen):
             seen.append(notify.recv(1024).decode())
     finally:

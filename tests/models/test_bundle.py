@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from agent.errors import BundleError
-from models.bundle import MANIFEST, RUL_WEIGHTS, _canonical, load_bundle, save_bundle
+from models.bundle import RUL_WEIGHTS, load_bundle, save_bundle
+from models.manifest import MANIFEST
+from models.manifest import canonical as _canonical
 from models.predictor import Predictor
 from tests.models.conftest import SENSORS, WINDOW, make_bundle
 
