@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -37,6 +37,9 @@ from agent.storage import migrate
 from simulators.fleet import FleetConfig, simulate_runs
 from simulators.payloads import encode_batch, encode_single
 from simulators.publisher import make_publisher
+
+if TYPE_CHECKING:
+    from models.commission import AssetBaseline
 
 SITE = "bench"
 
@@ -59,14 +62,19 @@ class BenchOptions:
     batch_messages: int = 3_000
     latency_rate_msg_s: float = 1000.0
     latency_duration_s: float = 20.0
-    backend: str = "torch"
+    #: Each backend gets its own agent run on the same messages, side by side.
+    backends: tuple[str, ...] = ("torch", "onnx")
+    #: Seconds per figure of the predictor-alone runs.
+    inference_seconds: float = 1.0
     #: MQTT version of both the agent and the baseline loop ("5" or "3.1.1").
     protocol: str = "5"
 
 
 @dataclass
-class BenchReport:
-    ceiling_msg_s: float = 0.0
+class AgentFigures:
+    """What one agent run (one inference backend) measured."""
+
+    backend: str = ""
     agent_msg_s: float = 0.0
     ratio: float = 0.0
     lost: int = 0
@@ -79,9 +87,17 @@ class BenchReport:
     cpu_percent: float = 0.0
     cold_start_s: float = 0.0
     commits_per_s: float = 0.0
+    #: The backend's predictor alone, in a fresh process (:mod:`models.backend_bench`).
+    inference: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchReport:
+    ceiling_msg_s: float = 0.0
+    protocol: str = ""
     window: int = 0
     hop: int = 0
-    notes: list[str] = field(default_factory=list)
+    backends: dict[str, AgentFigures] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,11 +196,14 @@ class Bench:
         self.workdir = workdir
         self.options = options
         self.progress = progress
-        self.report = BenchReport()
+        self.report = BenchReport(protocol=options.protocol)
         self.topic = "edgewatch/{site}/{asset}/telemetry"
+        #: Each agent run has a site of its own, so that the persistent session one
+        #: agent leaves on the broker never queues the next run's messages.
+        self.site = SITE
 
-    def topic_for(self, asset: str, site: str = SITE) -> str:
-        return self.topic.replace("{site}", site).replace("{asset}", asset)
+    def topic_for(self, asset: str, site: str | None = None) -> str:
+        return self.topic.replace("{site}", site or self.site).replace("{asset}", asset)
 
     def assets(self) -> list[str]:
         return [f"pump-{i:03d}" for i in range(self.options.assets)]
@@ -248,7 +267,7 @@ class Bench:
         if probe.stdout.readline().strip() != "ready":
             raise EdgewatchError("the benchmark's receive probe did not start")
         msgs = (
-            (t.replace(f"/{SITE}/", "/ceiling/"), p)
+            (t.replace(f"/{self.site}/", "/ceiling/"), p)
             for t, p in self.single_messages(n, values, time.time() - 3600)
         )
         self.publish(broker, msgs)
@@ -257,10 +276,7 @@ class Bench:
         elapsed = max(result["last"] - result["first"], 1e-9)
         self.report.ceiling_msg_s = round(result["received"] / elapsed, 1)
 
-    def prepare_agent(
-        self, data_dir: Path, broker: LocalBroker, values: list[dict[str, np.ndarray]]
-    ) -> Path:
-        from agent.inference.baselines import BaselineStore
+    def learn_baseline(self, values: list[dict[str, np.ndarray]]) -> AssetBaseline:
         from models.bundle import load_bundle
         from models.bundles import default_bundle_path
         from models.commission import commission
@@ -269,18 +285,28 @@ class Bench:
         bundle = load_bundle(default_bundle_path("pump"))
         self.report.window, self.report.hop = bundle.window, bundle.window // 4
         samples = np.stack([values[0][s][:600] for s in bundle.sensors], axis=1)
-        baseline = commission(samples, bundle, asset="template", cpu_budget_s=20)
+        return commission(samples, bundle, asset="template", cpu_budget_s=20)
+
+    def prepare_agent(
+        self, data_dir: Path, broker: LocalBroker, baseline: AssetBaseline, backend: str
+    ) -> Path:
+        from agent.inference.baselines import BaselineStore
+
         store = BaselineStore(data_dir / "baselines")
         for asset in self.assets():
-            store.save(asset, baseline)
+            folder = store.save(asset, baseline)
+            if backend == "onnx":
+                from models.onnx_export import export_baseline
+
+                export_baseline(baseline, folder)
         migrate.upgrade(data_dir / "edgewatch.db")
-        config = self.workdir / "bench.toml"
+        config = self.workdir / f"bench-{backend}.toml"
         config.write_text(
             "\n".join(
                 [
                     "[identity]",
-                    f'site = "{SITE}"',
-                    'agent = "bench"',
+                    f'site = "{self.site}"',
+                    f'agent = "{self.site}"',
                     "[mqtt]",
                     f'host = "{broker.host}"',
                     f"port = {broker.port}",
@@ -290,7 +316,7 @@ class Bench:
                     f'data_dir = "{data_dir}"',
                     "[model]",
                     f"hop = {self.report.hop}",
-                    f'backend = "{self.options.backend}"',
+                    f'backend = "{backend}"',
                     "[sync]",
                     "enabled = false",
                     "[logging]",
@@ -304,7 +330,7 @@ class Bench:
 
     def start_agent(self, config: Path) -> tuple[subprocess.Popen[str], float]:
         exe = Path(sys.executable).with_name("edgewatch")
-        log_path = self.workdir / "agent.log"
+        log_path = self.workdir / f"agent-{self.site}.log"
         log_file = log_path.open("w")
         t0 = time.monotonic()
         process = subprocess.Popen(
@@ -326,7 +352,12 @@ class Bench:
         return process, time.monotonic() - t0
 
     def throughput(
-        self, broker: LocalBroker, db: Path, stats: _ProcStats, values: list[dict[str, np.ndarray]]
+        self,
+        fig: AgentFigures,
+        broker: LocalBroker,
+        db: Path,
+        stats: _ProcStats,
+        values: list[dict[str, np.ndarray]],
     ) -> None:
         n, m, assets = self.options.messages, self.options.batch_messages, self.options.assets
         single_span = (n // assets + 1) * SAMPLE_PERIOD_S
@@ -348,12 +379,12 @@ class Bench:
         # The heartbeat is written once a second: wait for one that covers the run.
         _wait_for(lambda: _heartbeat(db).get("ts", 0) > time.time() - 0.5, 10, "a heartbeat")
         commits = _heartbeat(db).get("commits", 0) - commits0
-        self.report.commits_per_s = round(commits / (time.monotonic() - t0), 1)
-        self.report.agent_msg_s = round(n / elapsed, 1)
-        self.report.cpu_percent = round(100 * (stats.cpu_s() - cpu0) / elapsed, 1)
-        self.report.lost = n - (_count(db, "select count(*) from readings") - before)
+        fig.commits_per_s = round(commits / (time.monotonic() - t0), 1)
+        fig.agent_msg_s = round(n / elapsed, 1)
+        fig.cpu_percent = round(100 * (stats.cpu_s() - cpu0) / elapsed, 1)
+        fig.lost = n - (_count(db, "select count(*) from readings") - before)
         if self.report.ceiling_msg_s:
-            self.report.ratio = round(self.report.agent_msg_s / self.report.ceiling_msg_s, 3)
+            fig.ratio = round(fig.agent_msg_s / self.report.ceiling_msg_s, 3)
 
         self.progress(f"(b) agent end to end, {m} batch messages of {BATCH_READINGS} readings")
         before = _count(db, "select count(*) from readings")
@@ -368,10 +399,12 @@ class Bench:
             DRAIN_TIMEOUT_S,
             "batched readings",
         )
-        self.report.batched_readings_s = round(target / (time.monotonic() - t0), 1)
-        self.report.batched_lost = target - (_count(db, "select count(*) from readings") - before)
+        fig.batched_readings_s = round(target / (time.monotonic() - t0), 1)
+        fig.batched_lost = target - (_count(db, "select count(*) from readings") - before)
 
-    def latency(self, broker: LocalBroker, db: Path, values: list[dict[str, np.ndarray]]) -> None:
+    def latency(
+        self, fig: AgentFigures, broker: LocalBroker, db: Path, values: list[dict[str, np.ndarray]]
+    ) -> None:
         rate, duration = self.options.latency_rate_msg_s, self.options.latency_duration_s
         self.progress(
             f"(c) latency at {rate:.0f} msg/s for {duration:.0f} s, faults injected halfway"
@@ -385,7 +418,7 @@ class Bench:
 
         client.on_message = on_message
         client.connect(broker.host, broker.port)
-        client.subscribe(f"edgewatch/{SITE}/+/alerts", qos=1)
+        client.subscribe(f"edgewatch/{self.site}/+/alerts", qos=1)
         client.loop_start()
         names = self.assets()
         faulty = set(names[: max(1, len(names) // 10)])
@@ -417,35 +450,72 @@ class Bench:
             db,
             f"select created_ms - window_end_ms from predictions where window_end_ms >= {start_ms}",
         )
-        self.report.prediction_latency_ms = _percentiles([float(r) for r in rows])
+        fig.prediction_latency_ms = _percentiles([float(r) for r in rows])
         opened = [
             (t * 1000 - a["opened_ts"] * 1000) for t, a in arrivals if a.get("state") == "open"
         ]
-        self.report.alert_latency_ms = _percentiles(opened)
-        self.report.alerts = len(opened)
+        fig.alert_latency_ms = _percentiles(opened)
+        fig.alerts = len(opened)
+
+    def inference(self, backend: str) -> dict[str, Any]:
+        from models.bundles import default_bundle_path
+
+        self.progress(f"{backend}: predictor alone, batch 1 / 16 / 64, in a fresh process")
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "models.backend_bench",
+                backend,
+                str(default_bundle_path("pump")),
+                str(self.options.inference_seconds),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if out.returncode != 0:
+            tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise EdgewatchError(f"the {backend} inference benchmark failed: {tail[0]}")
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def agent_run(
+        self,
+        backend: str,
+        broker: LocalBroker,
+        baseline: AssetBaseline,
+        values: list[dict[str, np.ndarray]],
+    ) -> AgentFigures:
+        fig = AgentFigures(backend=backend, inference=self.inference(backend))
+        self.site = f"{SITE}-{backend}"
+        data_dir = self.workdir / "data" / backend
+        config = self.prepare_agent(data_dir, broker, baseline, backend)
+        db = data_dir / "edgewatch.db"
+        self.progress(f"{backend}: starting the agent")
+        process, cold = self.start_agent(config)
+        fig.cold_start_s = round(cold, 3)
+        try:
+            with _ProcStats(process.pid) as stats:
+                self.throughput(fig, broker, db, stats, values)
+                self.latency(fig, broker, db, values)
+            rss = stats.samples or [stats.rss_mb()]
+            fig.rss_mb = {
+                "start": round(rss[0], 1),
+                "max": round(max(rss), 1),
+                "end": round(rss[-1], 1),
+            }
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        return fig
 
     def run(self) -> BenchReport:
         values = _healthy_values(self.options.assets, 6000)
         with LocalBroker(self.workdir / "broker") as broker:
             self.ceiling(broker, values)
-            data_dir = self.workdir / "data"
-            config = self.prepare_agent(data_dir, broker, values)
-            db = data_dir / "edgewatch.db"
-            process, cold = self.start_agent(config)
-            self.report.cold_start_s = round(cold, 3)
-            try:
-                with _ProcStats(process.pid) as stats:
-                    self.throughput(broker, db, stats, values)
-                    self.latency(broker, db, values)
-                rss = stats.samples or [stats.rss_mb()]
-                self.report.rss_mb = {
-                    "start": round(rss[0], 1),
-                    "max": round(max(rss), 1),
-                    "end": round(rss[-1], 1),
-                }
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
+            baseline = self.learn_baseline(values)
+            for backend in self.options.backends:
+                self.report.backends[backend] = self.agent_run(backend, broker, baseline, values)
         return self.report
 
 

@@ -49,6 +49,7 @@ from agent.ingest.publisher import AlertPublisher, publish_json
 from agent.ingest.subscriber import Subscriber
 from agent.ingest.topics import TopicMatcher, format_topic
 from agent.logs import fields
+from agent.memory import release_free_memory
 from agent.metrics import Metrics, process_age_s
 from agent.sdnotify import Notifier
 from agent.settings import Backend, Settings
@@ -539,6 +540,7 @@ class Agent:
                 if any(removed.values()):
                     log.info("retention applied", extra=fields(**removed))
                 next_retention = time.monotonic() + RETENTION_INTERVAL_S
+            release_free_memory()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)  # a period, not synchronisation
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from simulators.pump import (
+    DEFAULT_RATE_HZ,
     SENSORS,
     AssetRun,
     AssetSpec,
@@ -55,7 +56,6 @@ from simulators.pump import (
 #: 2026-01-01T00:00:00Z: a fixed start keeps offline datasets reproducible.
 DEFAULT_START_TS = 1_767_225_600.0
 DEFAULT_DURATION_S = 3 * 86_400.0
-DEFAULT_RATE_HZ = 1.0 / 60.0
 
 DatasetFormat = Literal["parquet", "csv"]
 ProgressCallback = Callable[[int, int], None]

@@ -65,6 +65,8 @@ HEALTHY_LIMITS: dict[str, tuple[float, float]] = {
 #: Hour of the plant's day at the first sample: the day shift, so that short demo
 #: runs show load steps rather than a quiet night.
 DEFAULT_CLOCK_START_H = 8.0
+#: One sample a minute: the rate the shipped pump model is trained on.
+DEFAULT_RATE_HZ = 1.0 / 60.0
 
 #: Namespace separating fleet-level draws from per-asset streams in the seed tree.
 _FLEET_STREAM = 2**32 - 1

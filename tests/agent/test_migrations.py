@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +125,30 @@ def test_missing_database_is_not_created_by_readers(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
         open_engine(tmp_path / "nope.db", create=False)
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_head_revision_constant_is_the_newest_script() -> None:
+    # The constant lets a current database open without Alembic; a new migration
+    # must move it too.
+    assert migrate.head_revision() == migrate.HEAD_REVISION
+
+
+def test_the_agent_process_loads_no_heavy_library(tmp_path: Path) -> None:
+    """What `edgewatch run` imports on a current database: no torch, pandas, pyarrow,
+    matplotlib or Alembic (their RSS would count against a 1 GB gateway)."""
+    db = tmp_path / "edgewatch.db"
+    migrate.upgrade(db)
+    code = (
+        "import sys, json\n"
+        "from pathlib import Path\n"
+        "import agent.cli.app, agent.runtime\n"
+        "from agent.storage import migrate\n"
+        f"migrate.upgrade(Path({str(db)!r}))\n"
+        f"migrate.ensure_current(Path({str(db)!r})).dispose()\n"
+        "heavy = ('torch', 'pandas', 'pyarrow', 'matplotlib', 'alembic', 'simulators.stream')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(out.stdout) == []

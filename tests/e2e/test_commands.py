@@ -64,12 +64,21 @@ def test_bench_prints_its_figures(cli: CliRunner) -> None:
         "5",
         "--latency-seconds",
         "5",
+        "--backend",
+        "onnx",
         "--json",
         timeout_s=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
-    assert report["lost"] == 0 and report["batched_lost"] == 0
-    assert report["ceiling_msg_s"] > 0 and report["agent_msg_s"] > 0
-    assert report["prediction_latency_ms"]["n"] > 0
-    assert report["cold_start_s"] > 0
+    assert report["ceiling_msg_s"] > 0
+    assert list(report["backends"]) == ["onnx"]
+    onnx = report["backends"]["onnx"]
+    assert onnx["lost"] == 0 and onnx["batched_lost"] == 0
+    assert onnx["agent_msg_s"] > 0 and onnx["prediction_latency_ms"]["n"] > 0
+    assert onnx["cold_start_s"] > 0
+    inference = onnx["inference"]
+    assert inference["torch_loaded"] is False
+    assert set(inference["windows_per_s"]) == {"1", "16", "64"}
+    assert all(rate > 0 for rate in inference["windows_per_s"].values())
+    assert 0 < inference["single_window_ms"]["p50"] <= inference["single_window_ms"]["p99"]
