@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent import __version__
 from agent.domain import (
@@ -69,15 +69,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Queue bounds, in items. Inbound and records block when full (backpressure to
-#: the broker); the inference queue sheds windows (see agent.windowing.assembler).
-#: A batch message may carry a thousand readings, so the message queues are short.
-INBOUND_QUEUE = 256
+Q = TypeVar("Q")
+
+#: Queue bounds. Inbound and records block when full (backpressure to the broker);
+#: the inference queue sheds windows (see agent.windowing.assembler). Queues of
+#: messages are bounded in readings, not messages, because a batch message may
+#: carry a thousand of them (a queued reading costs ~0.6 KB).
+INBOUND_QUEUE_ROWS = 2048
 INFERENCE_QUEUE = 1024
 RESULTS_QUEUE = 4096
-#: The recorder's queue is bounded in rows (a batch message is many rows): about
-#: 20 MB of pending readings at most.
-RECORDS_QUEUE_ROWS = 20_000
+#: Enough for a full transaction behind the one being committed (about 6 MB).
+RECORDS_QUEUE_ROWS = 10_000
 ALERTS_QUEUE = 1024
 #: Each stage gets this long to drain on shutdown (the whole stop stays under 10 s).
 DRAIN_TIMEOUT_S = 2.0
@@ -88,14 +90,14 @@ GC_THRESHOLDS = (20_000, 20, 20)
 RETENTION_INTERVAL_S = 3600.0
 
 
-class RowBoundedQueue(asyncio.Queue[Item]):
+class RowBoundedQueue(asyncio.Queue[Q]):
     """An asyncio queue whose bound is a number of rows, not of items.
 
     ``put`` waits while the queued items hold ``max_rows`` rows or more (one item is
     always accepted into an empty queue, however large).
     """
 
-    def __init__(self, max_rows: int, rows: Callable[[Item], int]) -> None:
+    def __init__(self, max_rows: int, rows: Callable[[Q], int]) -> None:
         super().__init__()
         self.max_rows = max_rows
         self._rows_of = rows
@@ -104,14 +106,18 @@ class RowBoundedQueue(asyncio.Queue[Item]):
     def full(self) -> bool:
         return self.rows >= self.max_rows
 
-    def _put(self, item: Item) -> None:
+    def _put(self, item: Q) -> None:
         self.rows += self._rows_of(item)
         super()._put(item)
 
-    def _get(self) -> Item:
-        item: Item = super()._get()
+    def _get(self) -> Q:
+        item: Q = super()._get()
         self.rows -= self._rows_of(item)
         return item
+
+
+def _inbound_rows(item: Inbound) -> int:
+    return len(item.readings) or 1
 
 
 def _now_ms() -> int:
@@ -142,7 +148,9 @@ def resolve_bundle(settings: Settings) -> Path:
 
 @dataclass
 class Queues:
-    inbound: asyncio.Queue[Inbound] = field(default_factory=lambda: asyncio.Queue(INBOUND_QUEUE))
+    inbound: asyncio.Queue[Inbound] = field(
+        default_factory=lambda: RowBoundedQueue(INBOUND_QUEUE_ROWS, _inbound_rows)
+    )
     inference: asyncio.Queue[ToInference] = field(
         default_factory=lambda: asyncio.Queue(INFERENCE_QUEUE)
     )

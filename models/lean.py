@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from models.scoring import RunCondition, ThresholdRule
 
 ONNX_INPUT = "x"
 BASELINE_ONNX = "autoencoder.onnx"
+BASELINE_TEMPLATE = "autoencoder.template.onnx"
+BASELINE_WEIGHTS = "autoencoder.safetensors"
 BASELINE_JSON = "baseline.json"
 
 
@@ -70,10 +73,33 @@ class Network:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"ONNX Runtime cannot load a graph: {exc}") from exc
 
-    def run(self, x: FloatArray) -> FloatArray:
-        out = self.session.run(None, {ONNX_INPUT: np.ascontiguousarray(x, dtype=np.float32)})
+    def run(
+        self, x: FloatArray, weights: Mapping[str, npt.NDArray[Any]] | None = None
+    ) -> FloatArray:
+        """Outputs for ``x``; ``weights`` feeds a template graph (see :func:`shared_network`)."""
+        feeds: dict[str, npt.NDArray[Any]] = dict(weights) if weights else {}
+        feeds[ONNX_INPUT] = np.ascontiguousarray(x, dtype=np.float32)
+        out = self.session.run(None, feeds)
         result: FloatArray = np.asarray(out[0], dtype=np.float32).reshape(len(x))
         return result
+
+
+_shared: dict[tuple[str, int], Network] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_network(template: Path, digest: str, *, threads: int = 1) -> Network:
+    """One session per distinct template graph in this process, whoever asks.
+
+    Sessions are immutable and their ``run`` is thread-safe, so every asset baseline
+    of one architecture can share one; the weights come with each call.
+    """
+    key = (digest, threads)
+    with _shared_lock:
+        network = _shared.get(key)
+        if network is None:
+            network = _shared[key] = Network(template.read_bytes(), threads=threads)
+        return network
 
 
 @dataclass(frozen=True)
@@ -218,6 +244,8 @@ class LeanBaseline:
     threshold: float
     rule: ThresholdRule
     asset: str | None = None
+    #: The asset's weights when ``network`` is a shared template (None: a whole graph).
+    weights: dict[str, npt.NDArray[Any]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     run_condition: RunCondition | None = None
     run_level: float | None = None
@@ -230,7 +258,7 @@ class LeanBaseline:
 
     def score(self, windows: npt.ArrayLike) -> FloatArray:
         x = np.asarray(windows, dtype=np.float32)
-        err = self.network.run(self.scaler.transform(x, axis=1))
+        err = self.network.run(self.scaler.transform(x, axis=1), self.weights)
         return (err / np.float32(self.reference)).astype(np.float32)
 
     @classmethod
@@ -244,17 +272,13 @@ class LeanBaseline:
                     f"asset baseline {d} has no ONNX graph (made for the torch backend)",
                     hint="commission the asset again",
                 )
-            gpath = d / str(graph)
-            if sha256_file(gpath) != meta.get("onnx_sha256"):
-                raise ModelError(
-                    f"asset baseline {d} is damaged (ONNX checksum mismatch)",
-                    hint="commission the asset again",
-                )
+            network, weights = _baseline_network(d, meta, threads)
             return cls(
                 sensors=tuple(str(s) for s in meta["sensors"]),
                 window=int(meta["window"]),
                 scaler=Scaler.from_json(meta["scaler"]),
-                network=Network(gpath.read_bytes(), threads=threads),
+                network=network,
+                weights=weights,
                 reference=float(meta["score_reference"]),
                 threshold=float(meta["threshold"]),
                 rule=ThresholdRule.from_json(meta["threshold_rule"]),
@@ -269,6 +293,30 @@ class LeanBaseline:
             raise ModelError(
                 f"cannot load asset baseline from {d}: {exc}", hint="commission the asset again"
             ) from exc
+
+
+def _verified(folder: Path, meta: dict[str, Any], key: str) -> Path:
+    path = folder / str(meta[key])
+    if sha256_file(path) != meta.get(f"{key}_sha256"):
+        raise ModelError(
+            f"asset baseline {folder} is damaged ({path.name} checksum mismatch)",
+            hint="commission the asset again",
+        )
+    return path
+
+
+def _baseline_network(
+    folder: Path, meta: dict[str, Any], threads: int
+) -> tuple[Network, dict[str, npt.NDArray[Any]] | None]:
+    if meta.get("onnx_template") and meta.get("onnx_weights"):
+        from safetensors.numpy import load_file
+
+        template = _verified(folder, meta, "onnx_template")
+        weights = load_file(str(_verified(folder, meta, "onnx_weights")))
+        network = shared_network(template, str(meta["onnx_template_sha256"]), threads=threads)
+        return network, dict(weights)
+    # Baselines exported before templates existed: a session of their own.
+    return Network(_verified(folder, meta, "onnx").read_bytes(), threads=threads), None
 
 
 class OnnxPredictor:

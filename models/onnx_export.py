@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from safetensors.numpy import save_file
 from torch import nn
@@ -36,7 +37,14 @@ from torch import nn
 from agent.errors import BundleError, ModelError
 from models.bundle import Bundle, load_bundle
 from models.commission import AssetBaseline
-from models.lean import BASELINE_JSON, BASELINE_ONNX, OnnxPredictor, load_lean_bundle
+from models.lean import (
+    BASELINE_JSON,
+    BASELINE_ONNX,
+    BASELINE_TEMPLATE,
+    BASELINE_WEIGHTS,
+    OnnxPredictor,
+    load_lean_bundle,
+)
 from models.manifest import MANIFEST, seal, sha256_file
 from models.predictor import Predictor
 from models.preprocessing import FloatArray, Scaler
@@ -305,16 +313,53 @@ def _publish(staged: Path, target: Path, *, replace: bool) -> None:
         shutil.rmtree(backup)
 
 
+def split_weights(model: bytes) -> tuple[bytes, dict[str, npt.NDArray[Any]]]:
+    """``model`` as a weightless template (its initializers turned into inputs) and the
+    weights to feed it. Networks of one architecture share a template byte for byte."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = onnx.load_from_string(model)
+    weights: dict[str, npt.NDArray[Any]] = {}
+    for init in graph.graph.initializer:
+        array = numpy_helper.to_array(init)
+        weights[init.name] = np.ascontiguousarray(array)
+        graph.graph.input.append(
+            helper.make_tensor_value_info(
+                init.name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)
+            )
+        )
+    del graph.graph.initializer[:]
+    return graph.SerializeToString(), weights
+
+
+def _replace(path: Path, data: bytes) -> str:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return sha256_file(path)
+
+
 def export_baseline(baseline: AssetBaseline, directory: Path) -> None:
-    """Add the asset autoencoder as ONNX to a saved baseline folder (for the lean agent)."""
+    """Add the asset autoencoder to a saved baseline folder for the lean agent.
+
+    Written twice: whole (``autoencoder.onnx``, to inspect or run alone), and as a
+    weightless template plus the asset's weights. The agent runs every asset of one
+    architecture through a single session of the shared template and feeds each its
+    own weights: ~64 KB per asset instead of a ~0.5 MB session each.
+    """
     graph = to_onnx(_ReconstructionError(baseline.model), len(baseline.sensors), baseline.window)
-    target = directory / BASELINE_ONNX
-    tmp = directory / (BASELINE_ONNX + ".tmp")
-    tmp.write_bytes(graph)
-    tmp.replace(target)
+    template, weights = split_weights(graph)
     meta = json.loads((directory / BASELINE_JSON).read_text())
     meta["onnx"] = BASELINE_ONNX
-    meta["onnx_sha256"] = sha256_file(target)
+    meta["onnx_sha256"] = _replace(directory / BASELINE_ONNX, graph)
+    meta["onnx_template"] = BASELINE_TEMPLATE
+    meta["onnx_template_sha256"] = _replace(directory / BASELINE_TEMPLATE, template)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".weights-") as tmp:
+        staged = Path(tmp) / BASELINE_WEIGHTS
+        save_file(weights, str(staged))
+        meta["onnx_weights"] = BASELINE_WEIGHTS
+        meta["onnx_weights_sha256"] = _replace(directory / BASELINE_WEIGHTS, staged.read_bytes())
     jtmp = directory / (BASELINE_JSON + ".tmp")
     jtmp.write_text(json.dumps(meta, indent=2) + "\n")
     jtmp.replace(directory / BASELINE_JSON)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.errors import BundleError
+from agent.errors import BundleError, ModelError
 from models.bundle import load_bundle
 from models.bundles import default_bundle_path
-from models.commission import commission
+from models.commission import AssetBaseline, commission
 from models.lean import LeanBaseline, OnnxPredictor, has_graphs, load_lean_bundle
 from models.manifest import MANIFEST, seal, sha256_file
 from models.onnx_export import export_baseline, export_bundle, quantize_int8
@@ -57,24 +57,57 @@ def test_onnx_and_torch_predictions_agree_with_and_without_baselines() -> None:
     assert np.array_equal(onnx_out.judged, torch_out.judged)
 
 
-def test_asset_baseline_exported_to_onnx_scores_like_torch(tmp_path: Path) -> None:
-    bundle = load_bundle(PUMP)
+def _asset_baseline(tmp_path: Path, asset: str, seed: int) -> tuple[AssetBaseline, Path]:
     samples = _windows(1, seed=3)[0].T.repeat(8, axis=0)  # (time, sensors)
-    samples = samples + np.random.default_rng(1).normal(0, 0.01, samples.shape).astype(np.float32)
-    baseline = commission(samples, bundle, asset="p1", cpu_budget_s=5, epochs=2)
-    folder = baseline.save(tmp_path / "p1")
+    rng = np.random.default_rng(seed)
+    samples = samples + rng.normal(0, 0.01, samples.shape).astype(np.float32)
+    baseline = commission(samples, load_bundle(PUMP), asset=asset, cpu_budget_s=5, epochs=2)
+    folder = baseline.save(tmp_path / asset)
     export_baseline(baseline, folder)
-    lean = LeanBaseline.load(folder)
+    return baseline, folder
+
+
+def test_asset_baselines_share_one_session_and_score_like_torch(tmp_path: Path) -> None:
+    (b1, f1), (b2, f2) = _asset_baseline(tmp_path, "p1", 1), _asset_baseline(tmp_path, "p2", 2)
+    lean1, lean2 = LeanBaseline.load(f1), LeanBaseline.load(f2)
+    # One architecture, one session: each asset brings only its weights.
+    assert lean1.network is lean2.network
+    assert lean1.weights is not None and lean2.weights is not None
     x = _windows(9, seed=5)
-    t_out = Predictor(bundle).predict(x, [baseline] * 9)
-    o_out = OnnxPredictor(PUMP).predict(x, [lean] * 9)
+    rows_t: list[AssetBaseline | None] = [b1, b2, None] * 3
+    rows_o: list[LeanBaseline | None] = [lean1, lean2, None] * 3
+    t_out = Predictor(load_bundle(PUMP)).predict(x, rows_t)
+    o_out = OnnxPredictor(PUMP).predict(x, rows_o)
     assert o_out.threshold is not None and t_out.threshold is not None
     assert (o_out.threshold == t_out.threshold).all()
     assert o_out.anomaly_score is not None and t_out.anomaly_score is not None
     assert np.max(np.abs(o_out.anomaly_score - t_out.anomaly_score)) <= 1e-4
-    # A damaged graph is refused, not scored.
+    # The two assets' fine-tuned weights differ, and so do their scores.
+    assert not np.allclose(o_out.anomaly_score[0::3], o_out.anomaly_score[1::3])
+
+
+def test_damaged_baseline_weights_are_refused(tmp_path: Path) -> None:
+    _, folder = _asset_baseline(tmp_path, "p1", 1)
+    weights = folder / "autoencoder.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    with pytest.raises(ModelError, match=r"autoencoder\.safetensors checksum mismatch"):
+        LeanBaseline.load(folder)
+
+
+def test_baseline_without_template_runs_its_whole_graph(tmp_path: Path) -> None:
+    baseline, folder = _asset_baseline(tmp_path, "p1", 1)
+    meta = json.loads((folder / "baseline.json").read_text())
+    for key in ("onnx_template", "onnx_weights"):
+        del meta[key], meta[f"{key}_sha256"]
+    (folder / "baseline.json").write_text(json.dumps(meta))
+    lean = LeanBaseline.load(folder)
+    assert lean.weights is None
+    x = _windows(4, seed=5)
+    expected = Predictor(load_bundle(PUMP)).predict(x, [baseline] * 4).anomaly_score
+    assert expected is not None
+    assert np.max(np.abs(lean.score(x) - expected)) <= 1e-4
     (folder / "autoencoder.onnx").write_bytes(b"\x00" + (folder / "autoencoder.onnx").read_bytes())
-    with pytest.raises(Exception, match="ONNX checksum mismatch"):
+    with pytest.raises(ModelError, match=r"autoencoder\.onnx checksum mismatch"):
         LeanBaseline.load(folder)
 
 
