@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from torch import nn
 from agent.errors import BundleError, ModelError
 from models.bundle import Bundle, load_bundle
 from models.commission import AssetBaseline
+from models.datasets import AssetTable
 from models.lean import (
     BASELINE_JSON,
     BASELINE_ONNX,
@@ -48,6 +49,7 @@ from models.lean import (
 from models.manifest import MANIFEST, seal, sha256_file
 from models.predictor import Predictor
 from models.preprocessing import FloatArray, Scaler
+from models.quant_eval import AccuracyChange, compare
 
 OPSET = 17
 GOLDEN = "golden.safetensors"
@@ -146,6 +148,10 @@ class ExportReport:
     tolerance: dict[str, float]
     sizes: dict[str, int] = field(default_factory=dict)
     speed: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: int8 only, when data was given: the accuracy protocols on fp32 and int8 graphs.
+    accuracy: AccuracyChange | None = None
+    #: Size of the fp32 graphs, for the int8 size ratio.
+    fp32_sizes: dict[str, int] = field(default_factory=dict)
 
 
 def _outputs(predict: Callable[[FloatArray], Any], x: FloatArray) -> dict[str, FloatArray]:
@@ -173,8 +179,15 @@ def export_bundle(
     *,
     quantize: str | None = None,
     speed_seconds: float = 0.5,
+    cmapss_train: Path | None = None,
+    anomaly_tables: Sequence[AssetTable] | None = None,
 ) -> ExportReport:
-    """Add ONNX graphs to the bundle directory ``source`` (or to a copy at ``out``)."""
+    """Add ONNX graphs to the bundle directory ``source`` (or to a copy at ``out``).
+
+    With ``quantize="int8"``, the data given (the C-MAPSS training file the bundle
+    was trained on; labelled simulator runs) measures the accuracy change against
+    fp32 graphs of the same weights (:mod:`models.quant_eval`).
+    """
     if quantize not in (None, "int8"):
         raise ModelError(f"unknown quantization {quantize!r}; only int8 is supported")
     src = Path(source)
@@ -209,6 +222,15 @@ def export_bundle(
             )
         report = ExportReport(Path(out) if out else src, quantize, diff, tolerance)
         report.sizes = _sizes(staged)
+        if quantize:
+            reference = work / "fp32"
+            shutil.copytree(src, reference)
+            _write(reference, bundle, _graphs(bundle, None), golden, expected, None, tolerance)
+            report.fp32_sizes = _sizes(reference)
+            if cmapss_train is not None or anomaly_tables:
+                report.accuracy = compare(
+                    reference, staged, cmapss_train=cmapss_train, anomaly_tables=anomaly_tables
+                )
         if speed_seconds > 0:
             report.speed = _speeds(bundle, lean, golden, speed_seconds)
         _record(staged, report)
@@ -269,6 +291,10 @@ def _record(root: Path, report: ExportReport) -> None:
         "sizes_bytes": report.sizes,
         "windows_per_s": report.speed,
     }
+    if report.accuracy is not None:
+        manifest["onnx"]["int8_accuracy"] = report.accuracy.as_dict()
+    if report.fp32_sizes:
+        manifest["onnx"]["fp32_sizes_bytes"] = report.fp32_sizes
     _save_manifest(root, manifest)
 
 

@@ -152,6 +152,38 @@ def test_int8_export_is_smaller_and_within_its_tolerance(tmp_path: Path) -> None
     assert lean.manifest["onnx"]["quantization"] == "int8-dynamic"
 
 
+def test_int8_accuracy_change_is_measured_and_recorded(tmp_path: Path, fd001: Path) -> None:
+    fd = default_bundle_path("cmapss-fd001")
+    report = export_bundle(
+        fd, tmp_path / "int8", quantize="int8", speed_seconds=0, cmapss_train=fd001
+    )
+    accuracy = report.accuracy
+    assert accuracy is not None and accuracy.rmse_change is not None
+    # The fp32 side reproduces the validation RMSE recorded when the bundle was trained.
+    trained = load_bundle(fd).manifest["metrics"]["val_rmse"]
+    assert accuracy.rul_rmse_fp32 == pytest.approx(trained, abs=1e-3)
+    assert accuracy.rul_windows == 200
+    assert abs(accuracy.rmse_change) <= 0.3
+    recorded = load_lean_bundle(tmp_path / "int8").manifest["onnx"]["int8_accuracy"]
+    assert recorded["rul_rmse_int8"] == pytest.approx(accuracy.rul_rmse_int8)
+
+
+def test_int8_anomaly_f1_on_simulated_faults(tmp_path: Path) -> None:
+    from models.datasets import read_simulator_output
+    from simulators.dataset import write_dataset
+
+    write_dataset(tmp_path / "sim", 3, 7, fmt="parquet", duration_s=86_400.0)
+    tables = read_simulator_output(tmp_path / "sim")
+    assert any(t.labels.any() for t in tables)  # faults to find
+    report = export_bundle(
+        PUMP, tmp_path / "int8", quantize="int8", speed_seconds=0, anomaly_tables=tables
+    )
+    accuracy = report.accuracy
+    assert accuracy is not None and accuracy.f1_change is not None
+    assert accuracy.anomaly_rows > 1000
+    assert abs(accuracy.f1_change) <= 0.02
+
+
 def test_export_refuses_to_overwrite_another_bundle(tmp_path: Path) -> None:
     target = _copy(tmp_path)
     with pytest.raises(BundleError, match="already exists"):
