@@ -202,6 +202,13 @@ class Agent:
                 threads=s.model.threads,
             )
             await asyncio.to_thread(commissioner.sweep)
+            pending = await asyncio.to_thread(commissioner.torch_only)
+            if pending:
+                converted = await commissioner.convert(pending)
+                log.info(
+                    "torch baselines converted for the onnx backend",
+                    extra=fields(converted=converted, failed=len(pending) - converted),
+                )
             threads = s.model.threads
             baselines = await asyncio.to_thread(
                 store.load_all, lambda folder: LeanBaseline.load(folder, threads=threads)

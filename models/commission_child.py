@@ -25,7 +25,36 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+def convert(sources: list[Path], out_root: Path) -> int:
+    """Give torch-only baselines (saved by a torch-backend agent) their ONNX graphs:
+    each ``source`` is copied to ``out_root/<its name>`` and exported there, so that
+    switching backend does not cost every asset a new day of baseline readings."""
+    from models.commission import AssetBaseline
+    from models.onnx_export import export_baseline
+
+    failed = 0
+    for source in sources:
+        try:
+            baseline = AssetBaseline.load(source)
+            export_baseline(baseline, baseline.save(out_root / source.name))
+        except (EdgewatchError, OSError, ValueError) as exc:
+            sys.stderr.write(f"converting {source} failed: {exc}\n")
+            failed += 1
+    return EXIT_FAILED if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["convert"]:
+        parser = argparse.ArgumentParser(prog="python -m models.commission_child convert")
+        parser.add_argument("--out", type=Path, required=True)
+        parser.add_argument("sources", type=Path, nargs="+")
+        parsed = parser.parse_args(args[1:])
+        return convert(parsed.sources, parsed.out)
+    return commission_one(args)
+
+
+def commission_one(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.commission_child")
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--samples", type=Path, required=True, help=".npy (time, sensors)")

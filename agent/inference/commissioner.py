@@ -55,6 +55,42 @@ class ChildCommissioner:
         """Remove what children killed by a power cut left behind."""
         shutil.rmtree(self.incoming, ignore_errors=True)
 
+    def torch_only(self) -> list[Path]:
+        """Baselines saved by a torch-backend agent (no ONNX graph yet)."""
+        found = []
+        for folder in sorted(self.store.root.glob("*/baseline.json")):
+            try:
+                meta = json.loads(folder.read_text())
+            except (OSError, ValueError):
+                continue  # load_all reports it and the asset is commissioned again
+            if isinstance(meta, dict) and not meta.get("onnx"):
+                found.append(folder.parent)
+        return found
+
+    async def convert(self, folders: list[Path]) -> int:
+        """Add ONNX graphs to torch-only baselines in one child; returns how many were
+        converted. A folder is replaced only by a complete converted copy."""
+        if not folders:
+            return 0
+        work = self.incoming / f"convert-{uuid.uuid4().hex}"
+        work.mkdir(parents=True)
+        try:
+            args = ["-m", "models.commission_child", "convert", "--out", str(work)]
+            # Some may fail (logged): those that were written are moved in all the same.
+            with contextlib.suppress(ModelError, TimeoutError):
+                await self._child([*args, *map(str, folders)], "baseline conversion", None)
+            done = 0
+            for folder in folders:
+                converted = work / folder.name
+                if not (converted / "baseline.json").is_file():
+                    continue
+                shutil.rmtree(folder)
+                converted.replace(folder)
+                done += 1
+            return done
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     async def fit(self, request: CommissionRequest) -> LeanBaseline:
         work = self.incoming / f"{uuid.uuid4().hex}"
         work.mkdir(parents=True)
@@ -73,24 +109,31 @@ class ChildCommissioner:
             shutil.rmtree(work, ignore_errors=True)
 
     async def _run(self, request: CommissionRequest, samples: Path, out: Path) -> None:
-        args = [
-            "-m",
-            "models.commission_child",
-            "--bundle",
-            str(self.bundle),
-            "--samples",
-            str(samples),
-            "--sensors",
-            json.dumps(list(request.sensors)),
-            "--asset",
+        await self._child(
+            [
+                "-m",
+                "models.commission_child",
+                "--bundle",
+                str(self.bundle),
+                "--samples",
+                str(samples),
+                "--sensors",
+                json.dumps(list(request.sensors)),
+                "--asset",
+                request.asset,
+                "--out",
+                str(out),
+                "--cpu-budget",
+                str(self.cpu_budget_s),
+                "--threads",
+                str(self.threads),
+            ],
+            "commissioning",
             request.asset,
-            "--out",
-            str(out),
-            "--cpu-budget",
-            str(self.cpu_budget_s),
-            "--threads",
-            str(self.threads),
-        ]
+        )
+
+    async def _child(self, args: list[str], what: str, asset: str | None) -> None:
+        """Run one child to completion; ModelError (logged) unless it exits 0."""
         child = await asyncio.create_subprocess_exec(
             self.python,
             *args,
@@ -110,7 +153,7 @@ class ChildCommissioner:
             lines = (stderr or b"").decode(errors="replace").strip().splitlines()
             why = lines[-1] if lines else f"killed by signal {-(child.returncode or 0)}"
             log.warning(
-                "commissioning process failed",
-                extra=fields(asset=request.asset, exit_code=child.returncode, error=why),
+                f"{what} process failed",
+                extra=fields(asset=asset, exit_code=child.returncode, error=why),
             )
-            raise ModelError(f"commissioning process exited with {child.returncode}: {why}")
+            raise ModelError(f"{what} process exited with {child.returncode}: {why}")
