@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 #: glibc's mallopt parameters.
 _M_TRIM_THRESHOLD = -1
@@ -21,7 +22,10 @@ MMAP_THRESHOLD = 256 * 1024
 TRIM_THRESHOLD = 1024 * 1024
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    # Once per process: find_library runs `ldconfig -p` in a subprocess, and the
+    # housekeeping loop trims every few seconds.
     name = ctypes.util.find_library("c")
     if name is None:
         return None
