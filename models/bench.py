@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from models.backend_bench import windows_per_s
 from models.bundle import Bundle
 from models.network import count_parameters
 from models.predictor import Predictor
@@ -31,17 +32,6 @@ class BenchResult:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _rate(call: Callable[[], object], n_windows: int, min_seconds: float) -> float:
-    call()  # warm-up: first call allocates and picks kernels
-    runs, t0 = 0, time.perf_counter()
-    while True:
-        call()
-        runs += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds:
-            return runs * n_windows / elapsed
 
 
 def _latency_ms(call: Callable[[], object], min_seconds: float) -> float:
@@ -96,9 +86,9 @@ def benchmark(
         rul_parameters=count_parameters(rul.members[0]) if rul else None,
         rul_members=len(rul.members) if rul else None,
         anomaly_parameters=count_parameters(ae.model) if ae else None,
-        rul_windows_per_s=_rate(lambda: run_rul(xt), batch, seconds) if rul else None,
+        rul_windows_per_s=windows_per_s(lambda: run_rul(xt), batch, seconds) if rul else None,
         rul_single_window_ms=_latency_ms(lambda: run_rul(x1), seconds / 2) if rul else None,
-        anomaly_windows_per_s=_rate(run_ae, batch, seconds) if ae else None,
-        predictor_windows_per_s=_rate(lambda: predictor.predict(raw), batch, seconds),
+        anomaly_windows_per_s=windows_per_s(run_ae, batch, seconds) if ae else None,
+        predictor_windows_per_s=windows_per_s(lambda: predictor.predict(raw), batch, seconds),
         predictor_single_window_ms=_latency_ms(lambda: predictor.predict(single), seconds / 2),
     )

@@ -21,10 +21,10 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from safetensors.numpy import save_file
 from torch import nn
 
 from agent.errors import BundleError, ModelError
+from models.backend_bench import windows_per_s
 from models.bundle import Bundle, load_bundle
 from models.commission import AssetBaseline
 from models.datasets import AssetTable
@@ -164,15 +165,6 @@ def _outputs(predict: Callable[[FloatArray], Any], x: FloatArray) -> dict[str, F
     return found
 
 
-def _windows_per_s(predict: Callable[[FloatArray], Any], x: FloatArray, seconds: float) -> float:
-    predict(x)  # warm up
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        predict(x)
-        n += len(x)
-    return n / (time.perf_counter() - start)
-
-
 def export_bundle(
     source: str | Path,
     out: str | Path | None = None,
@@ -197,7 +189,8 @@ def export_bundle(
             f"bundle {src} is an archive; export works on a bundle directory",
             hint="extract it first (tar xzf) and export the directory",
         )
-    graphs = _graphs(bundle, quantize)
+    fp32 = _graphs(bundle)
+    graphs = {k: quantize_int8(v) for k, v in fp32.items()} if quantize else fp32
     tolerance = {k: FP32_TOLERANCE for k in graphs}
     if quantize:
         cap = bundle.rul.cap if bundle.rul is not None else 0.0
@@ -225,7 +218,7 @@ def export_bundle(
         if quantize:
             reference = work / "fp32"
             shutil.copytree(src, reference)
-            _write(reference, bundle, _graphs(bundle, None), golden, expected, None, tolerance)
+            _write(reference, bundle, fp32, golden, expected, None, tolerance)
             report.fp32_sizes = _sizes(reference)
             if cmapss_train is not None or anomaly_tables:
                 report.accuracy = compare(
@@ -240,15 +233,13 @@ def export_bundle(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _graphs(bundle: Bundle, quantize: str | None) -> dict[str, bytes]:
+def _graphs(bundle: Bundle) -> dict[str, bytes]:
     s, w = len(bundle.sensors), bundle.window
     graphs: dict[str, bytes] = {}
     if bundle.rul is not None:
         graphs["rul"] = to_onnx(_RulEnsemble(bundle.rul.members), s, w)
     if bundle.anomaly is not None:
         graphs["anomaly_score"] = to_onnx(_ReconstructionError(bundle.anomaly.model), s, w)
-    if quantize == "int8":
-        graphs = {k: quantize_int8(v) for k, v in graphs.items()}
     return graphs
 
 
@@ -321,8 +312,8 @@ def _speeds(
     for batch in (1, 64):
         x = np.concatenate([golden] * (1 + batch // len(golden)))[:batch]
         out[f"batch_{batch}"] = {
-            "torch": round(_windows_per_s(torch_predict, x, seconds)),
-            "onnx": round(_windows_per_s(onnx_predict, x, seconds)),
+            "torch": round(windows_per_s(partial(torch_predict, x), batch, seconds)),
+            "onnx": round(windows_per_s(partial(onnx_predict, x), batch, seconds)),
         }
     return out
 
