@@ -1,6 +1,7 @@
 """``edgewatch demo``: broker, simulated pump fleet and the agent on one machine.
 
-Nothing to configure: a private Mosquitto on a free local port, the fleet simulator
+Nothing to configure: a private Mosquitto on a free local port (edgewatch's own
+small broker where Mosquitto is not installed), the fleet simulator
 publishing to it in a thread (a few assets develop faults), and the real agent with
 its records in ``<data_dir>`` (``./edgewatch-data`` by default). The CLI renders
 :class:`DemoView` snapshots live; this module never prints.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import EdgewatchError
-from agent.localbroker import LocalBroker
+from agent.localbroker import BrokerChoice, LocalBroker
 from agent.runtime import Agent, resolve_bundle
 from agent.settings import Settings
 from agent.sqlite import open_engine
@@ -45,6 +46,7 @@ class DemoOptions:
     rate_hz: float = 1 / 60
     fault_fraction: float = 0.3
     seed: int = 7
+    broker: BrokerChoice = "auto"
 
 
 @dataclass
@@ -57,6 +59,7 @@ class DemoView:
     health: dict[str, Any]
     simulator_sent: int
     rul_unit: str = ""
+    broker: str = ""
 
 
 @dataclass
@@ -65,6 +68,7 @@ class DemoResult:
     data_dir: Path
     simulator: RunReport | None
     health: dict[str, Any] = field(default_factory=dict)
+    broker: str = ""
 
 
 def bundle_rul_unit(path: Path) -> str:
@@ -108,10 +112,12 @@ def prepare_data_dir(settings: Settings) -> bool:
     return cleared
 
 
-def demo_settings(base: Settings, port: int) -> Settings:
-    """The user's settings with the broker pointed at the demo's own Mosquitto."""
+def demo_settings(base: Settings, port: int, broker_kind: str = "mosquitto") -> Settings:
+    """The user's settings with the broker pointed at the demo's own broker."""
     data = base.model_dump()
     data["mqtt"].update(host="127.0.0.1", port=port)
+    if broker_kind == "embedded":
+        data["mqtt"]["protocol"] = "3.1.1"  # all the embedded broker speaks
     data["mqtt"]["health_interval_s"] = 2.0
     # Twelve pumps finish their baselines at about the same time; learning two at
     # once keeps the wait short on a 2-core machine.
@@ -127,8 +133,8 @@ async def run_demo(
 ) -> DemoResult:
     """Run until ``duration_s`` of wall time has passed or ``stop`` is set."""
     data_dir = base.storage.data_dir
-    with LocalBroker(data_dir / "demo-broker") as broker:
-        settings = demo_settings(base, broker.port)
+    with LocalBroker(data_dir / "demo-broker", choice=options.broker) as broker:
+        settings = demo_settings(base, broker.port, broker.kind)
         agent = Agent(settings)
         agent_task = asyncio.create_task(agent.run(), name="agent")
         ready = asyncio.create_task(agent.subscribed.wait())
@@ -177,7 +183,9 @@ async def run_demo(
                     queries.fleet_overview, engine, settings.identity.site
                 )
                 health = agent.metrics.snapshot()
-                on_view(DemoView(elapsed, options.duration_s, overview, health, sent[0], rul_unit))
+                view = DemoView(elapsed, options.duration_s, overview, health, sent[0], rul_unit)
+                view.broker = broker.kind
+                on_view(view)
                 if simulator.done() or elapsed >= options.duration_s:
                     break
                 try:
@@ -196,4 +204,5 @@ async def run_demo(
         data_dir=data_dir,
         simulator=report,
         health=agent.metrics.snapshot(),
+        broker=broker.kind,
     )

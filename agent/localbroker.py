@@ -1,7 +1,9 @@
-"""A private Mosquitto on 127.0.0.1 for the demo, the benchmark and the tests.
+"""A private broker on 127.0.0.1 for the demo, the benchmark and the tests.
 
 Real gateways run their own broker (or a plant's); this only starts the
-``mosquitto`` binary with a generated config on a free local port.
+``mosquitto`` binary with a generated config on a free local port, or, where
+Mosquitto is not installed and the caller allows it, edgewatch's own small broker
+(:mod:`agent.minibroker`) in a child process.
 """
 
 from __future__ import annotations
@@ -9,14 +11,18 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from agent.errors import BrokerError
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
+#: "auto": Mosquitto when installed, else the embedded broker.
+BrokerChoice = Literal["auto", "mosquitto", "embedded"]
 _SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 
 
@@ -44,12 +50,24 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
 
 
 class LocalBroker:
-    """``with LocalBroker(workdir) as broker: ...``; ``stop()``/``start()`` for outages."""
+    """``with LocalBroker(workdir) as broker: ...``; ``stop()``/``start()`` for outages.
 
-    def __init__(self, workdir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+    ``kind`` says which broker runs once started: "mosquitto" or "embedded".
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        choice: BrokerChoice = "mosquitto",
+    ) -> None:
         self.workdir = workdir
         self.host = host
         self.port = port or free_port(host)
+        self.choice: BrokerChoice = choice
+        self.kind: Literal["mosquitto", "embedded"] = "mosquitto"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,24 +92,41 @@ class LocalBroker:
             ]
         )
 
-    def start(self) -> None:
-        binary = find_mosquitto()
-        if binary is None:
+    def _command(self) -> list[str]:
+        binary = None if self.choice == "embedded" else find_mosquitto()
+        if binary is not None:
+            self.kind = "mosquitto"
+            conf = self.workdir / "mosquitto.conf"
+            conf.write_text(self.config_text())
+            return [binary, "-c", str(conf)]
+        if self.choice == "mosquitto":
             raise BrokerError(
                 "the mosquitto broker is not installed",
                 hint="install it: sudo apt-get install -y mosquitto",
             )
+        self.kind = "embedded"
+        return [sys.executable, "-m", "agent.minibroker", "--host", self.host]
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / ("mosquitto.log" if self.kind == "mosquitto" else "minibroker.log")
+
+    def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(self.config_text())
-        self.process = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        command = self._command()
+        if self.kind == "embedded":
+            command += ["--port", str(self.port)]
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        else:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         if not wait_for_port(self.host, self.port, START_TIMEOUT_S):
             self.stop()
             raise BrokerError(
-                f"mosquitto did not start on {self.host}:{self.port}",
-                hint=f"see {self.workdir / 'mosquitto.log'}",
+                f"the {self.kind} broker did not start on {self.host}:{self.port}",
+                hint=f"see {self.log_path}",
             )
 
     def stop(self) -> None:

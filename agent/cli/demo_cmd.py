@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +14,12 @@ from rich.table import Table
 
 from agent.cli._common import console, invocation
 from agent.logs import configure_logging
+
+
+class BrokerOption(StrEnum):
+    auto = "auto"
+    mosquitto = "mosquitto"
+    embedded = "embedded"
 
 
 def _duration(text: str) -> float:
@@ -37,7 +44,7 @@ def render(view: Any) -> Table:
             f"messages {health['messages_received']}  predictions {health['predictions']}  "
             f"alerts opened {health['alerts_opened']}  dead letters {health['dead_letters_total']}"
         ),
-        caption="Ctrl-C stops the demo cleanly",
+        caption=f"broker: {view.broker}   Ctrl-C stops the demo cleanly",
     )
     rul = f"RUL ({view.rul_unit})" if view.rul_unit else "RUL"
     for column in ("asset", "state", "anomaly score", "threshold", rul, "open alerts"):
@@ -68,6 +75,13 @@ def demo(
         typer.Option("--speedup", min=1, help="Simulated seconds per wall-clock second."),
     ] = 3600.0,
     seed: Annotated[int, typer.Option("--seed", help="Simulator seed.")] = 7,
+    broker: Annotated[
+        BrokerOption,
+        typer.Option(
+            "--broker",
+            help="auto: Mosquitto when installed, else edgewatch's embedded MQTT 3.1.1 broker.",
+        ),
+    ] = BrokerOption.auto,
 ) -> None:
     """Run a local broker, a simulated pump fleet (some develop faults) and the agent.
 
@@ -79,7 +93,13 @@ def demo(
     inv = invocation(ctx)
     settings = inv.settings()
     configure_logging(inv.log_level or "WARNING", "console")
-    options = DemoOptions(assets=assets, duration_s=_duration(duration), speedup=speedup, seed=seed)
+    options = DemoOptions(
+        assets=assets,
+        duration_s=_duration(duration),
+        speedup=speedup,
+        seed=seed,
+        broker=broker.value,
+    )
     if prepare_data_dir(settings):
         console.print(f"cleared the previous demo's records in {settings.storage.data_dir}")
 
@@ -100,6 +120,11 @@ def demo(
         f"{health['messages_received']} messages, {health['predictions']} predictions, "
         f"{health['alerts_opened']} alerts opened, {health['dead_letters_total']} dead letters"
     )
+    if result.broker == "embedded":
+        console.print(
+            "broker: edgewatch's embedded one, fine for trying edgewatch; "
+            "a gateway runs Mosquitto (sudo apt-get install -y mosquitto)"
+        )
     console.print(f"database: {result.database}")
     cloud = result.data_dir / "cloud"
     if cloud.is_dir():
