@@ -134,8 +134,24 @@ class WindowAssembler:
         events: list[Event] = []
         kept: list[Reading] = []
         late: list[tuple[Reading, RejectReason]] = []
-        for reading in inbound.readings:
+        readings = inbound.readings
+        i = 0
+        while i < len(readings):
+            reading = readings[i]
             stream = self.stream(reading.asset)
+            commissioned = reading.asset in self._commissioned
+            # A message carries one asset; a batch of it in time order goes in bulk.
+            taken, completed = stream.extend(readings, i)
+            if taken:
+                run = readings[i : i + taken]
+                i += taken
+                kept.extend(run)
+                if commissioned:
+                    windows.extend(completed)
+                else:
+                    requests.extend(r for r in map(self._collect, run) if r is not None)
+                continue
+            i += 1
             result = stream.add(reading)
             if not result.accepted:
                 reason = (
@@ -161,7 +177,7 @@ class WindowAssembler:
                         detail={"gap_ms": result.restarted_after_ms},
                     )
                 )
-            if reading.asset in self._commissioned:
+            if commissioned:
                 if result.window is not None:
                     windows.append(result.window)
             else:

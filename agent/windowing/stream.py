@@ -14,8 +14,10 @@ sides of an outage are not one window.
 from __future__ import annotations
 
 import enum
+import operator
 import statistics
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +82,8 @@ class AssetStream:
         self._intervals: deque[int] = deque(maxlen=PERIOD_HISTORY)
         self._period: float | None = None
         self._until_refresh = 0
-        self._order = {name: i for i, name in enumerate(sensors)}
+        # One C call picks every sensor's value in the model's order.
+        self._pick = operator.itemgetter(*sensors)
 
     @property
     def newest_ms(self) -> int | None:
@@ -101,11 +104,66 @@ class AssetStream:
             self._until_refresh = PERIOD_REFRESH
 
     def _vector(self, reading: Reading) -> FloatArray:
-        column = np.empty(len(self.sensors), dtype=np.float32)
-        values = reading.values
-        for name, i in self._order.items():
-            column[i] = values[name]
-        return column
+        return np.array(self._pick(reading.values), dtype=np.float32)
+
+    def _matrix(self, readings: Sequence[Reading]) -> FloatArray:
+        """(sensors, len(readings)) values of ``readings``."""
+        rows = np.array([self._pick(r.values) for r in readings], dtype=np.float32)
+        return rows.reshape(len(readings), len(self.sensors)).T
+
+    def extend(self, readings: Sequence[Reading], start: int = 0) -> tuple[int, list[Window]]:
+        """The fast path of batch payloads: append ``readings[start:]`` in bulk.
+
+        Takes the longest run that :meth:`add` would append one by one (each newer
+        than the last, no gap) and returns how many it took and the windows they
+        completed, exactly as :meth:`add` would have. The caller hands the reading
+        that stopped the run to :meth:`add`.
+        """
+        prev = self.newest_ms
+        if prev is None:
+            return 0, []
+        end = start
+        limit = len(readings)
+        # Gaps and the period estimate are judged reading by reading, as add() does;
+        # only the buffer copies and window cuts are done in bulk.
+        while end < limit:
+            ts = readings[end].ts_ms
+            if ts <= prev:
+                break
+            period = self._period
+            if period is not None and ts - prev > self.gap_factor * period:
+                break
+            self._note_interval(ts - prev)
+            prev = ts
+            end += 1
+        taken = end - start
+        if not taken:
+            return 0, []
+        run = readings[start:end]
+        data = self._matrix(run)
+        stamps = np.fromiter((r.ts_ms for r in run), dtype=np.int64, count=taken)
+        windows: list[Window] = []
+        done = 0
+        while done < taken:
+            if self._n == self.capacity:
+                self._compact()
+            # Up to the next sample that can complete a window, so that each window
+            # is cut where add() would have cut it.
+            due = self.window - self._filled
+            if self._last_end_ms is not None:
+                due = max(due, self.hop - self._since_emit)
+            chunk = min(self.capacity - self._n, taken - done, max(1, due))
+            n = self._n
+            self._data[:, n : n + chunk] = data[:, done : done + chunk]
+            self._ts[n : n + chunk] = stamps[done : done + chunk]
+            self._n += chunk
+            self._filled += chunk
+            self._since_emit += chunk
+            done += chunk
+            window = self._maybe_emit()
+            if window is not None:
+                windows.append(window)
+        return taken, windows
 
     def add(self, reading: Reading) -> AddResult:
         """Take one reading; returns what happened and the window it completed, if any."""

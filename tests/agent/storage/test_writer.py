@@ -25,7 +25,7 @@ from agent.domain import (
 from agent.metrics import Metrics
 from agent.sqlite import open_engine
 from agent.storage.recorder import Recorder, RecorderConfig
-from agent.storage.writer import Heartbeat, Item, Writer
+from agent.storage.writer import Heartbeat, Item, Writer, values_json
 
 
 @pytest.fixture
@@ -108,6 +108,27 @@ def test_late_readings_are_judged_against_storage(engine: Engine) -> None:
         ("duplicate", "edgewatch/s/p1/telemetry"),
         ("out_of_order", "edgewatch/s/p1/telemetry"),
     ]
+
+
+@pytest.mark.parametrize("json_insert", [True, False], ids=["json_each", "row_by_row"])
+def test_stored_values_are_byte_equal_to_values_json(engine: Engine, json_insert: bool) -> None:
+    # Readings go in as one JSON document unpacked by SQLite (or row by row where
+    # SQLite lacks JSON functions); either way the stored text must be what
+    # values_json() makes, or redeliveries would be dead-lettered as duplicates.
+    writer = Writer(engine, site="s")
+    writer._json_insert = json_insert
+    odd = {"z": -0.0, "a": 1e300, "b": 5e-324, "c": 0.1 + 0.2, 'é"x': 1.5, "e": 1e16}
+    batch = tuple(Reading("s", "p1", 1000 * i, {**odd, "i": float(i)}) for i in range(1, 4))
+    writer.write([Accepted(None, 7, readings=batch)], 1)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(t.readings.c.ts_ms, t.readings.c.received_ms, t.readings.c.values_json)
+        ).all()
+    assert stored == [(r.ts_ms, 7, values_json(r.values)) for r in batch]
+    stats = writer.write(
+        [Accepted(None, 8, late=tuple((r, RejectReason.OUT_OF_ORDER) for r in batch))], 2
+    )
+    assert (stats.redelivered, stats.dead_letters) == (3, {})
 
 
 def test_dead_letters_events_heartbeats(engine: Engine) -> None:
