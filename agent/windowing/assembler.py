@@ -140,8 +140,9 @@ class WindowAssembler:
             reading = readings[i]
             stream = self.stream(reading.asset)
             commissioned = reading.asset in self._commissioned
-            # A message carries one asset; a batch of it in time order goes in bulk.
-            taken, completed = stream.extend(readings, i)
+            # A message carries one asset; a batch of it in time order goes in bulk
+            # (a single reading is cheaper through add()).
+            taken, completed = stream.extend(readings, i) if len(readings) > 1 else (0, [])
             if taken:
                 run = readings[i : i + taken]
                 i += taken

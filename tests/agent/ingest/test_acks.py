@@ -1,8 +1,12 @@
-"""The manual-ack adapter against a real Mosquitto: unacked means redelivered."""
+"""The adapters that reach under aiomqtt, against a real Mosquitto: manual acks
+(unacked means redelivered) and pausing socket reads (backpressure)."""
 
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
+from typing import cast
 
 import aiomqtt
 from aiomqtt.client import ProtocolVersion
@@ -10,7 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.domain import MessageRef
-from agent.ingest.acks import ManualAcks
+from agent.ingest.acks import ManualAcks, SocketReads
 from tests.agent.ingest.helpers import WAIT_S, next_message, unique
 from tests.support import Broker
 
@@ -65,3 +69,33 @@ async def test_unacked_message_is_redelivered_and_acked_one_is_not(
                 seen.append(await next_message(second))
             assert [m.payload for m in seen] == [b"not acked", b"marker"]
             assert acks.ack(ref_of(m, 2) for m in seen) == 2
+
+
+async def test_paused_reads_leave_messages_in_the_socket_until_resumed(
+    mqtt_broker: Broker,
+) -> None:
+    topic = unique("reads-topic")
+    count = 20
+    async with asyncio.timeout(WAIT_S):
+        receiver = aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=unique("reads"))
+        async with receiver, aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as sender:
+            await receiver.subscribe(topic, qos=1)
+            reads = SocketReads(receiver)
+            reads.pause()
+            assert reads.paused
+            for i in range(count):
+                await sender.publish(topic, str(i).encode(), qos=1)
+            # The bytes reach this end of the connection (the socket turns readable)...
+            sock = cast(socket.socket, receiver._client.socket())
+            assert sock is not None
+            watched: list[socket.socket] = [sock]
+            readable, _, _ = await asyncio.to_thread(select.select, watched, [], [], WAIT_S)
+            assert readable, "the broker never sent the messages"
+            for _ in range(20):  # ...and the loop gets every chance to read them
+                await asyncio.sleep(0)
+            assert reads.backlog() == 0
+            assert sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # still unread
+            reads.resume()
+            assert not reads.paused
+            got = [await next_message(receiver) for _ in range(count)]
+            assert [m.payload for m in got] == [str(i).encode() for i in range(count)]
