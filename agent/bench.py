@@ -50,6 +50,7 @@ SAMPLE_PERIOD_S = 0.1
 #: The shipped pump model is trained on one sample a minute; the bench replays such
 #: samples faster, with timestamps SAMPLE_PERIOD_S apart.
 PUMP_PERIOD_S = 60.0
+RSS_SAMPLE_S = 0.5
 #: Readings in each message of the batched run.
 BATCH_READINGS = 100
 
@@ -85,6 +86,9 @@ class AgentFigures:
     alert_latency_ms: dict[str, float] = field(default_factory=dict)
     alerts: int = 0
     rss_mb: dict[str, float] = field(default_factory=dict)
+    #: Median RSS over the first and the last minute of (c) (quarters of a shorter
+    #: run) and their difference: flat means no growth under steady load.
+    rss_steady_mb: dict[str, float] = field(default_factory=dict)
     cpu_percent: float = 0.0
     cold_start_s: float = 0.0
     commits_per_s: float = 0.0
@@ -148,7 +152,7 @@ class _ProcStats:
         return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(RSS_SAMPLE_S):
             self.samples.append(self.rss_mb())
 
     def __enter__(self) -> _ProcStats:
@@ -517,7 +521,9 @@ class Bench:
         try:
             with _ProcStats(process.pid) as stats:
                 self.throughput(fig, broker, db, stats, values)
+                first_sample = len(stats.samples)
                 self.latency(fig, broker, db, values)
+                fig.rss_steady_mb = _steady(stats.samples[first_sample:])
             rss = stats.samples or [stats.rss_mb()]
             fig.rss_mb = {
                 "start": round(rss[0], 1),
@@ -537,6 +543,20 @@ class Bench:
             for backend in self.options.backends:
                 self.report.backends[backend] = self.agent_run(backend, broker, baseline, values)
         return self.report
+
+
+def _steady(samples: list[float]) -> dict[str, float]:
+    if len(samples) < 8:
+        return {}
+    span = min(round(60 / RSS_SAMPLE_S), len(samples) // 4)
+    first = float(np.median(samples[:span]))
+    last = float(np.median(samples[-span:]))
+    return {
+        "first": round(first, 1),
+        "last": round(last, 1),
+        "growth": round(last - first, 1),
+        "span_s": span * RSS_SAMPLE_S,
+    }
 
 
 def _heartbeat(db: Path) -> dict[str, Any]:

@@ -52,6 +52,16 @@ FIGURES: list[tuple[str, Callable[[Any], str], str]] = [
         lambda f: " / ".join(f"{f.rss_mb.get(k, 0):.0f}" for k in ("start", "max", "end")),
         "torch <= 350, onnx <= 120",
     ),
+    (
+        "(d) RSS during (c): first / last span, growth, MB",
+        lambda f: (
+            f"{f.rss_steady_mb['first']:.0f} / {f.rss_steady_mb['last']:.0f}, "
+            f"{f.rss_steady_mb['growth']:+.1f} ({f.rss_steady_mb['span_s']:.0f} s spans)"
+            if f.rss_steady_mb
+            else "-"
+        ),
+        "flat",
+    ),
     ("(d) agent CPU during (b), % of one core", lambda f: f"{f.cpu_percent:.0f}", ""),
     (
         "cold start to first subscription, s",

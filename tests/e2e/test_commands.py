@@ -99,6 +99,9 @@ def test_bench_prints_its_figures(cli: CliRunner) -> None:
     assert onnx["lost"] == 0 and onnx["batched_lost"] == 0
     assert onnx["agent_msg_s"] > 0 and onnx["prediction_latency_ms"]["n"] > 0
     assert onnx["cold_start_s"] > 0
+    steady = onnx["rss_steady_mb"]
+    assert steady["growth"] == round(steady["last"] - steady["first"], 1)
+    assert 0 < steady["span_s"] <= 60
     inference = onnx["inference"]
     assert inference["torch_loaded"] is False
     assert set(inference["windows_per_s"]) == {"1", "16", "64"}
