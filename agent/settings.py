@@ -222,7 +222,11 @@ class StorageSettings(_Section):
         200, description="A write batch is committed at least this often."
     )
     commit_max_rows: Annotated[int, Field(ge=1, le=100000)] = Field(
-        2000, description="A write batch is committed when it holds this many rows."
+        6000,
+        description=(
+            "A write batch is committed when it holds this many rows (at 60,000 "
+            "readings/s that is 10 commits/s)."
+        ),
     )
     keep_readings: bool = Field(True, description="Store raw readings (for retraining).")
     dead_letter_max_bytes: Annotated[int, Field(ge=0, le=1_048_576)] = Field(
