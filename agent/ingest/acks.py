@@ -1,16 +1,17 @@
-"""Manual QoS 1 acknowledgements: the one place that reaches under aiomqtt 2.5.
+"""The one place that reaches under aiomqtt 2.5: manual acks, paused and buffered reads.
 
 aiomqtt 2.5 acknowledges every message as soon as paho hands it over (its issue
 #345); we must acknowledge only after what a message produced is committed, so that
 a crash makes the broker redeliver instead of losing it. paho-mqtt 2.x supports that
 (``manual_ack_set`` / ``ack``) on the client aiomqtt wraps. aiomqtt 3 has a native
-``puback``: replacing this module is the whole migration.
+``puback`` and its own flow control: replacing this module is the whole migration.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any, Final
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -55,6 +56,58 @@ class ManualAcks:
         return sent
 
 
+#: Bytes taken from the kernel per read: ~300 single-reading messages.
+READ_CHUNK: Final = 65536
+
+
+class BufferedSocket:
+    """The broker socket as paho sees it, read in chunks.
+
+    paho reads a packet with three or more ``recv`` calls (its type byte, its
+    length one byte at a time, then its body) and one packet per readiness
+    callback: a system call per byte of header and an event-loop turn per message.
+    This serves those calls from one large read. ``pending()`` counts what is
+    buffered, and aiomqtt's reader callback (like :meth:`SocketReads._read`) keeps
+    reading while it is non-zero, as it does for TLS sockets, so nothing buffered
+    waits for the kernel to signal readiness again. Everything else is the socket's.
+    """
+
+    __slots__ = ("_buf", "_pos", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        if self._pos >= len(self._buf):
+            # Raises what the socket raises (BlockingIOError, SSLWantReadError),
+            # which paho handles; b"" is the broker closing the connection.
+            self._buf = self._sock.recv(max(bufsize, READ_CHUNK))
+            self._pos = 0
+        start = self._pos
+        self._pos = min(start + bufsize, len(self._buf))
+        return self._buf[start : self._pos]
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buf) - self._pos + int(inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def buffer_reads(client: aiomqtt.Client) -> bool:
+    """Put :class:`BufferedSocket` under the connected client; False if not connected."""
+    inner = client._client
+    sock = inner._sock
+    if sock is None:
+        return False
+    if not isinstance(sock, BufferedSocket):
+        inner._sock = BufferedSocket(sock)
+    return True
+
+
 class SocketReads:
     """Pauses and resumes reading the broker's socket (the other reach-under).
 
@@ -94,11 +147,17 @@ class SocketReads:
         self._read()  # bytes that arrived while paused do not signal readiness again
 
     def _read(self) -> None:
-        # What aiomqtt's own reader callback does: a failed read means the connection
-        # broke, which aiomqtt learns through its disconnected future.
+        # What aiomqtt's own reader callback does: read while bytes are pending (in
+        # TLS or BufferedSocket buffers); a failed read means the connection broke,
+        # which aiomqtt learns through its disconnected future.
         client = self._client
+        inner = client._client
         try:
-            client._client.loop_read()
+            inner.loop_read()
+            while not self.paused and isinstance(sock := inner._sock, BufferedSocket):
+                if not sock.pending():
+                    break
+                inner.loop_read()
         except Exception as exc:
             if not client._disconnected.done():
                 client._disconnected.set_exception(exc)

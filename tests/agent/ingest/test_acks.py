@@ -9,12 +9,13 @@ import socket
 from typing import cast
 
 import aiomqtt
+import pytest
 from aiomqtt.client import ProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.domain import MessageRef
-from agent.ingest.acks import ManualAcks, SocketReads
+from agent.ingest.acks import BufferedSocket, ManualAcks, SocketReads, buffer_reads
 from tests.agent.ingest.helpers import WAIT_S, next_message, unique
 from tests.support import Broker
 
@@ -97,5 +98,46 @@ async def test_paused_reads_leave_messages_in_the_socket_until_resumed(
             assert sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # still unread
             reads.resume()
             assert not reads.paused
+            got = [await next_message(receiver) for _ in range(count)]
+            assert [m.payload for m in got] == [str(i).encode() for i in range(count)]
+
+
+def test_buffered_socket_serves_small_reads_from_one_large_one() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        right.setblocking(False)
+        buffered = BufferedSocket(right)
+        with pytest.raises(BlockingIOError):  # nothing sent yet: what the socket says
+            buffered.recv(1)
+        left.sendall(b"\x30\x03abc\x30\x02de")
+        select.select([right], [], [], WAIT_S)
+        assert buffered.recv(1) == b"\x30"
+        assert buffered.pending() == 8  # the rest came with the first read
+        assert buffered.recv(1) == b"\x03"
+        assert buffered.recv(10) == b"abc\x30\x02de"  # a short read, as sockets do
+        assert buffered.pending() == 0
+        assert buffered.fileno() == right.fileno()  # everything else is the socket's
+        left.close()
+        select.select([right], [], [], WAIT_S)
+        assert buffered.recv(1) == b""  # the peer closed
+
+
+async def test_a_burst_in_one_read_is_delivered_without_more_data(mqtt_broker: Broker) -> None:
+    # Messages left in the buffer must not wait for the kernel to signal the socket
+    # readable again: after this burst nothing else arrives.
+    topic = unique("burst-topic")
+    count = 300
+    async with asyncio.timeout(WAIT_S):
+        receiver = aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=unique("burst"))
+        async with receiver, aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as sender:
+            await receiver.subscribe(topic, qos=1)
+            assert buffer_reads(receiver)
+            reads = SocketReads(receiver)
+            reads.pause()  # let the whole burst pile up in the kernel first
+            for i in range(count):
+                await sender.publish(topic, str(i).encode(), qos=1)
+            sock = cast(socket.socket, receiver._client.socket())
+            await asyncio.to_thread(select.select, [sock], [], [], WAIT_S)
+            reads.resume()
             got = [await next_message(receiver) for _ in range(count)]
             assert [m.payload for m in got] == [str(i).encode() for i in range(count)]

@@ -10,6 +10,7 @@ import aiomqtt
 import pytest
 
 from agent.domain import MessageRef
+from agent.ingest.acks import BufferedSocket
 from agent.ingest.link import MqttLink, RawMessage
 from agent.metrics import Metrics
 from tests.agent.ingest.helpers import WAIT_S, body, make_settings, next_message, observer, unique
@@ -134,7 +135,7 @@ async def test_last_will_says_offline_when_the_connection_dies(mqtt_broker: Brok
         conn = link._conn
         assert conn is not None
         sock = conn.client._client.socket()
-        assert isinstance(sock, socket.socket)
+        assert isinstance(sock, BufferedSocket)  # reads are buffered (agent/ingest/acks.py)
         sock.shutdown(socket.SHUT_RDWR)
 
         will = await next_message(watch)
