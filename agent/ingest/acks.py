@@ -58,26 +58,28 @@ class ManualAcks:
 
 #: Bytes taken from the kernel per read: ~300 single-reading messages.
 READ_CHUNK: Final = 65536
+#: Kernel reads per event-loop turn. More buffered bytes wait for the next turn, so
+#: that the pipeline runs (and can pause reading) between chunks.
+READS_PER_TURN: Final = 2
 
 
 class BufferedSocket:
     """The broker socket as paho sees it, read in chunks.
 
     paho reads a packet with three or more ``recv`` calls (its type byte, its
-    length one byte at a time, then its body) and one packet per readiness
-    callback: a system call per byte of header and an event-loop turn per message.
-    This serves those calls from one large read. ``pending()`` counts what is
-    buffered, and aiomqtt's reader callback (like :meth:`SocketReads._read`) keeps
-    reading while it is non-zero, as it does for TLS sockets, so nothing buffered
-    waits for the kernel to signal readiness again. Everything else is the socket's.
+    length one byte at a time, then its body): a system call per header byte. This
+    serves them from one large read. ``pending()`` counts the bytes buffered here
+    (and in a TLS socket's own buffer); ``reads`` counts kernel reads. Everything
+    else is the socket's.
     """
 
-    __slots__ = ("_buf", "_pos", "_sock")
+    __slots__ = ("_buf", "_pos", "_sock", "reads")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._buf = b""
         self._pos = 0
+        self.reads = 0
 
     def recv(self, bufsize: int) -> bytes:
         if self._pos >= len(self._buf):
@@ -85,6 +87,7 @@ class BufferedSocket:
             # which paho handles; b"" is the broker closing the connection.
             self._buf = self._sock.recv(max(bufsize, READ_CHUNK))
             self._pos = 0
+            self.reads += 1
         start = self._pos
         self._pos = min(start + bufsize, len(self._buf))
         return self._buf[start : self._pos]
@@ -97,34 +100,43 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
-def buffer_reads(client: aiomqtt.Client) -> bool:
-    """Put :class:`BufferedSocket` under the connected client; False if not connected."""
-    inner = client._client
-    sock = inner._sock
-    if sock is None:
-        return False
-    if not isinstance(sock, BufferedSocket):
-        inner._sock = BufferedSocket(sock)
-    return True
-
-
 class SocketReads:
-    """Pauses and resumes reading the broker's socket (the other reach-under).
+    """Reads the broker's socket in place of aiomqtt's reader; pauses and resumes.
 
-    Mosquitto 2.0 sends well beyond the Receive Maximum we announce when acks come
-    after commits. aiomqtt reads the socket whenever data is there and queues every
-    message without bound, so a flood fills memory faster than the pipeline drains
-    it. While paused, TCP flow control keeps the messages at the broker instead.
-    aiomqtt 3's own flow control makes this unnecessary.
+    - Buffered: :class:`BufferedSocket` under paho, and one callback turn handles
+      every message of up to ``READS_PER_TURN`` chunks instead of one message.
+      Bytes already buffered never make the socket readable again, so the callback
+      schedules itself for the next turn while any are left.
+    - Paused: Mosquitto 2.0 sends well beyond the Receive Maximum we announce when
+      acks come after commits, and aiomqtt queues every message it reads without
+      bound. While paused, TCP flow control keeps the messages at the broker.
+
+    aiomqtt 3's own reader and flow control make this unnecessary.
     """
 
-    __slots__ = ("_client", "_fd", "_loop", "paused")
+    __slots__ = ("_client", "_fd", "_loop", "_sock", "paused")
 
     def __init__(self, client: aiomqtt.Client) -> None:
         self._client = client
         self._loop = asyncio.get_running_loop()
         self._fd: int | None = None
+        self._sock: BufferedSocket | None = None
         self.paused = False
+
+    def take_over(self) -> bool:
+        """Buffer the connected client's socket and read it here; False if not connected."""
+        inner = self._client._client
+        sock = inner._sock
+        if sock is None:
+            return False
+        if not isinstance(sock, BufferedSocket):
+            sock = BufferedSocket(sock)
+            inner._sock = sock
+        self._sock = sock
+        self._fd = sock.fileno()
+        if not self.paused:
+            self._loop.add_reader(self._fd, self._read)  # replaces aiomqtt's reader
+        return True
 
     def backlog(self) -> int:
         """Messages aiomqtt has read but not yet handed over."""
@@ -147,17 +159,23 @@ class SocketReads:
         self._read()  # bytes that arrived while paused do not signal readiness again
 
     def _read(self) -> None:
-        # What aiomqtt's own reader callback does: read while bytes are pending (in
-        # TLS or BufferedSocket buffers); a failed read means the connection broke,
-        # which aiomqtt learns through its disconnected future.
+        # Like aiomqtt's own reader callback, a failed read means the connection
+        # broke, which aiomqtt learns through its disconnected future.
+        if self.paused:
+            return  # a turn scheduled before pause()
         client = self._client
         inner = client._client
         try:
             inner.loop_read()
-            while not self.paused and isinstance(sock := inner._sock, BufferedSocket):
-                if not sock.pending():
-                    break
+            sock = self._sock
+            # id(): an `is` test against paho's socket type would narrow `sock` away.
+            if sock is None or id(inner._sock) != id(sock):
+                return  # not taken over, or the connection closed
+            first = sock.reads
+            while not self.paused and sock.pending() and sock.reads - first < READS_PER_TURN:
                 inner.loop_read()
+            if not self.paused and sock.pending():
+                self._loop.call_soon(self._read)
         except Exception as exc:
             if not client._disconnected.done():
                 client._disconnected.set_exception(exc)

@@ -45,7 +45,7 @@ from agent.logs import fields
 from agent.metrics import Metrics
 from agent.settings import MqttSettings, Settings
 
-from .acks import ManualAcks, SocketReads, buffer_reads
+from .acks import ManualAcks, SocketReads
 from .publisher import StatusReporter
 from .topics import TopicMatcher, format_topic
 
@@ -514,7 +514,7 @@ class MqttLink:
         receive_maximum = self._mqtt.receive_maximum
         queue_max = self._queue_max
         reads = SocketReads(conn.client)
-        buffer_reads(conn.client)
+        reads.take_over()
         self._reads = reads
         async for message in conn.client.messages:
             # Bound what is held in memory even when the broker ignores Receive

@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.domain import MessageRef
-from agent.ingest.acks import BufferedSocket, ManualAcks, SocketReads, buffer_reads
+from agent.ingest.acks import BufferedSocket, ManualAcks, SocketReads
 from tests.agent.ingest.helpers import WAIT_S, next_message, unique
 from tests.support import Broker
 
@@ -131,8 +131,8 @@ async def test_a_burst_in_one_read_is_delivered_without_more_data(mqtt_broker: B
         receiver = aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=unique("burst"))
         async with receiver, aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as sender:
             await receiver.subscribe(topic, qos=1)
-            assert buffer_reads(receiver)
             reads = SocketReads(receiver)
+            assert reads.take_over()
             reads.pause()  # let the whole burst pile up in the kernel first
             for i in range(count):
                 await sender.publish(topic, str(i).encode(), qos=1)
