@@ -78,8 +78,9 @@ Q = TypeVar("Q")
 INBOUND_QUEUE_ROWS = 2048
 INFERENCE_QUEUE = 1024
 RESULTS_QUEUE = 4096
-#: Enough for a full transaction behind the one being committed (about 6 MB).
-RECORDS_QUEUE_ROWS = 10_000
+#: A full transaction (storage.commit_max_rows by default) behind the one being
+#: committed, about 4 MB: the queues' bounds are what the agent's memory peaks at.
+RECORDS_QUEUE_ROWS = 6000
 ALERTS_QUEUE = 1024
 #: Each stage gets this long to drain on shutdown (the whole stop stays under 10 s).
 DRAIN_TIMEOUT_S = 2.0
