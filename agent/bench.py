@@ -165,12 +165,12 @@ class _ProcStats:
         self._thread.join()
 
 
-def _count(db: Path, sql: str, params: tuple[object, ...] = ()) -> int:
+def _count(db: Path, sql: str) -> int:
     import sqlite3
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return int(conn.execute(sql, params).fetchone()[0] or 0)
+        return int(conn.execute(sql).fetchone()[0] or 0)
     except sqlite3.OperationalError:
         return 0
     finally:
@@ -431,7 +431,17 @@ class Bench:
         )
 
         def stored() -> bool:
-            return all(_count(db, sql, (self.site, a, ts)) for a, ts in last.items())
+            import sqlite3
+
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                return all(
+                    conn.execute(sql, (self.site, a, ts)).fetchone()[0] for a, ts in last.items()
+                )
+            except sqlite3.OperationalError:
+                return False
+            finally:
+                conn.close()
 
         _wait_for(stored, DRAIN_TIMEOUT_S, what)
 
