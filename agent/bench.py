@@ -568,12 +568,12 @@ def _steady(samples: list[float]) -> dict[str, float]:
     if len(samples) < 8:
         return {}
     span = min(round(60 / RSS_SAMPLE_S), len(samples) // 4)
-    first = float(np.median(samples[:span]))
-    last = float(np.median(samples[-span:]))
+    first = round(float(np.median(samples[:span])), 1)
+    last = round(float(np.median(samples[-span:])), 1)
     return {
-        "first": round(first, 1),
-        "last": round(last, 1),
-        "growth": round(last - first, 1),
+        "first": first,
+        "last": last,
+        "growth": round(last - first, 1),  # of the printed figures, so that they add up
         "span_s": span * RSS_SAMPLE_S,
     }
 
