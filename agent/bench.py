@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,16 +167,22 @@ class _ProcStats:
         self._thread.join()
 
 
-def _count(db: Path, sql: str) -> int:
-    import sqlite3
-
+@contextmanager
+def _read_only(db: Path) -> Iterator[sqlite3.Connection]:
+    """A connection that cannot write to the agent's database, closed after use."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return int(conn.execute(sql).fetchone()[0] or 0)
-    except sqlite3.OperationalError:
-        return 0
+        yield conn
     finally:
         conn.close()
+
+
+def _count(db: Path, sql: str) -> int:
+    with _read_only(db) as conn:
+        try:
+            return int(conn.execute(sql).fetchone()[0] or 0)
+        except sqlite3.OperationalError:
+            return 0
 
 
 def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -431,17 +439,14 @@ class Bench:
         )
 
         def stored() -> bool:
-            import sqlite3
-
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-            try:
-                return all(
-                    conn.execute(sql, (self.site, a, ts)).fetchone()[0] for a, ts in last.items()
-                )
-            except sqlite3.OperationalError:
-                return False
-            finally:
-                conn.close()
+            with _read_only(db) as conn:
+                try:
+                    return all(
+                        conn.execute(sql, (self.site, a, ts)).fetchone()[0]
+                        for a, ts in last.items()
+                    )
+                except sqlite3.OperationalError:
+                    return False
 
         _wait_for(stored, DRAIN_TIMEOUT_S, what)
 
@@ -584,13 +589,8 @@ def _heartbeat(db: Path) -> dict[str, Any]:
 
 
 def _rows(db: Path, sql: str) -> list[Any]:
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
+    with _read_only(db) as conn:
         return [r[0] for r in conn.execute(sql).fetchall()]
-    finally:
-        conn.close()
 
 
 def run_bench(options: BenchOptions, workdir: Path, progress: Progress) -> BenchReport:
