@@ -72,6 +72,20 @@ async def test_unacked_message_is_redelivered_and_acked_one_is_not(
             assert acks.ack(ref_of(m, 2) for m in seen) == 2
 
 
+async def publish_and_arrive(
+    sender: aiomqtt.Client, receiver: aiomqtt.Client, topic: str, count: int
+) -> socket.socket:
+    """Publish messages "0".."count-1"; return the receiver's socket once they reach it."""
+    for i in range(count):
+        await sender.publish(topic, str(i).encode(), qos=1)
+    sock = cast(socket.socket, receiver._client.socket())
+    assert sock is not None
+    watched: list[socket.socket] = [sock]
+    readable, _, _ = await asyncio.to_thread(select.select, watched, [], [], WAIT_S)
+    assert readable, "the broker never sent the messages"
+    return sock
+
+
 async def test_paused_reads_leave_messages_in_the_socket_until_resumed(
     mqtt_broker: Broker,
 ) -> None:
@@ -84,14 +98,8 @@ async def test_paused_reads_leave_messages_in_the_socket_until_resumed(
             reads = SocketReads(receiver)
             reads.pause()
             assert reads.paused
-            for i in range(count):
-                await sender.publish(topic, str(i).encode(), qos=1)
             # The bytes reach this end of the connection (the socket turns readable)...
-            sock = cast(socket.socket, receiver._client.socket())
-            assert sock is not None
-            watched: list[socket.socket] = [sock]
-            readable, _, _ = await asyncio.to_thread(select.select, watched, [], [], WAIT_S)
-            assert readable, "the broker never sent the messages"
+            sock = await publish_and_arrive(sender, receiver, topic, count)
             for _ in range(20):  # ...and the loop gets every chance to read them
                 await asyncio.sleep(0)
             assert reads.backlog() == 0
@@ -134,10 +142,7 @@ async def test_a_burst_in_one_read_is_delivered_without_more_data(mqtt_broker: B
             reads = SocketReads(receiver)
             assert reads.take_over()
             reads.pause()  # let the whole burst pile up in the kernel first
-            for i in range(count):
-                await sender.publish(topic, str(i).encode(), qos=1)
-            sock = cast(socket.socket, receiver._client.socket())
-            await asyncio.to_thread(select.select, [sock], [], [], WAIT_S)
+            await publish_and_arrive(sender, receiver, topic, count)
             reads.resume()
             got = [await next_message(receiver) for _ in range(count)]
             assert [m.payload for m in got] == [str(i).encode() for i in range(count)]
