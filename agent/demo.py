@@ -183,9 +183,17 @@ async def run_demo(
                     queries.fleet_overview, engine, settings.identity.site
                 )
                 health = agent.metrics.snapshot()
-                view = DemoView(elapsed, options.duration_s, overview, health, sent[0], rul_unit)
-                view.broker = broker.kind
-                on_view(view)
+                on_view(
+                    DemoView(
+                        elapsed,
+                        options.duration_s,
+                        overview,
+                        health,
+                        sent[0],
+                        rul_unit=rul_unit,
+                        broker=broker.kind,
+                    )
+                )
                 if simulator.done() or elapsed >= options.duration_s:
                     break
                 try:
