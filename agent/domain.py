@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+
+from agent.errors import PayloadError
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -29,7 +31,9 @@ class RejectReason(enum.StrEnum):
     INVALID_JSON = "invalid_json"
     SCHEMA = "schema"  # wrong shape or types, e.g. a string where a number belongs
     NON_FINITE = "non_finite"  # NaN or +/-Inf
-    MISSING_SENSOR = "missing_sensor"
+    MISSING_SENSOR = "missing_sensor"  # a sensor of the asset's set is absent
+    #: Not given any more (extra sensors are ignored and counted); kept so that dead
+    #: letters stored by earlier versions still read.
     UNKNOWN_SENSOR = "unknown_sensor"
     EMPTY_BATCH = "empty_batch"
     BATCH_MISMATCH = "batch_mismatch"  # batch arrays of different lengths
@@ -79,6 +83,11 @@ class Inbound:
     received_ms: int
     readings: tuple[Reading, ...] = ()
     rejected: DeadLetter | None = None
+    #: Where the readings came from, for a dead letter made after decoding (a
+    #: sensor missing against what the asset is known to have). Not copied: the
+    #: payload is the message's own buffer.
+    topic: str = ""
+    payload: bytes = b""
 
 
 class Reading(NamedTuple):
@@ -181,14 +190,37 @@ class AssetState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class AssetPlan:
+    """How one asset is modelled, fixed once its sensor set is known.
+
+    ``from_bundle``: its windows are the model bundle's sensors, in the bundle's
+    order, so the bundle's networks apply (its RUL when ``rul``; its fleet
+    autoencoder as the starting point of the baseline). Otherwise the asset gets an
+    autoencoder of its own, learnt from scratch on its baseline, and no RUL.
+    ``baseline``: an anomaly baseline must be commissioned before scoring; a plan
+    without one (a RUL-only bundle) is scored from its first full window.
+    """
+
+    sensors: tuple[str, ...]
+    from_bundle: bool
+    rul: bool
+    baseline: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class CommissionRequest:
-    """An asset's first healthy samples, shape (samples, sensors), to learn its baseline."""
+    """An asset's plan and first healthy samples, shape (samples, sensors), to learn its
+    baseline; ``samples`` is empty when the plan needs no baseline."""
 
     asset: str
-    sensors: tuple[str, ...]
+    plan: AssetPlan
     samples: FloatArray = field(repr=False)
     first_ms: int
     last_ms: int
+
+    @property
+    def sensors(self) -> tuple[str, ...]:
+        return self.plan.sensors
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,3 +243,49 @@ class Event:
     level: str = "info"
     asset: str | None = None
     detail: dict[str, object] | None = None
+
+
+# Details are built from untrusted input and stored with every dead letter.
+DETAIL_MAX_CHARS: Final = 200
+_NAMES_SHOWN: Final = 5
+_NAME_MAX_CHARS: Final = 64
+
+
+def clip_detail(text: str) -> str:
+    return text if len(text) <= DETAIL_MAX_CHARS else text[: DETAIL_MAX_CHARS - 3] + "..."
+
+
+def sensor_name(name: str) -> str:
+    return repr(name[:_NAME_MAX_CHARS])
+
+
+def sensor_names(names: set[str] | frozenset[str]) -> str:
+    """A few of ``names`` for a message, with how many more there are."""
+    shown = sorted(names)[:_NAMES_SHOWN]
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    return ", ".join(sensor_name(n) for n in shown) + more
+
+
+def truncate_for_storage(payload: bytes, max_bytes: int) -> bytes:
+    """The first ``max_bytes`` of a payload: enough to diagnose, bounded on disk."""
+    return payload if len(payload) <= max_bytes else payload[:max_bytes]
+
+
+def dead_letter(
+    topic: str,
+    payload: bytes,
+    error: PayloadError,
+    received_ms: int,
+    max_bytes: int,
+    asset: str | None = None,
+) -> DeadLetter:
+    """The record of a refused message, payload truncated to ``max_bytes``."""
+    return DeadLetter(
+        received_ms=received_ms,
+        topic=topic,
+        payload=truncate_for_storage(payload, max_bytes),
+        payload_size=len(payload),
+        reason=RejectReason(error.reason),
+        detail=clip_detail(error.detail),
+        asset=asset,
+    )

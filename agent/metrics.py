@@ -73,6 +73,13 @@ class Metrics:
     windows_emitted: int = 0
     windows_shed: int = 0
     window_restarts: int = 0
+    #: Values of sensors an asset's plan does not use (ignored, not stored apart).
+    sensor_values_ignored: int = 0
+    #: Readings stored but not scored: their asset's sensor set changed for good.
+    readings_unscored: int = 0
+    #: Windows of assets being commissioned, held until their baseline is ready and
+    #: dropped beyond the bound (counted here too).
+    windows_held_dropped: int = 0
     predictions: int = 0
     inference_batches: int = 0
     inference_windows: int = 0
@@ -124,6 +131,9 @@ class Metrics:
             "windows_emitted": self.windows_emitted,
             "windows_shed": self.windows_shed,
             "window_restarts": self.window_restarts,
+            "sensor_values_ignored": self.sensor_values_ignored,
+            "readings_unscored": self.readings_unscored,
+            "windows_held_dropped": self.windows_held_dropped,
             "predictions": self.predictions,
             "inference_batches": self.inference_batches,
             "alerts_opened": self.alerts_opened,

@@ -24,14 +24,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent import __version__
 from agent.domain import (
     Alert,
+    AssetPlan,
     AssetState,
     AssetStatus,
     Event,
@@ -51,6 +53,7 @@ from agent.ingest.topics import TopicMatcher, format_topic
 from agent.logs import fields
 from agent.memory import release_free_memory
 from agent.metrics import Metrics, process_age_s
+from agent.profiles import PROFILE_CACHE_ASSETS, BundleShape, Profiles
 from agent.sdnotify import Notifier
 from agent.settings import Backend, Settings
 from agent.storage import migrate, queries
@@ -217,11 +220,6 @@ class Agent:
         else:
             baselines = await asyncio.to_thread(store.load_all)
         self.backend = backend
-        for asset, baseline in list(baselines.items()):
-            try:
-                predictor.check_baseline(baseline)
-            except EdgewatchError:
-                del baselines[asset]  # made for another bundle: commission again
         await asyncio.to_thread(
             queries.register_model,
             engine,
@@ -238,14 +236,19 @@ class Agent:
                 hint="remove model.window or use a bundle trained for that window",
             )
         hop = s.model.hop or bundle.hop
-        rule = bundle.anomaly.rule if bundle.anomaly is not None else None
-        policy = AlertPolicy(
-            open_after=s.model.alert_open_after or (rule.on_count if rule else 3),
-            close_after=s.model.alert_close_after or (rule.off_count if rule else 5),
-            close_ratio=s.model.alert_close_ratio or (rule.off_ratio if rule else 0.8),
-            rul_below=s.model.rul_alert_below,
+        profiles = Profiles(s.profiles, s.model)
+        shape = BundleShape(
+            bundle.sensors, has_rul=bundle.rul is not None, has_anomaly=bundle.anomaly is not None
         )
-        tracker = AlertTracker(policy)
+        plans = resumed_plans(baselines, profiles, shape, predictor, window)
+        for asset in set(baselines) - set(plans):
+            del baselines[asset]  # made for another bundle or window: commission again
+        tracker = AlertTracker(
+            self._alert_policy(bundle, profiles, ""),
+            lru_cache(maxsize=PROFILE_CACHE_ASSETS)(
+                lambda asset: self._alert_policy(bundle, profiles, asset)
+            ),
+        )
         for alert in await asyncio.to_thread(queries.open_alerts, engine, s.identity.site):
             tracker.restore(alert)
 
@@ -261,14 +264,15 @@ class Agent:
         matcher = TopicMatcher(s.mqtt.telemetry_topic, s.identity.site)
         link = MqttLink(s, self.metrics)
         assembler = WindowAssembler(
-            sensors=bundle.sensors,
+            profiles=profiles,
+            bundle=shape,
             window=window,
             hop=hop,
             reorder_samples=s.ingest.reorder_samples,
             gap_factor=s.ingest.gap_factor,
-            commission_samples=s.model.commission_samples,
-            commissioned=baselines.keys(),
+            commissioned=plans,
             metrics=self.metrics,
+            dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
         )
         for asset in baselines:
             readings, last_end = await asyncio.to_thread(
@@ -286,10 +290,12 @@ class Agent:
                 commission_cpu_budget_s=s.model.commission_cpu_budget_s,
                 max_commissioning=s.model.max_commissioning,
                 threads=s.model.threads,
+                threshold_for=lambda asset: profiles.alerts(asset).anomaly_threshold,
             ),
             self.metrics,
             baselines,
             commissioner,
+            plans,
         )
         telemetry_topic = s.mqtt.telemetry_topic
         writer = Writer(
@@ -320,10 +326,11 @@ class Agent:
         subscriber = Subscriber(
             link,
             matcher,
-            DecodeLimits.from_settings(s.ingest, expected_sensors=frozenset(bundle.sensors)),
+            DecodeLimits.from_settings(s.ingest),
             queues.inbound,
             self.metrics,
             dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
+            profiles=profiles,
         )
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
         sync = SyncStage(s, metrics=self.metrics) if s.sync.enabled else None
@@ -401,6 +408,19 @@ class Agent:
 
         bundle = load_bundle(path)
         return bundle, Predictor(bundle, threads=threads)
+
+    def _alert_policy(
+        self, bundle: Bundle | LeanBundle, profiles: Profiles, asset: str
+    ) -> AlertPolicy:
+        rule = bundle.anomaly.rule if bundle.anomaly is not None else None
+        own = profiles.alerts(asset)
+        return AlertPolicy(
+            open_after=own.open_after or (rule.on_count if rule else 3),
+            close_after=own.close_after or (rule.off_count if rule else 5),
+            close_ratio=own.close_ratio or (rule.off_ratio if rule else 0.8),
+            rul_below=self.settings.model.rul_alert_below,
+            quiet_ms=round(own.incident_quiet_s * 1000),
+        )
 
     def _start_exporter(self) -> MetricsServer | None:
         where = self.settings.metrics.host_port
@@ -562,6 +582,30 @@ class Agent:
                 next_retention = time.monotonic() + RETENTION_INTERVAL_S
             release_free_memory()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)  # a period, not synchronisation
+
+
+def resumed_plans(
+    baselines: Mapping[str, Any],
+    profiles: Profiles,
+    shape: BundleShape,
+    predictor: Predictor | OnnxPredictor,
+    window: int,
+) -> dict[str, AssetPlan]:
+    """Plans of the assets commissioned before this start, from their baselines: a
+    baseline fine-tuned from the bundle's fleet weights scores with the bundle; one
+    learnt from scratch with its own sensors. Baselines that fit neither are left out."""
+    plans: dict[str, AssetPlan] = {}
+    for asset, baseline in baselines.items():
+        from_bundle = str(baseline.info.get("initialised_from", "")).startswith("fleet:")
+        if from_bundle:
+            try:
+                predictor.check_baseline(baseline)
+            except EdgewatchError:
+                continue
+        elif baseline.window != window:
+            continue
+        plans[asset] = profiles.resumed_plan(asset, baseline.sensors, from_bundle, shape)
+    return plans
 
 
 def install_signal_handlers(agent: Agent) -> Callable[[], None]:

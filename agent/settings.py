@@ -19,7 +19,7 @@ import socket
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -295,6 +295,110 @@ class ModelSettings(_Section):
     max_commissioning: Annotated[int, Field(ge=1, le=8)] = Field(
         1, description="Assets commissioned at the same time."
     )
+    incident_quiet_s: Annotated[float, Field(ge=0, le=30 * 86400)] = Field(
+        3600.0,
+        description=(
+            "An anomaly incident closes only after this long (reading time) without an "
+            "alarm; an alert that re-opens sooner continues the same incident."
+        ),
+    )
+
+
+LEARN: Final = "learn"
+#: Readings whose sensor sets vote on an asset's set (``sensors = "learn"``).
+DEFAULT_LEARN_READINGS = 20
+
+
+class ProfileSettings(_Section):
+    """How assets whose names match ``match`` are monitored (``[[profiles]]``).
+
+    The first profile whose glob matches an asset wins; an asset no profile matches
+    gets these defaults: its sensor set is learnt from its first readings, and it is
+    started from the model bundle when its sensors include the bundle's, from scratch
+    (its own autoencoder on its own baseline) otherwise.
+    """
+
+    name: str | None = Field(None, description="Label shown by `config show` (default: match).")
+    match: str = Field("*", min_length=1, description="Asset name glob, e.g. `pump-*`.")
+    sensors: Literal["learn"] | list[str] = Field(
+        "learn",
+        description=(
+            "The asset's sensors after renames, or `learn`: the set seen in a stable "
+            "majority of its first `learn_readings` readings."
+        ),
+    )
+    learn_readings: Annotated[int, Field(ge=3, le=10000)] = Field(
+        DEFAULT_LEARN_READINGS, description="Readings the learnt sensor set is voted on."
+    )
+    rename: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Incoming sensor name -> name used by edgewatch, e.g. `{ Current = "current_a" }`.'
+        ),
+    )
+    sample_period_s: PositiveFloat | None = Field(
+        None,
+        description="Expected seconds between readings (default: estimated from the stream).",
+    )
+    bundle: Literal["auto", "none"] = Field(
+        "auto",
+        description=(
+            "auto: start from the model bundle ([model] bundle) when the asset has all its "
+            "sensors; none: always learn this asset's model from scratch."
+        ),
+    )
+    rul: bool = Field(True, description="Report the bundle's RUL estimate (where it has one).")
+    commission_samples: Annotated[int, Field(ge=50, le=100000)] | None = Field(
+        None, description="Baseline readings (default: model.commission_samples)."
+    )
+    anomaly_threshold: PositiveFloat | None = Field(
+        None, description="Normalised anomaly threshold (default: calibrated per asset)."
+    )
+    alert_open_after: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="Anomalous windows in a row that open an alert (default: model's)."
+    )
+    alert_close_after: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="Windows below the closing level that clear it (default: model's)."
+    )
+    alert_close_ratio: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Closing level as a fraction of the threshold (default: model's)."
+    )
+    incident_quiet_s: Annotated[float, Field(ge=0, le=30 * 86400)] | None = Field(
+        None, description="Quiet time that ends an incident (default: model.incident_quiet_s)."
+    )
+
+    @field_validator("match")
+    @classmethod
+    def _glob(cls, value: str) -> str:
+        if any(c in value for c in "/#+"):
+            raise ValueError("must be an asset name glob without '/', '#' or '+'")
+        return value
+
+    @field_validator("sensors", mode="before")
+    @classmethod
+    def _sensor_list(cls, value: object) -> object:
+        if isinstance(value, str) and value != LEARN:
+            raise ValueError('must be "learn" or a list of sensor names')
+        if isinstance(value, list):
+            if not value or any(not name for name in value):
+                raise ValueError('must be "learn" or a non-empty list of sensor names')
+            if len(set(value)) != len(value):
+                raise ValueError("names a sensor twice")
+        return value
+
+    @field_validator("rename")
+    @classmethod
+    def _renames(cls, value: dict[str, str]) -> dict[str, str]:
+        targets = list(value.values())
+        if any(not name for name in [*value, *targets]):
+            raise ValueError("must not rename from or to an empty name")
+        if len(set(targets)) != len(targets):
+            raise ValueError("renames two sensors to the same name")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.match
 
 
 class SyncSettings(_Section):
@@ -454,6 +558,10 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    profiles: list[ProfileSettings] = Field(
+        default_factory=list,
+        description="Asset profiles ([[profiles]] tables), first match wins.",
+    )
 
     SECTIONS: ClassVar[tuple[str, ...]] = (
         "identity",
@@ -464,6 +572,7 @@ class Settings(BaseSettings):
         "sync",
         "logging",
         "metrics",
+        "profiles",
     )
 
     @classmethod
@@ -544,7 +653,7 @@ def _unknown_env_keys(env: dict[str, str]) -> list[str]:
 def _describe(exc: ValidationError, env: dict[str, str]) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in error["loc"])
+        loc = _location(error["loc"])
         env_key = ENV_PREFIX + "__".join(str(p).upper() for p in error["loc"])
         origin = f" (from {env_key})" if env_key in env else ""
         message = error["msg"].removeprefix("Value error, ")
@@ -558,6 +667,20 @@ def _describe(exc: ValidationError, env: dict[str, str]) -> list[str]:
         shown = REDACTED if "password" in loc or "secret" in loc else _short(value)
         lines.append(f"{loc}: {shown} {_phrase(message)}{origin}")
     return lines
+
+
+def _location(parts: tuple[int | str, ...]) -> str:
+    # profiles.0.sensors reads better as profiles[0].sensors; pydantic also inserts the
+    # name of the union member that failed (e.g. "list[str]"), which says nothing here.
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.startswith(("literal[", "list[")):
+            continue
+        else:
+            text += f".{part}" if text else part
+    return text
 
 
 def _short(value: object) -> str:
@@ -585,6 +708,12 @@ def _phrase(message: str) -> str:
     return "is not allowed: " + message[:1].lower() + message[1:]
 
 
+def _dedent(doc: str | None) -> str:
+    import inspect
+
+    return inspect.cleandoc(doc or "")
+
+
 def reference_markdown() -> str:
     """The configuration reference (docs/configuration.md), generated from this model."""
     lines = [
@@ -597,11 +726,21 @@ def reference_markdown() -> str:
         "",
     ]
     for section in Settings.SECTIONS:
-        model = Settings.model_fields[section].annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        lines += [f"## [{section}]", "", (model.__doc__ or "").strip(), ""]
+        model: Any = Settings.model_fields[section].annotation
+        if section == "profiles":
+            model = ProfileSettings
+            lines += ["## [[profiles]]", "", _dedent(model.__doc__), ""]
+            lines += [
+                "A file may hold any number of `[[profiles]]` tables; from the environment",
+                "they are one JSON list, e.g.",
+                '`EDGEWATCH_PROFILES=\'[{"match": "rig-*", "commission_samples": 400}]\'`.',
+                "",
+            ]
+        else:
+            assert isinstance(model, type) and issubclass(model, BaseModel)
+            lines += [f"## [{section}]", "", (model.__doc__ or "").strip(), ""]
         lines += ["| key | default | description |", "|---|---|---|"]
-        defaults = model().model_dump(mode="json")
+        defaults = model.model_validate({}).model_dump(mode="json")
         for name, info in model.model_fields.items():
             default = defaults.get(name)
             if section == "identity" and name == "agent":

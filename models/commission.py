@@ -241,6 +241,7 @@ def commission(
     *,
     sensors: Sequence[str] | None = None,
     asset: str | None = None,
+    scratch: bool = False,
     rule: ThresholdRule | None = None,
     cpu_budget_s: float = DEFAULT_CPU_BUDGET_S,
     epochs: int = 60,
@@ -254,8 +255,9 @@ def commission(
     ``sensors`` names the columns (default: the bundle's sensors, in order). If they are
     the bundle's sensors (any order; columns are reordered to the bundle's), fine-tuning
     starts from the bundle's fleet autoencoder; otherwise a fresh autoencoder with the
-    bundle's architecture is trained from scratch. ``cpu_budget_s`` bounds the CPU time
-    of the calling thread spent training; ``threads`` is passed to
+    bundle's architecture is trained from scratch (always, with ``scratch``).
+    ``cpu_budget_s`` bounds the CPU time of the calling thread spent training; ``threads``
+    is passed to
     ``torch.set_num_threads`` (process-wide). NaNs are forward/back-filled.
     Deterministic for a given ``seed``.
     """
@@ -266,7 +268,7 @@ def commission(
     if x.shape[1] != len(names):
         raise ModelError(f"samples have {x.shape[1]} columns but {len(names)} sensor names")
     fleet = bundle.anomaly
-    from_fleet = fleet is not None and set(names) == set(bundle.sensors)
+    from_fleet = not scratch and fleet is not None and set(names) == set(bundle.sensors)
     if from_fleet:
         order = [names.index(s) for s in bundle.sensors]
         x, names = x[:, order], bundle.sensors

@@ -63,6 +63,9 @@ def commission_one(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cpu-budget", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--scratch", action="store_true", help="never start from the bundle's fleet weights"
+    )
     args = parser.parse_args(argv)
     try:
         import torch
@@ -79,6 +82,7 @@ def commission_one(argv: list[str]) -> int:
             load_bundle(args.bundle),
             sensors=sensors,
             asset=args.asset,
+            scratch=args.scratch,
             cpu_budget_s=args.cpu_budget,
             threads=args.threads,
         )

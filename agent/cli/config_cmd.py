@@ -21,21 +21,49 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 
 
-def to_toml(data: dict[str, dict[str, Any]]) -> str:
-    """Render the effective settings as TOML; unset optional keys become comments."""
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else _toml_value(key)
+
+
+def _table(header: str, values: dict[str, Any]) -> list[str]:
+    lines = [header]
+    for key, value in values.items():
+        if value is None:
+            lines.append(f"# {key} = (not set)")
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    lines.append("")
+    return lines
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Render the effective settings as TOML; unset optional keys become comments.
+
+    Profiles come last, as ``[[profiles]]`` tables in match order; with none set, a
+    comment says what every asset gets.
+    """
     lines: list[str] = []
     for section, values in data.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if value is None:
-                lines.append(f"# {key} = (not set)")
-            else:
-                lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
+        if section != "profiles":
+            lines += _table(f"[{section}]", values)
+    profiles = data.get("profiles") or []
+    if not profiles:
+        lines += [
+            "# no [[profiles]]: every asset learns its sensor set and is started from the",
+            "# model bundle when it has the bundle's sensors, from scratch otherwise",
+            "",
+        ]
+    for profile in profiles:
+        lines += _table("[[profiles]]", profile)
     return "\n".join(lines)
 
 

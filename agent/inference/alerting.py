@@ -7,6 +7,12 @@ threshold does not make the alert chatter. A RUL alert opens when the estimate
 stays below ``rul_below`` for ``open_after`` windows and closes once it stays above
 the limit (plus a margin) for ``close_after`` windows (e.g. after maintenance).
 
+One alert is one *incident*: when the hysteresis clears, the alert stays open for
+``quiet_ms`` (reading time); an alarm within it continues the same incident (its
+severity only ever escalates), and only a quiet period without one closes it. So a
+fault whose score hovers around the threshold is one incident, not a string of
+open-close-open alerts. ``quiet_ms = 0`` closes as soon as the hysteresis clears.
+
 Severity: anomaly alerts are ``warning`` and become ``critical`` when the score
 reaches ``CRITICAL_SCORE_FACTOR`` times the threshold; RUL alerts are ``warning``
 and ``critical`` below half the limit. An update is emitted when an alert opens,
@@ -17,6 +23,7 @@ does in the offline evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from agent.domain import Alert, AlertKind, Prediction, Severity
@@ -34,6 +41,8 @@ class AlertPolicy:
     close_after: int
     close_ratio: float
     rul_below: float | None = None
+    #: How long an incident stays open after its alarm cleared (reading time).
+    quiet_ms: int = 0
 
 
 @dataclass
@@ -43,21 +52,34 @@ class _Track:
     alert: Alert | None = None
     #: The peak score last stored and published for the open alert.
     reported_peak: float = 0.0
+    #: When the alarm of the open incident cleared (None: it is alarming).
+    cleared_ms: int | None = None
 
 
 class AlertTracker:
-    """Per-asset alert state machines; feed predictions in window order."""
+    """Per-asset alert state machines; feed predictions in window order.
 
-    def __init__(self, policy: AlertPolicy) -> None:
+    ``policy_for`` gives an asset's own policy (its profile's); default: ``policy``.
+    """
+
+    def __init__(
+        self, policy: AlertPolicy, policy_for: Callable[[str], AlertPolicy] | None = None
+    ) -> None:
         self.policy = policy
+        self._policy_for = policy_for
         self._tracks: dict[tuple[str, AlertKind], _Track] = {}
+
+    def policy_of(self, asset: str) -> AlertPolicy:
+        return self.policy if self._policy_for is None else self._policy_for(asset)
 
     def open_alerts(self) -> list[Alert]:
         return [t.alert for t in self._tracks.values() if t.alert is not None]
 
     def restore(self, alert: Alert) -> None:
         """Continue an alert that was open when the agent stopped."""
-        self._tracks[(alert.asset, alert.kind)] = _Track(above=self.policy.open_after, alert=alert)
+        self._tracks[(alert.asset, alert.kind)] = _Track(
+            above=self.policy_of(alert.asset).open_after, alert=alert
+        )
 
     def forget(self, asset: str) -> list[Alert]:
         """Close the asset's open alerts (baseline reset); returns the closed ones."""
@@ -73,14 +95,16 @@ class AlertTracker:
     def update(self, p: Prediction) -> list[Alert]:
         """Alerts that opened, escalated or closed with this prediction."""
         changes = []
+        policy = self.policy_of(p.asset)
         anomaly = (
             None
             if not p.judged
             else self._step(
                 p,
+                policy,
                 AlertKind.ANOMALY,
                 hot=p.is_anomaly,
-                cool=p.anomaly_score < self.policy.close_ratio * p.anomaly_threshold,
+                cool=p.anomaly_score < policy.close_ratio * p.anomaly_threshold,
                 score=p.anomaly_score,
                 severity=(
                     Severity.CRITICAL
@@ -91,10 +115,11 @@ class AlertTracker:
         )
         if anomaly is not None:
             changes.append(anomaly)
-        limit = self.policy.rul_below
+        limit = policy.rul_below
         if limit is not None and p.rul_cycles is not None:
             rul = self._step(
                 p,
+                policy,
                 AlertKind.RUL,
                 hot=p.rul_cycles < limit,
                 cool=p.rul_cycles > limit * RUL_CLOSE_MARGIN,
@@ -108,6 +133,7 @@ class AlertTracker:
     def _step(
         self,
         p: Prediction,
+        policy: AlertPolicy,
         kind: AlertKind,
         *,
         hot: bool,
@@ -120,7 +146,7 @@ class AlertTracker:
         track.below = track.below + 1 if cool else 0
         alert = track.alert
         if alert is None:
-            if track.above < self.policy.open_after:
+            if track.above < policy.open_after:
                 return None
             track.alert = Alert(
                 asset=p.asset,
@@ -135,7 +161,11 @@ class AlertTracker:
             )
             track.reported_peak = score
             return track.alert
-        if track.below >= self.policy.close_after:
+        if track.cleared_ms is None and track.below >= policy.close_after:
+            track.cleared_ms = p.window_end_ms
+        elif track.cleared_ms is not None and track.above >= policy.open_after:
+            track.cleared_ms = None  # alarming again within the quiet period: same incident
+        if track.cleared_ms is not None and p.window_end_ms - track.cleared_ms >= policy.quiet_ms:
             closed = replace(
                 alert,
                 closed_ms=p.window_end_ms,
@@ -145,6 +175,7 @@ class AlertTracker:
             )
             track.alert = None
             track.reported_peak = 0.0
+            track.cleared_ms = None
             return closed
         escalated = severity is Severity.CRITICAL and alert.severity is not Severity.CRITICAL
         # A worsening machine is news (stored, published) each time its peak grows by a

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import shutil
+import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +33,31 @@ log = logging.getLogger(__name__)
 INCOMING = ".incoming"
 #: Beyond the CPU budget of training: interpreter, torch import, ONNX export.
 STARTUP_ALLOWANCE_S = 60.0
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _find_prctl() -> Any:
+    # Looked up in the parent: loading a library between fork and exec can deadlock.
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _find_prctl() if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGKILL once the agent (the thread that
+    started the child: the event loop's) is gone, even if it was killed by SIGKILL.
+
+    Linux only (prctl); elsewhere the child is still killed on every exit path the
+    agent controls (timeout, cancellation).
+    """
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class ChildCommissioner:
@@ -127,6 +155,7 @@ class ChildCommissioner:
                 str(self.cpu_budget_s),
                 "--threads",
                 str(self.threads),
+                *([] if request.plan.from_bundle else ["--scratch"]),
             ],
             "commissioning",
             request.asset,
@@ -140,6 +169,9 @@ class ChildCommissioner:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            # A child (torch, ~225 MB) must not outlive the agent, however the agent
+            # ends: the kernel kills it when its parent dies, even by SIGKILL.
+            preexec_fn=_die_with_parent,
         )
         try:
             async with asyncio.timeout(self.cpu_budget_s * 2 + STARTUP_ALLOWANCE_S):

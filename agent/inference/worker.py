@@ -5,8 +5,16 @@ the event loop keeps the other core for MQTT and windowing. Windows are batched 
 ``batch_max`` or ``batch_wait_ms``, whichever comes first: under load batches fill
 at once, when idle a window waits at most ``batch_wait_ms``.
 
-Commissioning (learning a new asset's baseline) runs in its own small thread pool,
-at most ``max_commissioning`` at a time, so other assets keep being scored.
+Commissioning (learning a new asset's baseline) runs beside scoring, in child
+processes (ONNX Runtime backend) or a small thread pool (torch), at most
+``max_commissioning`` at a time on either backend, so other assets keep being scored
+and a flood of new assets cannot start more than that many trainings at once. Windows
+of an asset being commissioned are held (bounded) and scored, in order, as soon as
+its baseline is ready: the readings after a baseline are judged like any others.
+
+Each asset is scored by its :class:`~agent.domain.AssetPlan`: assets with the model
+bundle's sensors through the bundle's predictor (RUL, and the asset's baseline for
+the anomaly score), others by their own baseline alone (no RUL).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
@@ -23,6 +31,7 @@ import numpy as np
 
 from agent.domain import (
     Alert,
+    AssetPlan,
     AssetState,
     AssetStatus,
     CommissionRequest,
@@ -55,6 +64,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: Windows held for all assets being commissioned together (about 1 KB each for 8
+#: sensors x 32 samples); past it the newest are dropped and counted.
+MAX_HELD_WINDOWS = 8192
+
+
 @dataclass
 class InferenceConfig:
     batch_max: int = 64
@@ -63,6 +77,8 @@ class InferenceConfig:
     commission_cpu_budget_s: float = 30.0
     max_commissioning: int = 1
     threads: int = 1
+    #: Per-asset threshold (an asset profile's), over ``threshold_override``.
+    threshold_for: Callable[[str], float | None] | None = None
 
 
 @dataclass
@@ -83,6 +99,7 @@ class InferenceStage:
         metrics: Metrics,
         baselines: dict[str, Baseline] | None = None,
         commissioner: ChildCommissioner | None = None,
+        plans: dict[str, AssetPlan] | None = None,
     ) -> None:
         self.predictor = predictor
         #: None: commission in a thread of this process (torch backend).
@@ -97,6 +114,13 @@ class InferenceStage:
             config.max_commissioning, thread_name_prefix="edgewatch-commission"
         )
         self._commissioning: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(config.max_commissioning)
+        #: How each asset is scored; assets commissioned before a restart come with one.
+        self.plans: dict[str, AssetPlan] = dict(plans or {})
+        #: Windows of assets whose baseline is being learnt, in arrival order.
+        self._held: dict[str, list[Window]] = {}
+        self._held_count = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def commissioning(self) -> set[str]:
@@ -105,47 +129,99 @@ class InferenceStage:
     def forget(self, asset: str) -> list[Alert]:
         """Drop the asset's baseline and close its alerts (baseline reset)."""
         self.baselines.pop(asset, None)
+        self.plans.pop(asset, None)
+        self._held_count -= len(self._held.pop(asset, []))
         task = self._commissioning.pop(asset, None)
         if task is not None:
             task.cancel()
         return self.tracker.forget(asset)
 
     def score(self, windows: Sequence[Window]) -> list[Prediction]:
-        """Score windows of commissioned assets (runs in the inference thread)."""
-        usable = [w for w in windows if w.asset in self.baselines]
-        if not usable:
-            return []
-        x = np.stack([w.data for w in usable])
-        baselines = [self.baselines[w.asset] for w in usable]
-        # Each backend is given baselines loaded for it (see runtime and commissioner).
-        out = self.predictor.predict(x, baselines)  # type: ignore[arg-type]
-        created = []
+        """Score windows of assets ready to be scored (runs in the inference thread).
+
+        Windows on the model bundle's sensors go through its predictor together (one
+        RUL pass for the batch); each other asset's through its own baseline.
+        """
+        bundled: list[Window] = []
+        own: list[Window] = []
+        for w in windows:
+            plan = self.plans.get(w.asset)
+            if plan is None or (plan.baseline and w.asset not in self.baselines):
+                continue
+            (bundled if plan.from_bundle else own).append(w)
+        created: list[Prediction] = []
         scored_ms = now_ms()
-        override = self.config.threshold_override
-        for i, w in enumerate(usable):
-            score = float(out.anomaly_score[i]) if out.anomaly_score is not None else 0.0
-            judged = bool(out.judged[i]) if out.judged is not None else True
-            threshold = (
-                override
-                if override is not None
-                else float(out.threshold[i])
-                if out.threshold is not None
-                else float("inf")
-            )
-            created.append(
-                Prediction(
-                    asset=w.asset,
-                    window_end_ms=w.end_ms,
-                    model_version=out.model_version,
-                    anomaly_score=score,
-                    anomaly_threshold=threshold,
-                    is_anomaly=judged and score > threshold,
-                    rul_cycles=float(out.rul[i]) if out.rul is not None else None,
-                    scored_ms=scored_ms,
-                    judged=judged,
+        if bundled:
+            x = np.stack([w.data for w in bundled])
+            rows = [self.baselines.get(w.asset) for w in bundled]
+            # Each backend is given baselines loaded for it (see runtime and commissioner).
+            out = self.predictor.predict(x, rows)  # type: ignore[arg-type]
+            for i, w in enumerate(bundled):
+                rul = out.rul is not None and self.plans[w.asset].rul
+                created.append(
+                    self._prediction(
+                        w,
+                        out.model_version,
+                        score=None if out.anomaly_score is None else float(out.anomaly_score[i]),
+                        threshold=None if out.threshold is None else float(out.threshold[i]),
+                        judged=True if out.judged is None else bool(out.judged[i]),
+                        rul=float(out.rul[i]) if rul and out.rul is not None else None,
+                        scored_ms=scored_ms,
+                    )
                 )
-            )
+        groups: dict[str, list[Window]] = {}
+        for w in own:
+            groups.setdefault(w.asset, []).append(w)
+        for asset, group in groups.items():
+            baseline = self.baselines[asset]
+            x = np.stack([w.data for w in group])
+            scores = baseline.score(x)
+            judged = baseline.judged(x)
+            version = self.predictor.model_version
+            for i, w in enumerate(group):
+                created.append(
+                    self._prediction(
+                        w,
+                        version,
+                        score=float(scores[i]),
+                        threshold=baseline.threshold,
+                        judged=bool(judged[i]),
+                        rul=None,
+                        scored_ms=scored_ms,
+                    )
+                )
         return created
+
+    def _prediction(
+        self,
+        w: Window,
+        version: str,
+        *,
+        score: float | None,
+        threshold: float | None,
+        judged: bool,
+        rul: float | None,
+        scored_ms: int,
+    ) -> Prediction:
+        override = self.config.threshold_override
+        per_asset = self.config.threshold_for
+        if per_asset is not None:
+            override = per_asset(w.asset) or override
+        value = 0.0 if score is None or score != score else score
+        limit = override if override is not None else threshold
+        if limit is None or limit != limit:
+            limit = float("inf")
+        return Prediction(
+            asset=w.asset,
+            window_end_ms=w.end_ms,
+            model_version=version,
+            anomaly_score=value,
+            anomaly_threshold=limit,
+            is_anomaly=judged and value > limit,
+            rul_cycles=rul,
+            scored_ms=scored_ms,
+            judged=judged,
+        )
 
     async def run(
         self,
@@ -196,10 +272,44 @@ class InferenceStage:
         out: asyncio.Queue[Result],
     ) -> None:
         if isinstance(item, Window):
-            batch.append(item)
-        elif item.asset not in self._commissioning:
-            task = asyncio.create_task(self._commission(item, out), name=f"commission-{item.asset}")
-            self._commissioning[item.asset] = task
+            held = self._held.get(item.asset)
+            if held is None:
+                batch.append(item)
+            elif self._held_count < MAX_HELD_WINDOWS:
+                held.append(item)
+                self._held_count += 1
+            else:
+                self.metrics.windows_held_dropped += 1
+            return
+        asset = item.asset
+        self.plans[asset] = item.plan
+        if not item.plan.baseline:
+            # Nothing to learn (a RUL-only bundle): scored from its first window on.
+            self._ready(asset, out)
+            return
+        if asset not in self._commissioning:
+            self._held.setdefault(asset, [])
+            task = asyncio.create_task(self._commission(item, out), name=f"commission-{asset}")
+            self._commissioning[asset] = task
+
+    def _ready(self, asset: str, out: asyncio.Queue[Result]) -> None:
+        task = asyncio.create_task(
+            out.put(AssetStatus(asset, AssetState.HEALTHY, now_ms())), name=f"ready-{asset}"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, asset: str, out: asyncio.Queue[Result]) -> None:
+        """Score the windows held while ``asset`` was commissioned, oldest first, until
+        none is left; windows arriving meanwhile join the end, so order is kept."""
+        held = self._held.get(asset)
+        while held:
+            batch = held[: self.config.batch_max]
+            del held[: len(batch)]
+            self._held_count -= len(batch)
+            await self._score_batch(batch, out)
+            held = self._held.get(asset)
+        self._held.pop(asset, None)
 
     async def _score_batch(self, batch: list[Window], out: asyncio.Queue[Result]) -> None:
         loop = asyncio.get_running_loop()
@@ -245,17 +355,19 @@ class InferenceStage:
         )
         try:
             baseline: Baseline
-            if self.commissioner is not None:
-                baseline = await self.commissioner.fit(request)
-            else:
-                baseline = await loop.run_in_executor(self._commission_pool, self._fit, request)
+            async with self._slots:
+                if self.commissioner is not None:
+                    baseline = await self.commissioner.fit(request)
+                else:
+                    baseline = await loop.run_in_executor(self._commission_pool, self._fit, request)
         except asyncio.CancelledError:
             self._commissioning.pop(asset, None)
             raise
         except Exception as exc:
             # Any failure here must leave the agent running: the asset is retried
-            # with fresh samples.
+            # with fresh samples (its held windows go: no baseline will judge them).
             self._commissioning.pop(asset, None)
+            self._held_count -= len(self._held.pop(asset, []))
             log.error("commissioning failed", extra=fields(asset=asset, error=str(exc)))
             await out.put(
                 Event(
@@ -286,6 +398,7 @@ class InferenceStage:
             )
         )
         await out.put(AssetStatus(asset, AssetState.HEALTHY, now_ms(), version))
+        await self._release(asset, out)
 
     def _fit(self, request: CommissionRequest) -> AssetBaseline:
         from models.commission import commission
@@ -297,6 +410,7 @@ class InferenceStage:
             self.predictor.bundle,
             sensors=request.sensors,
             asset=request.asset,
+            scratch=not request.plan.from_bundle,
             cpu_budget_s=self.config.commission_cpu_budget_s,
             threads=self.config.threads,
         )

@@ -11,20 +11,18 @@ import itertools
 import json
 import math
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import orjson
 
-from agent.domain import DeadLetter, Reading, RejectReason
+from agent.domain import Reading, RejectReason, clip_detail, sensor_name
 from agent.errors import PayloadError
 from agent.settings import IngestSettings
 
 _MS_PER_S: Final = 1000
-# Details are built from untrusted input and stored with every dead letter.
-_DETAIL_MAX_CHARS: Final = 200
-_NAMES_SHOWN: Final = 5
 # "YYYY-MM-DDTHH:MM:SSZ" is the shortest RFC 3339 date-time.
 _RFC3339_MIN_LEN: Final = 20
 _TS_FLOAT_MAX_S: Final = 1e300
@@ -39,30 +37,33 @@ class DecodeLimits:
     max_batch: int = 1000
     max_future_ms: int = 300_000
     max_past_ms: int = 30 * 86_400_000
-    #: None accepts any sensor set; otherwise every message must carry exactly these.
-    expected_sensors: frozenset[str] | None = None
 
     @classmethod
-    def from_settings(
-        cls, ingest: IngestSettings, expected_sensors: frozenset[str] | None = None
-    ) -> DecodeLimits:
+    def from_settings(cls, ingest: IngestSettings) -> DecodeLimits:
         return cls(
             max_payload_bytes=ingest.max_payload_bytes,
             max_batch=ingest.max_batch,
             max_future_ms=round(ingest.max_future_s * _MS_PER_S),
             max_past_ms=round(ingest.max_past_s * _MS_PER_S),
-            expected_sensors=expected_sensors,
         )
 
 
 def decode_payload(
-    asset: str, site: str, payload: bytes, *, now_ms: int, limits: DecodeLimits
+    asset: str,
+    site: str,
+    payload: bytes,
+    *,
+    now_ms: int,
+    limits: DecodeLimits,
+    rename: Mapping[str, str] | None = None,
 ) -> tuple[Reading, ...]:
     """Turn one message into readings, sorted by time, or raise :class:`PayloadError`.
 
     Accepts ``{"ts": T, "values": {"sensor": x}}`` and the batch form
     ``{"ts": [T, ...], "values": {"sensor": [x, ...]}}`` where T is epoch seconds or
-    an RFC 3339 string. Keys other than ``ts`` and ``values`` are ignored.
+    an RFC 3339 string. Keys other than ``ts`` and ``values`` are ignored. Any sensor
+    set is accepted here: what an asset must carry is the windowing stage's to judge.
+    ``rename`` maps incoming sensor names to the asset profile's.
     """
     if len(payload) > limits.max_payload_bytes:
         raise PayloadError(
@@ -79,8 +80,8 @@ def decode_payload(
     values = doc.get("values")
     if type(values) is not dict or not values:
         raise PayloadError(RejectReason.SCHEMA, "'values' must be a non-empty object")
-    if limits.expected_sensors is not None and values.keys() != limits.expected_sensors:
-        _sensor_mismatch(values, limits.expected_sensors)
+    if rename:
+        values = _renamed(values, rename)
     if type(ts) is list:
         return _decode_batch(asset, site, ts, values, now_ms, limits)
 
@@ -88,7 +89,7 @@ def decode_payload(
         kind = type(value)
         if kind is float:
             if not math.isfinite(value):
-                raise PayloadError(RejectReason.NON_FINITE, f"{_name(name)} is {value}")
+                raise PayloadError(RejectReason.NON_FINITE, f"{sensor_name(name)} is {value}")
         elif kind is int:
             values[name] = _int_value(name, value)
         elif kind is list:
@@ -120,12 +121,12 @@ def _decode_batch(
     for name, column in values.items():
         if type(column) is not list:
             raise PayloadError(
-                RejectReason.SCHEMA, f"{_name(name)} must be a list like 'ts' in a batch"
+                RejectReason.SCHEMA, f"{sensor_name(name)} must be a list like 'ts' in a batch"
             )
         if len(column) != size:
             raise PayloadError(
                 RejectReason.BATCH_MISMATCH,
-                f"{_name(name)} has {len(column)} values for {size} timestamps",
+                f"{sensor_name(name)} has {len(column)} values for {size} timestamps",
             )
         if not name:
             raise PayloadError(RejectReason.SCHEMA, "sensor names must not be empty")
@@ -159,7 +160,9 @@ def _check_column(name: str, column: list[Any]) -> None:
         kind = type(value)
         if kind is float:
             if not math.isfinite(value):
-                raise PayloadError(RejectReason.NON_FINITE, f"{_name(name)}[{index}] is {value}")
+                raise PayloadError(
+                    RejectReason.NON_FINITE, f"{sensor_name(name)}[{index}] is {value}"
+                )
         elif kind is int:
             column[index] = _int_value(name, value)
         else:
@@ -216,15 +219,17 @@ def _rfc3339_ms(text: str) -> int:
         or upper[10] not in "T "
         or not (upper.endswith("Z") or upper[-6] in "+-")
     ):
-        raise PayloadError(RejectReason.SCHEMA, f"{_clip(text)!r} is not an RFC 3339 date-time")
+        raise PayloadError(
+            RejectReason.SCHEMA, f"{clip_detail(text)!r} is not an RFC 3339 date-time"
+        )
     try:
         stamp = datetime.fromisoformat(upper)
         if stamp.tzinfo is None:
-            raise PayloadError(RejectReason.SCHEMA, f"{_clip(text)!r} has no UTC offset")
+            raise PayloadError(RejectReason.SCHEMA, f"{clip_detail(text)!r} has no UTC offset")
         return round(stamp.timestamp() * _MS_PER_S)
     except (ValueError, OverflowError):
         raise PayloadError(
-            RejectReason.SCHEMA, f"{_clip(text)!r} is not an RFC 3339 date-time"
+            RejectReason.SCHEMA, f"{clip_detail(text)!r} is not an RFC 3339 date-time"
         ) from None
 
 
@@ -249,7 +254,7 @@ def _parse_slow(payload: bytes) -> Any:
     try:
         doc = json.loads(text, parse_constant=constant)
     except (ValueError, RecursionError) as exc:
-        raise PayloadError(RejectReason.INVALID_JSON, _clip(str(exc))) from None
+        raise PayloadError(RejectReason.INVALID_JSON, clip_detail(str(exc))) from None
     if constants:
         raise PayloadError(RejectReason.NON_FINITE, f"{constants[0]} is not a finite number")
     # Valid JSON orjson refuses (lone surrogates, huge numbers) goes on to the schema
@@ -261,64 +266,30 @@ def _int_value(name: str, value: int) -> float:
     try:
         result = float(value)
     except OverflowError:
-        raise PayloadError(RejectReason.NON_FINITE, f"{_name(name)} is out of range") from None
+        raise PayloadError(
+            RejectReason.NON_FINITE, f"{sensor_name(name)} is out of range"
+        ) from None
     return result
 
 
 def _not_a_number(name: str, value: object) -> PayloadError:
     return PayloadError(
-        RejectReason.SCHEMA, f"{_name(name)} must be a number, not {type(value).__name__}"
+        RejectReason.SCHEMA, f"{sensor_name(name)} must be a number, not {type(value).__name__}"
     )
 
 
-def _sensor_mismatch(values: dict[str, Any], expected: frozenset[str]) -> None:
-    missing = expected.difference(values)
-    if missing:
-        raise PayloadError(RejectReason.MISSING_SENSOR, f"missing {_names(missing)}")
-    extra = set(values).difference(expected)
-    raise PayloadError(RejectReason.UNKNOWN_SENSOR, f"unknown {_names(extra)}")
-
-
-def _names(names: set[str] | frozenset[str]) -> str:
-    shown = sorted(names)[:_NAMES_SHOWN]
-    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
-    return ", ".join(_name(n) for n in shown) + more
-
-
-def _name(name: str) -> str:
-    return repr(name[:64])
+def _renamed(values: dict[str, Any], rename: Mapping[str, str]) -> dict[str, Any]:
+    out = {rename.get(name, name): value for name, value in values.items()}
+    if len(out) != len(values):
+        clash = sorted(set(values) & set(rename.values()))
+        raise PayloadError(
+            RejectReason.SCHEMA,
+            f"renamed sensors clash with sensors of the same name: {', '.join(clash[:5])}",
+        )
+    return out
 
 
 def _ms(delta: int) -> str:
     # Absurd timestamps make absurdly long numbers; the order of magnitude is enough.
     text = str(delta)
     return text if len(text) <= 16 else f"~1e{len(text) - 1}"
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _DETAIL_MAX_CHARS else text[: _DETAIL_MAX_CHARS - 3] + "..."
-
-
-def truncate_for_storage(payload: bytes, max_bytes: int) -> bytes:
-    """The first ``max_bytes`` of a payload: enough to diagnose, bounded on disk."""
-    return payload if len(payload) <= max_bytes else payload[:max_bytes]
-
-
-def dead_letter(
-    topic: str,
-    payload: bytes,
-    error: PayloadError,
-    received_ms: int,
-    max_bytes: int,
-    asset: str | None = None,
-) -> DeadLetter:
-    """The record of a refused message, payload truncated to ``max_bytes``."""
-    return DeadLetter(
-        received_ms=received_ms,
-        topic=topic,
-        payload=truncate_for_storage(payload, max_bytes),
-        payload_size=len(payload),
-        reason=RejectReason(error.reason),
-        detail=_clip(error.detail),
-        asset=asset,
-    )

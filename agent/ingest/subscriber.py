@@ -8,12 +8,13 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Protocol
 
-from agent.domain import Inbound, RejectReason
+from agent.domain import Inbound, RejectReason, dead_letter
 from agent.errors import PayloadError
 from agent.logs import fields
 from agent.metrics import Metrics
+from agent.profiles import Profiles
 
-from .decode import DecodeLimits, dead_letter, decode_payload
+from .decode import DecodeLimits, decode_payload
 from .link import RawMessage
 from .topics import TopicMatcher
 
@@ -43,7 +44,9 @@ class Subscriber:
         out: asyncio.Queue[Inbound],
         metrics: Metrics,
         dead_letter_max_bytes: int,
+        profiles: Profiles | None = None,
     ) -> None:
+        self._profiles = profiles
         self._link = link
         self._matcher = matcher
         self._limits = limits
@@ -100,6 +103,7 @@ class Subscriber:
                 message.payload,
                 now_ms=received_ms,
                 limits=self._limits,
+                rename=None if self._profiles is None else self._profiles.renames(asset),
             )
         except PayloadError as exc:
             return self._reject(message, exc, asset)
@@ -108,7 +112,13 @@ class Subscriber:
             return self._reject(
                 message, PayloadError(RejectReason.SCHEMA, f"decoder error: {exc!r}"), asset
             )
-        return Inbound(message.ref, received_ms, readings=readings)
+        return Inbound(
+            message.ref,
+            received_ms,
+            readings=readings,
+            topic=message.topic,
+            payload=message.payload,
+        )
 
     def _reject(self, message: RawMessage, error: PayloadError, asset: str | None) -> Inbound:
         letter = dead_letter(

@@ -17,25 +17,32 @@ covers the same samples.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from agent.domain import (
     Accepted,
+    AssetPlan,
     CommissionRequest,
+    DeadLetter,
     Event,
     FloatArray,
     Inbound,
     Reading,
     RejectReason,
     Window,
+    dead_letter,
+    sensor_names,
 )
+from agent.errors import PayloadError
 from agent.logs import fields
 from agent.metrics import Metrics
+from agent.profiles import LEARN_GIVE_UP_FACTOR, BundleShape, Profiles, majority_set
 from agent.windowing.stream import AssetStream, Verdict
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,17 @@ SHED_LOG_INTERVAL_S = 30.0
 ToRecorder = Accepted | Event
 ToInference = Window | CommissionRequest
 
+#: Messages in a row that must show the same different sensor set before it counts
+#: as a change for good (one event) rather than a bad message (a dead letter).
+SENSOR_CHANGE_MESSAGES = 10
+
+
+class Phase(enum.Enum):
+    LEARNING = "learning"  # voting on the sensor set
+    COLLECTING = "collecting"  # filling the baseline
+    COMMISSIONING = "commissioning"  # baseline requested; windows go on to inference
+    MONITORING = "monitoring"
+
 
 @dataclass
 class _Collector:
@@ -53,7 +71,36 @@ class _Collector:
 
     rows: FloatArray
     ts: list[int] = field(default_factory=list)
-    requested: bool = False
+
+
+@dataclass
+class _Asset:
+    """What the windowing stage knows of one asset."""
+
+    phase: Phase
+    plan: AssetPlan | None = None
+    stream: AssetStream | None = None
+    votes: list[frozenset[str]] = field(default_factory=list)
+    #: Readings seen while learning: they become the start of the baseline.
+    learnt: list[Reading] = field(default_factory=list)
+    collector: _Collector | None = None
+    #: A sensor set seen instead of the plan's in the last messages, and how often.
+    other: frozenset[str] | None = None
+    other_count: int = 0
+    #: The set last reported in a ``sensor_set_changed`` event (None: none reported).
+    reported: frozenset[str] | None = None
+
+
+@dataclass
+class _Out:
+    """What one message is becoming (see :class:`Output`)."""
+
+    kept: list[Reading] = field(default_factory=list)
+    late: list[tuple[Reading, RejectReason]] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
+    requests: list[CommissionRequest] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    rejected: DeadLetter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,92 +112,263 @@ class Output:
 
 
 class WindowAssembler:
-    """Owns every asset's :class:`AssetStream`; runs on the event loop."""
+    """Owns every asset's sensor set and :class:`AssetStream`; runs on the event loop.
+
+    An asset's life here: its sensor set is learnt from its first messages (or
+    taken from its profile), which fixes its plan; its first readings fill the
+    baseline, then a :class:`CommissionRequest` goes to inference; from then on its
+    windows go to inference too (which holds them until the baseline is ready), and
+    the asset is monitoring once the runtime calls :meth:`mark_commissioned`.
+    """
 
     def __init__(
         self,
         *,
-        sensors: tuple[str, ...],
+        profiles: Profiles,
+        bundle: BundleShape,
         window: int,
         hop: int,
         reorder_samples: int,
         gap_factor: float,
-        commission_samples: int,
-        commissioned: Iterable[str],
+        commissioned: Mapping[str, AssetPlan],
         metrics: Metrics,
+        dead_letter_max_bytes: int = 4096,
     ) -> None:
-        self.sensors = sensors
+        self.profiles = profiles
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.bundle = bundle
         self.window = window
         self.hop = hop
         self.reorder_samples = reorder_samples
         self.gap_factor = gap_factor
-        self.commission_samples = commission_samples
         self.metrics = metrics
-        self._streams: dict[str, AssetStream] = {}
-        self._commissioned = set(commissioned)
-        self._collectors: dict[str, _Collector] = {}
+        self._assets: dict[str, _Asset] = {}
+        for asset, plan in commissioned.items():
+            state = self._asset(asset)
+            self._start(asset, state, plan)
+            state.phase = Phase.MONITORING
         self._last_shed_log = 0.0
         self._shed_since_log = 0
 
-    def stream(self, asset: str) -> AssetStream:
-        stream = self._streams.get(asset)
-        if stream is None:
-            stream = AssetStream(
-                asset,
-                self.sensors,
-                window=self.window,
-                hop=self.hop,
-                reorder_samples=self.reorder_samples,
-                gap_factor=self.gap_factor,
-            )
-            self._streams[asset] = stream
-        return stream
+    def _asset(self, asset: str) -> _Asset:
+        state = self._assets.get(asset)
+        if state is None:
+            state = self._assets[asset] = _Asset(Phase.LEARNING)
+            fixed = self.profiles.fixed_sensors(asset)
+            if fixed is not None:
+                self._start(asset, state, self.profiles.plan(asset, fixed, self.bundle))
+        return state
+
+    def _start(self, asset: str, state: _Asset, plan: AssetPlan) -> None:
+        period_s = self.profiles.for_asset(asset).sample_period_s
+        state.plan = plan
+        state.stream = AssetStream(
+            asset,
+            plan.sensors,
+            window=self.window,
+            hop=self.hop,
+            reorder_samples=self.reorder_samples,
+            gap_factor=self.gap_factor,
+            period_ms=None if period_s is None else period_s * 1000,
+        )
+        state.phase = Phase.COLLECTING
+
+    def plan_of(self, asset: str) -> AssetPlan | None:
+        state = self._assets.get(asset)
+        return None if state is None else state.plan
+
+    def phase_of(self, asset: str) -> Phase | None:
+        state = self._assets.get(asset)
+        return None if state is None else state.phase
 
     def is_commissioned(self, asset: str) -> bool:
-        return asset in self._commissioned
+        state = self._assets.get(asset)
+        return state is not None and state.phase is Phase.MONITORING
 
     def mark_commissioned(self, asset: str) -> None:
-        self._commissioned.add(asset)
-        self._collectors.pop(asset, None)
+        state = self._assets.get(asset)
+        if state is not None and state.plan is not None:
+            state.phase = Phase.MONITORING
+            state.collector = None
 
     def recommission(self, asset: str) -> None:
-        """Forget the asset's baseline: its next samples become the new one."""
-        self._commissioned.discard(asset)
-        self._collectors.pop(asset, None)
+        """Forget the asset's baseline: its sensor set is learnt again (unless its
+        profile lists it) and its next samples become the new baseline."""
+        self._assets.pop(asset, None)
+
+    def commissioning_failed(self, asset: str) -> None:
+        """Collect a fresh baseline for ``asset`` after a failed attempt."""
+        state = self._assets.get(asset)
+        if state is not None and state.plan is not None:
+            state.phase = Phase.COLLECTING
+            state.collector = None
 
     def prime(
         self, asset: str, readings: Iterable[Reading], last_window_end_ms: int | None
     ) -> None:
         """Refill an asset's buffer from stored readings after a restart (no output)."""
-        stream = self.stream(asset)
+        state = self._assets.get(asset)
+        if state is None or state.stream is None or state.plan is None:
+            return
+        needed = set(state.plan.sensors)
         for reading in readings:
-            stream.add(reading)
-        stream.resume_after(last_window_end_ms)
+            if needed <= reading.values.keys():
+                state.stream.add(reading)
+        state.stream.resume_after(last_window_end_ms)
 
     def process(self, inbound: Inbound) -> Output:
         """Pure step for one message; :meth:`run` wires it to the queues."""
-        windows: list[Window] = []
-        requests: list[CommissionRequest] = []
-        events: list[Event] = []
-        kept: list[Reading] = []
-        late: list[tuple[Reading, RejectReason]] = []
         readings = inbound.readings
+        out = _Out()
+        if readings:
+            # A message carries one asset (its topic), and a batch one sensor set.
+            asset = readings[0].asset
+            state = self._asset(asset)
+            if state.plan is None:
+                self._learn(asset, state, readings, out)
+            elif self._sensors_fit(inbound, state, out):
+                self._take(state, readings, out)
+        self.metrics.readings_accepted += len(out.kept)
+        accepted = Accepted(
+            ref=inbound.ref,
+            received_ms=inbound.received_ms,
+            readings=tuple(out.kept),
+            late=tuple(out.late),
+            rejected=inbound.rejected if out.rejected is None else out.rejected,
+        )
+        return Output(accepted, tuple(out.windows), tuple(out.requests), tuple(out.events))
+
+    def _learn(self, asset: str, state: _Asset, readings: tuple[Reading, ...], out: _Out) -> None:
+        # Kept as they come: a well-formed reading is stored whatever the vote says.
+        out.kept.extend(readings)
+        needed = self.profiles.for_asset(asset).learn_readings
+        state.votes.append(frozenset(readings[0].values))
+        del state.votes[: -LEARN_GIVE_UP_FACTOR * needed]
+        room = self.profiles.commission_samples(asset) - len(state.learnt)
+        state.learnt.extend(readings[:room])
+        sensors = majority_set(state.votes, needed)
+        if sensors is None:
+            return
+        plan = self.profiles.plan(asset, sensors, self.bundle)
+        self._start(asset, state, plan)
+        learnt = sorted(state.learnt, key=lambda r: r.ts_ms)
+        state.votes, state.learnt = [], []
+        out.events.append(
+            Event(
+                ts_ms=readings[-1].ts_ms,
+                kind="sensors_learnt",
+                asset=asset,
+                message=(
+                    f"{asset}: {len(plan.sensors)} sensors learnt"
+                    + (" (the model bundle's)" if plan.from_bundle else " (own model)")
+                ),
+                detail={
+                    "sensors": list(plan.sensors),
+                    "from_bundle": plan.from_bundle,
+                    "rul": plan.rul,
+                },
+            )
+        )
+        # The readings of the vote that have the set start the baseline; the stream
+        # judges their order as it would have live (they are already kept).
+        assert state.stream is not None
+        usable = set(plan.sensors)
+        for reading in learnt:
+            if (
+                usable <= reading.values.keys()
+                and state.stream.add(reading).accepted
+                and state.phase is Phase.COLLECTING
+            ):
+                self._collect(asset, state, reading, out)
+
+    def _sensors_fit(self, inbound: Inbound, state: _Asset, out: _Out) -> bool:
+        """Does the message carry the plan's sensors? Extras are counted and ignored;
+        a missing sensor makes the message a dead letter, unless the asset's set has
+        changed for good (then its readings are kept, unscored, and one event says so)."""
+        assert state.plan is not None
+        readings = inbound.readings
+        names = readings[0].values.keys()
+        planned = state.plan.sensors
+        extra = len(names) - len(planned)
+        if extra == 0 and names == set(planned):
+            state.other_count = 0
+            state.reported = None
+            return True
+        seen = frozenset(names)
+        if seen == state.other:
+            state.other_count += 1
+        else:
+            state.other, state.other_count = seen, 1
+        missing = set(planned) - seen
+        asset = readings[0].asset
+        if state.other_count >= SENSOR_CHANGE_MESSAGES and state.reported != seen:
+            state.reported = seen
+            out.events.append(self._changed_event(asset, planned, seen, readings[-1].ts_ms))
+        if not missing:
+            self.metrics.sensor_values_ignored += (len(seen) - len(planned)) * len(readings)
+            return True
+        if state.reported == seen:
+            out.kept.extend(readings)  # stored, not scored: nothing lost, no flood
+            self.metrics.readings_unscored += len(readings)
+            return False
+        error = PayloadError(RejectReason.MISSING_SENSOR, f"missing {sensor_names(missing)}")
+        out.rejected = dead_letter(
+            inbound.topic,
+            inbound.payload,
+            error,
+            inbound.received_ms,
+            self.dead_letter_max_bytes,
+            asset,
+        )
+        self.metrics.dead_letters[RejectReason.MISSING_SENSOR.value] += 1
+        return False
+
+    def _changed_event(
+        self, asset: str, planned: tuple[str, ...], seen: frozenset[str], ts_ms: int
+    ) -> Event:
+        removed = sorted(set(planned) - seen)
+        added = sorted(seen - set(planned))
+        what = []
+        if removed:
+            what.append(f"{len(removed)} missing ({', '.join(removed[:5])})")
+        if added:
+            what.append(f"{len(added)} new ({', '.join(added[:5])})")
+        scored = "its readings are stored but not scored" if removed else "new ones are ignored"
+        return Event(
+            ts_ms=ts_ms,
+            kind="sensor_set_changed",
+            level="warning",
+            asset=asset,
+            message=(
+                f"{asset}: sensor set changed for good, {' and '.join(what)}; {scored}. "
+                f"Run `edgewatch baseline reset {asset}` to commission it with its new sensors"
+            ),
+            detail={"removed": removed, "added": added, "hint": "edgewatch baseline reset"},
+        )
+
+    def _take(self, state: _Asset, readings: tuple[Reading, ...], out: _Out) -> None:
+        stream = state.stream
+        assert stream is not None
         i = 0
         while i < len(readings):
             reading = readings[i]
-            stream = self.stream(reading.asset)
-            commissioned = reading.asset in self._commissioned
-            # A message carries one asset; a batch of it in time order goes in bulk
-            # (a single reading is cheaper through add()).
+            # A batch in time order goes in bulk (a single reading is cheaper
+            # through add()).
             taken, completed = stream.extend(readings, i) if len(readings) > 1 else (0, [])
             if taken:
                 run = readings[i : i + taken]
                 i += taken
-                kept.extend(run)
-                if commissioned:
-                    windows.extend(completed)
-                else:
-                    requests.extend(r for r in map(self._collect, run) if r is not None)
+                out.kept.extend(run)
+                after_ms: int | None = None  # windows ending after this are scored
+                for r in run:
+                    if state.phase is not Phase.COLLECTING:
+                        break
+                    self._collect(reading.asset, state, r, out)
+                    after_ms = r.ts_ms
+                if state.phase is not Phase.COLLECTING:
+                    out.windows.extend(
+                        w for w in completed if after_ms is None or w.end_ms > after_ms
+                    )
                 continue
             i += 1
             result = stream.add(reading)
@@ -160,12 +378,12 @@ class WindowAssembler:
                     if result.verdict is Verdict.DUPLICATE
                     else RejectReason.OUT_OF_ORDER
                 )
-                late.append((reading, reason))
+                out.late.append((reading, reason))
                 continue
-            kept.append(reading)
+            out.kept.append(reading)
             if result.restarted_after_ms is not None:
                 self.metrics.window_restarts += 1
-                events.append(
+                out.events.append(
                     Event(
                         ts_ms=reading.ts_ms,
                         kind="window_restart",
@@ -178,50 +396,44 @@ class WindowAssembler:
                         detail={"gap_ms": result.restarted_after_ms},
                     )
                 )
-            if commissioned:
-                if result.window is not None:
-                    windows.append(result.window)
-            else:
-                request = self._collect(reading)
-                if request is not None:
-                    requests.append(request)
-        self.metrics.readings_accepted += len(kept)
-        accepted = Accepted(
-            ref=inbound.ref,
-            received_ms=inbound.received_ms,
-            readings=tuple(kept),
-            late=tuple(late),
-            rejected=inbound.rejected,
-        )
-        return Output(accepted, tuple(windows), tuple(requests), tuple(events))
+            if state.phase is Phase.COLLECTING:
+                self._collect(reading.asset, state, reading, out)
+            elif result.window is not None:
+                out.windows.append(result.window)
 
-    def _collect(self, reading: Reading) -> CommissionRequest | None:
-        collector = self._collectors.get(reading.asset)
-        if collector is None:
-            collector = _Collector(
-                rows=np.empty((self.commission_samples, len(self.sensors)), dtype=np.float32)
+    def _collect(self, asset: str, state: _Asset, reading: Reading, out: _Out) -> None:
+        plan = state.plan
+        assert plan is not None
+        if not plan.baseline:
+            # Nothing to learn (a RUL-only bundle): scored from the first full window.
+            state.phase = Phase.MONITORING
+            out.requests.append(
+                CommissionRequest(asset, plan, np.empty((0, len(plan.sensors)), np.float32), 0, 0)
             )
-            self._collectors[reading.asset] = collector
-        if collector.requested:
-            return None
+            return
+        collector = state.collector
+        if collector is None:
+            size = self.profiles.commission_samples(asset)
+            collector = state.collector = _Collector(
+                rows=np.empty((size, len(plan.sensors)), dtype=np.float32)
+            )
         i = len(collector.ts)
-        collector.rows[i] = [reading.values[name] for name in self.sensors]
+        collector.rows[i] = [reading.values[name] for name in plan.sensors]
         collector.ts.append(reading.ts_ms)
-        if len(collector.ts) < self.commission_samples:
-            return None
-        collector.requested = True
+        if len(collector.ts) < len(collector.rows):
+            return
+        state.phase = Phase.COMMISSIONING
+        state.collector = None
         order = np.argsort(np.asarray(collector.ts), kind="stable")
-        return CommissionRequest(
-            asset=reading.asset,
-            sensors=self.sensors,
-            samples=collector.rows[order],
-            first_ms=min(collector.ts),
-            last_ms=max(collector.ts),
+        out.requests.append(
+            CommissionRequest(
+                asset=asset,
+                plan=plan,
+                samples=collector.rows[order],
+                first_ms=min(collector.ts),
+                last_ms=max(collector.ts),
+            )
         )
-
-    def commissioning_failed(self, asset: str) -> None:
-        """Collect a fresh baseline for ``asset`` after a failed attempt."""
-        self._collectors.pop(asset, None)
 
     async def run(
         self,

@@ -63,7 +63,10 @@ class AssetStream:
         hop: int,
         reorder_samples: int,
         gap_factor: float,
+        period_ms: float | None = None,
     ) -> None:
+        """``period_ms``: the expected sample period, judged from the first interval on
+        (default: estimated from the stream once a few intervals are seen)."""
         if window < 1 or hop < 1:
             raise ValueError("window and hop must be positive")
         self.asset = asset
@@ -80,7 +83,8 @@ class AssetStream:
         self._filled = 0  # samples since the last restart (first window needs `window`)
         self._last_end_ms: int | None = None  # end of the last emitted window
         self._intervals: deque[int] = deque(maxlen=PERIOD_HISTORY)
-        self._period: float | None = None
+        self._period: float | None = period_ms
+        self._fixed_period = period_ms is not None
         self._until_refresh = 0
         # One C call picks every sensor's value in the model's order.
         self._pick = operator.itemgetter(*sensors)
@@ -97,6 +101,8 @@ class AssetStream:
         return self._period
 
     def _note_interval(self, interval: int) -> None:
+        if self._fixed_period:
+            return
         self._intervals.append(interval)
         self._until_refresh -= 1
         if self._until_refresh <= 0 and len(self._intervals) >= PERIOD_MIN_INTERVALS:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from agent.domain import AlertKind, Prediction, Severity
 from agent.inference.alerting import AlertPolicy, AlertTracker
 
@@ -82,3 +84,32 @@ def test_a_worsening_alert_is_updated_in_steps_of_its_peak() -> None:
     # 6.3; 100 is; the falling 90 is not.
     assert changes == [(2, 5, 5), (4, 6.3, 6.3), (6, 8.0, 8.0), (8, 100.0, 100.0)]
     assert tracker.open_alerts()[0].last_score == 90.0
+
+
+def test_an_alarm_within_the_quiet_period_continues_the_same_incident() -> None:
+    # One window per ms here: 10 ms of quiet close the incident.
+    tracker = AlertTracker(POLICY, lambda asset: replace(POLICY, quiet_ms=10))
+    flapping = [3, 3, 3, 1, 1, 1, 3, 3, 3, 1, 1, 3, 3, 3, 5]
+    changes = []
+    for i, score in enumerate(flapping + [1.0] * 12):
+        changes += [(i, a.is_open, a.severity, a.opened_ms) for a in tracker.update(p(i, score))]
+    # Opened once, escalated once within the same incident, closed once after the
+    # alarm stayed away for the quiet period (cleared at 16, closed at 26).
+    assert changes == [
+        (2, True, Severity.WARNING, 2),
+        (14, True, Severity.CRITICAL, 2),
+        (26, False, Severity.CRITICAL, 2),
+    ]
+
+
+def test_without_a_quiet_period_the_alert_closes_when_the_alarm_clears() -> None:
+    tracker = AlertTracker(POLICY)
+    changes = run(tracker, [3, 3, 3, 1, 1, 3, 3, 3])
+    assert changes == [(2, True), (4, False), (7, True)]
+
+
+def test_policies_are_per_asset() -> None:
+    strict = replace(POLICY, open_after=1)
+    tracker = AlertTracker(POLICY, lambda asset: strict if asset == "fan-1" else POLICY)
+    assert tracker.update(p(0, 3, asset="fan-1"))
+    assert not tracker.update(p(0, 3, asset="pump-1"))

@@ -10,6 +10,7 @@ import pytest
 
 from agent.domain import (
     Alert,
+    AssetPlan,
     AssetState,
     AssetStatus,
     CommissionRequest,
@@ -43,14 +44,26 @@ def healthy(predictor: Predictor, n: int, seed: int = 0) -> np.ndarray:
     return samples
 
 
-def stage(predictor: Predictor, tmp_path: Path) -> InferenceStage:
+def stage(
+    predictor: Predictor, tmp_path: Path, commissioner: object = None, max_commissioning: int = 1
+) -> InferenceStage:
     return InferenceStage(
         predictor,
         BaselineStore(tmp_path / "baselines"),
         AlertTracker(AlertPolicy(open_after=2, close_after=2, close_ratio=0.8)),
-        InferenceConfig(batch_max=8, batch_wait_ms=5, commission_cpu_budget_s=2.0),
+        InferenceConfig(
+            batch_max=8,
+            batch_wait_ms=5,
+            commission_cpu_budget_s=2.0,
+            max_commissioning=max_commissioning,
+        ),
         Metrics(),
+        commissioner=commissioner,  # type: ignore[arg-type]
     )
+
+
+def bundle_plan(predictor: Predictor) -> AssetPlan:
+    return AssetPlan(predictor.sensors, from_bundle=True, rul=True)
 
 
 async def collect(out: asyncio.Queue[Result], until: type, timeout_s: float = 60) -> list[Result]:
@@ -67,7 +80,7 @@ async def test_commission_then_score(predictor: Predictor, tmp_path: Path) -> No
     out: asyncio.Queue[Result] = asyncio.Queue()
     task = asyncio.create_task(inference.run(inbox, out))
     samples = healthy(predictor, 200)
-    await inbox.put(CommissionRequest("p1", predictor.sensors, samples, 0, 199_000))
+    await inbox.put(CommissionRequest("p1", bundle_plan(predictor), samples, 0, 199_000))
     items = await collect(out, AssetStatus)
     status = items[-1]
     assert isinstance(status, AssetStatus) and status.state is AssetState.HEALTHY
@@ -104,13 +117,122 @@ async def test_failed_commissioning_keeps_the_stage_running(
     out: asyncio.Queue[Result] = asyncio.Queue()
     task = asyncio.create_task(inference.run(inbox, out))
     too_few = healthy(predictor, 10)
-    await inbox.put(CommissionRequest("p2", predictor.sensors, too_few, 0, 9_000))
+    await inbox.put(CommissionRequest("p2", bundle_plan(predictor), too_few, 0, 9_000))
     items = await collect(out, AssetStatus)
     assert any(isinstance(i, Event) and i.kind == "commissioning_failed" for i in items)
     status = items[-1]
     assert isinstance(status, AssetStatus) and status.state is AssetState.COMMISSIONING
     assert "p2" not in inference.baselines
     assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_an_unknown_machine_is_scored_by_its_own_baseline_in_order(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    # Three sensors no bundle has: an autoencoder of its own, no RUL. Windows that
+    # arrive while it is commissioned are held, then scored in order.
+    inference = stage(predictor, tmp_path)
+    inbox: asyncio.Queue[Window | CommissionRequest] = asyncio.Queue()
+    out: asyncio.Queue[Result] = asyncio.Queue()
+    task = asyncio.create_task(inference.run(inbox, out))
+    rng = np.random.default_rng(3)
+    t = np.arange(400)
+    samples = np.stack(
+        [np.sin(t / 7), 20 + np.cos(t / 11), 5 + 0.1 * rng.normal(size=400)], axis=1
+    ).astype(np.float32)
+    plan = AssetPlan(("a_g", "b_c", "c_bar"), from_bundle=False, rul=False)
+    await inbox.put(CommissionRequest("rig-1", plan, samples, 0, 399_000))
+    ends = list(range(1000, 1010))
+    for end in ends:
+        recent = np.ascontiguousarray(samples[-predictor.window :].T)
+        await inbox.put(Window("rig-1", end - 30, end, recent))
+    items = await collect(out, AssetStatus)
+    status = items[-1]
+    assert isinstance(status, AssetStatus) and status.state is AssetState.HEALTHY
+    predictions: list[Prediction] = []
+    async with asyncio.timeout(30):
+        while len(predictions) < len(ends):
+            item = await out.get()
+            if isinstance(item, Prediction):
+                predictions.append(item)
+    assert [p.window_end_ms for p in predictions] == ends
+    assert all(p.rul_cycles is None for p in predictions)
+    assert all(p.anomaly_score < p.anomaly_threshold < float("inf") for p in predictions)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_rul_only_plan_is_scored_without_commissioning(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    inference = stage(predictor, tmp_path)
+    inbox: asyncio.Queue[Window | CommissionRequest] = asyncio.Queue()
+    out: asyncio.Queue[Result] = asyncio.Queue()
+    task = asyncio.create_task(inference.run(inbox, out))
+    plan = AssetPlan(predictor.sensors, from_bundle=True, rul=True, baseline=False)
+    empty = np.empty((0, len(predictor.sensors)), np.float32)
+    await inbox.put(CommissionRequest("engine-1", plan, empty, 0, 0))
+    window = np.ascontiguousarray(healthy(predictor, predictor.window).T)
+    await inbox.put(Window("engine-1", 1, 2, window))
+    items = await collect(out, Prediction)
+    assert not any(isinstance(i, Event) and i.kind.startswith("commission") for i in items)
+    assert any(isinstance(i, AssetStatus) and i.state is AssetState.HEALTHY for i in items)
+    prediction = items[-1]
+    assert isinstance(prediction, Prediction)
+    assert prediction.rul_cycles is not None and not prediction.is_anomaly
+    assert not inference.store.exists("engine-1")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class GatedCommissioner:
+    """Stands in for the child commissioner: each fit waits for the test to let it go."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def fit(self, request: CommissionRequest) -> object:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.started.set()
+        try:
+            await self.release.wait()
+            raise RuntimeError("no baseline in this test")
+        finally:
+            self.running -= 1
+
+
+async def test_commissioning_is_bounded_by_max_commissioning(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    gate = GatedCommissioner()
+    inference = stage(predictor, tmp_path, commissioner=gate, max_commissioning=2)
+    inbox: asyncio.Queue[Window | CommissionRequest] = asyncio.Queue()
+    out: asyncio.Queue[Result] = asyncio.Queue()
+    task = asyncio.create_task(inference.run(inbox, out))
+    samples = healthy(predictor, 100)
+    for i in range(6):
+        await inbox.put(CommissionRequest(f"fake-{i}", bundle_plan(predictor), samples, 0, 1))
+    await inbox.join()
+    async with asyncio.timeout(10):
+        await gate.started.wait()
+    assert len(inference.commissioning) == 6  # all waiting or running...
+    assert gate.running == 2  # ...but only two at a time
+    gate.release.set()
+    failed = 0
+    async with asyncio.timeout(10):
+        while failed < 6:
+            item = await out.get()
+            failed += isinstance(item, Event) and item.kind == "commissioning_failed"
+    assert gate.most == 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

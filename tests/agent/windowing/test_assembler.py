@@ -2,24 +2,49 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.domain import DeadLetter, Inbound, MessageRef, Reading, RejectReason, Window
+from agent.domain import (
+    AssetPlan,
+    DeadLetter,
+    Inbound,
+    MessageRef,
+    Reading,
+    RejectReason,
+    Window,
+)
 from agent.metrics import Metrics
-from agent.windowing.assembler import WindowAssembler
+from agent.profiles import BundleShape, Profiles
+from agent.settings import ModelSettings, ProfileSettings
+from agent.windowing.assembler import Phase, WindowAssembler
 from agent.windowing.stream import AssetStream
 
 SENSORS = ("a", "b")
+BUNDLE = BundleShape(SENSORS, has_rul=True, has_anomaly=True)
+PLAN = AssetPlan(SENSORS, from_bundle=True, rul=True)
 
 
-def assembler(commissioned: set[str], commission_samples: int = 6) -> WindowAssembler:
+def profiles(commission_samples: int = 50, *tables: dict[str, object]) -> Profiles:
+    return Profiles(
+        [ProfileSettings.model_validate(t) for t in tables],
+        ModelSettings.model_validate({"commission_samples": commission_samples}),
+    )
+
+
+def assembler(
+    commissioned: set[str],
+    commission_samples: int = 50,
+    *tables: dict[str, object],
+    bundle: BundleShape = BUNDLE,
+    metrics: Metrics | None = None,
+) -> WindowAssembler:
     return WindowAssembler(
-        sensors=SENSORS,
+        profiles=profiles(commission_samples, *tables),
+        bundle=bundle,
         window=4,
         hop=2,
         reorder_samples=2,
         gap_factor=10,
-        commission_samples=commission_samples,
-        commissioned=commissioned,
-        metrics=Metrics(),
+        commissioned={asset: PLAN for asset in commissioned},
+        metrics=metrics or Metrics(),
     )
 
 
@@ -37,19 +62,139 @@ def test_commissioned_assets_yield_windows() -> None:
 
 
 def test_new_asset_is_commissioned_from_its_first_samples() -> None:
-    asm = assembler(set(), commission_samples=6)
-    out = asm.process(message("new", *range(1000, 6000, 1000)))
+    asm = assembler(set(), 50, {"match": "new", "sensors": ["a", "b"]})
+    out = asm.process(message("new", *range(1000, 50_000, 1000)))
     assert out.windows == () and out.requests == ()
-    out = asm.process(message("new", 6000, 7000))
+    out = asm.process(message("new", 50_000, 51_000, 52_000))
     assert len(out.requests) == 1
     request = out.requests[0]
-    assert request.samples.shape == (6, 2)
-    assert (request.first_ms, request.last_ms) == (1000, 6000)
-    assert request.samples[:, 0].tolist() == [1, 2, 3, 4, 5, 6]
-    assert asm.process(message("new", 8000)).requests == ()  # asked once only
+    assert request.samples.shape == (50, 2)
+    assert (request.first_ms, request.last_ms) == (1000, 50_000)
+    assert request.samples[:, 0].tolist() == list(range(1, 51))
+    assert request.plan == PLAN
+    # The readings after the baseline are windowed at once (inference holds them
+    # until the baseline is ready), the reading that ended the baseline's is not.
+    assert [w.end_ms for w in out.windows] == [52_000]
+    assert asm.process(message("new", 53_000)).requests == ()  # asked once only
     asm.mark_commissioned("new")
-    out = asm.process(message("new", 9000, 10000))
+    assert asm.phase_of("new") is Phase.MONITORING
+    out = asm.process(message("new", 54_000, 55_000))
     assert out.windows  # scored from now on
+
+
+def test_an_unknown_machine_learns_its_sensor_set_and_gets_its_own_model() -> None:
+    asm = assembler(set(), 50)
+    odd = [Reading("s", "rig-1", 1000, {"p_bar": 1.0})]  # one stray message is outvoted
+    readings = odd + [
+        Reading("s", "rig-1", ts, {"p_bar": 1.0, "t_c": ts / 1000, "i_a": 2.0})
+        for ts in range(2000, 80_000, 1000)
+    ]
+    out = [
+        asm.process(Inbound(MessageRef(i, 1, 0), 5, readings=(r,))) for i, r in enumerate(readings)
+    ]
+    learnt = [e for o in out for e in o.events if e.kind == "sensors_learnt"]
+    assert len(learnt) == 1 and learnt[0].detail is not None
+    assert learnt[0].detail["sensors"] == ["i_a", "p_bar", "t_c"]
+    # Every well-formed reading is kept, the learning ones included.
+    assert sum(len(o.accepted.readings) for o in out) == len(readings)
+    (request,) = [r for o in out for r in o.requests]
+    assert request.plan == AssetPlan(("i_a", "p_bar", "t_c"), from_bundle=False, rul=False)
+    # The baseline starts with the readings of the vote that have the set.
+    assert request.first_ms == 2000
+    assert request.samples[:3, 2].tolist() == [2.0, 3.0, 4.0]
+
+
+def test_an_asset_with_the_bundle_sensors_and_more_uses_the_bundle() -> None:
+    metrics = Metrics()
+    asm = assembler({"p1"}, metrics=metrics)
+    batch = tuple(Reading("s", "p1", ts, {"a": 1.0, "b": 2.0, "extra": 3.0}) for ts in (1000, 2000))
+    out = asm.process(Inbound(MessageRef(1, 1, 0), 5, readings=batch))
+    assert out.accepted.readings == batch and out.accepted.rejected is None
+    assert metrics.sensor_values_ignored == 2
+    new = assembler(set())
+    for i, ts in enumerate(range(1000, 25_000, 1000)):
+        reading = Reading("s", "p2", ts, {"b": 1.0, "a": 2.0, "extra": 3.0})
+        new.process(Inbound(MessageRef(i, 1, 0), 5, readings=(reading,)))
+    assert new.plan_of("p2") == PLAN
+
+
+def test_a_rul_only_bundle_scores_from_the_first_window_without_baseline() -> None:
+    rul_only = BundleShape(SENSORS, has_rul=True, has_anomaly=False)
+    asm = assembler(set(), 50, {"sensors": ["a", "b"]}, bundle=rul_only)
+    out = asm.process(message("engine-1", 1000, 2000, 3000, 4000))
+    (request,) = out.requests
+    assert request.plan == AssetPlan(SENSORS, from_bundle=True, rul=True, baseline=False)
+    assert request.samples.shape[0] == 0
+    assert [w.end_ms for w in out.windows] == [4000]
+
+
+def _single(asset: str, ts: int, values: dict[str, float], mid: int = 1) -> Inbound:
+    return Inbound(
+        MessageRef(mid, 1, 0),
+        5,
+        readings=(Reading("s", asset, ts, values),),
+        topic=f"edgewatch/s/{asset}/telemetry",
+        payload=b'{"raw": 1}',
+    )
+
+
+def test_a_missing_sensor_is_a_dead_letter_until_the_change_is_for_good() -> None:
+    metrics = Metrics()
+    asm = assembler({"p1"}, metrics=metrics)
+    ts = 1000
+    for _ in range(8):
+        asm.process(_single("p1", ts, {"a": 1.0, "b": 2.0}))
+        ts += 1000
+    out = asm.process(_single("p1", ts, {"a": 1.0}))
+    letter = out.accepted.rejected
+    assert letter is not None and letter.reason is RejectReason.MISSING_SENSOR
+    assert "'b'" in letter.detail and letter.payload == b'{"raw": 1}'
+    assert letter.topic == "edgewatch/s/p1/telemetry" and out.accepted.readings == ()
+    ts += 1000
+    # One reading with the sensor back: a passing fault, not a change.
+    assert asm.process(_single("p1", ts, {"a": 1.0, "b": 2.0})).accepted.rejected is None
+    events, letters, kept = [], 0, 0
+    for _ in range(40):
+        ts += 1000
+        out = asm.process(_single("p1", ts, {"a": 1.0}))
+        events += [e for e in out.events]
+        letters += out.accepted.rejected is not None
+        kept += len(out.accepted.readings)
+    assert [e.kind for e in events] == ["sensor_set_changed"]
+    assert events[0].detail is not None and events[0].detail["removed"] == ["b"]
+    assert "edgewatch baseline reset p1" in events[0].message
+    # Dead letters until the change is known for good, then stored unscored.
+    assert letters == 9 and kept == 31
+    assert metrics.readings_unscored == 31
+    assert metrics.dead_letters["missing_sensor"] == 10
+    # The sensor comes back: scored again, and a later change is reported again.
+    out = asm.process(_single("p1", ts + 1000, {"a": 1.0, "b": 2.0}))
+    assert out.accepted.readings and out.accepted.rejected is None
+
+
+def test_a_sensor_added_for_good_is_reported_once_and_ignored() -> None:
+    metrics = Metrics()
+    asm = assembler({"p1"}, metrics=metrics)
+    kinds = []
+    for i in range(30):
+        out = asm.process(_single("p1", 1000 * (i + 1), {"a": 1.0, "b": 2.0, "new_c": 3.0}))
+        kinds += [e.kind for e in out.events]
+        assert out.accepted.rejected is None and len(out.accepted.readings) == 1
+    assert kinds == ["sensor_set_changed"]
+    assert metrics.sensor_values_ignored == 30
+
+
+def test_renames_and_listed_sensors_come_from_the_profile() -> None:
+    p = profiles(
+        50,
+        {"match": "rig-*", "sensors": ["x", "y"], "rename": {"X1": "x"}, "commission_samples": 60},
+        {"match": "*", "bundle": "none"},
+    )
+    assert p.renames("rig-7") == {"X1": "x"} and p.renames("pump-1") is None
+    assert p.commission_samples("rig-7") == 60 and p.commission_samples("pump-1") == 50
+    assert p.fixed_sensors("rig-7") == ("x", "y")
+    # bundle = "none": its own model even with exactly the bundle's sensors.
+    assert p.plan("pump-1", SENSORS, BUNDLE) == AssetPlan(SENSORS, from_bundle=False, rul=False)
 
 
 def test_late_readings_go_to_the_recorder_for_judgement() -> None:
@@ -115,13 +260,13 @@ def test_batches_give_exactly_the_windows_of_one_reading_at_a_time() -> None:
             restarts += result.restarted_after_ms is not None
 
         asm = WindowAssembler(
-            sensors=SENSORS,
+            profiles=profiles(),
+            bundle=BUNDLE,
             window=8,
             hop=3,
             reorder_samples=2,
             gap_factor=5,
-            commission_samples=6,
-            commissioned={"p1"},
+            commissioned={"p1": PLAN},
             metrics=Metrics(),
         )
         rng = np.random.default_rng(seed + 100)
