@@ -19,6 +19,7 @@ from functools import lru_cache
 
 from agent.domain import AssetPlan
 from agent.settings import LEARN, ModelSettings, ProfileSettings
+from models.preprocessing import learnt_sensor_order
 
 #: Assets whose profile lookup is cached (a miss costs one glob match per profile).
 PROFILE_CACHE_ASSETS = 4096
@@ -95,8 +96,7 @@ class Profiles:
         rul = profile.rul and bundle.has_rul
         if profile.bundle == "auto" and covers and (bundle.has_anomaly or rul):
             return AssetPlan(bundle.sensors, from_bundle=True, rul=rul, baseline=bundle.has_anomaly)
-        # Learnt sets are sorted so that a restart or a second gateway orders them alike.
-        ordered = names if self.fixed_sensors(asset) is not None else tuple(sorted(names))
+        ordered = names if self.fixed_sensors(asset) is not None else learnt_sensor_order(names)
         return AssetPlan(ordered, from_bundle=False, rul=False, baseline=True)
 
     def resumed_plan(

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.errors import DatasetError, ModelError
 from models.bundle import Bundle
 from models.commission import baseline_sensor_order, commission, fill_missing
 from models.datasets import AssetTable, read_csv_dir
 from models.metrics import DetectionCounts, nasa_score, rmse
-from models.preprocessing import load_cmapss, windows_ending_at
+from models.preprocessing import FloatArray, learnt_sensor_order, load_cmapss, windows_ending_at
 from models.scoring import ThresholdRule, alarm_flags
 from models.train import last_windows, predict_rul
 
@@ -124,6 +125,10 @@ class FileResult:
     #: Rows from the first labelled anomalous row to the first alarm at or after it
     #: (None: no anomaly in the file, or never detected).
     detection_delay_rows: int | None = None
+    #: Per row after the baseline: the score of the window ending at it, and whether
+    #: that window alone is anomalous (before hysteresis): what the agent records.
+    scores: FloatArray | None = field(default=None, repr=False, compare=False)
+    anomalous: npt.NDArray[np.bool_] | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -182,7 +187,10 @@ def evaluate_asset(bundle: Bundle, table: AssetTable, options: AnomalyOptions) -
     ]
     if not usable:
         raise DatasetError(f"{table.name}: no sensor has a value in the baseline rows")
-    names = [table.sensors[j] for j in usable]
+    # Columns in the order the agent gives a learnt sensor set, so that both train
+    # the same network on the same data.
+    names = list(learnt_sensor_order(table.sensors[j] for j in usable))
+    usable = [table.sensors.index(name) for name in names]
     # Causal fill (carry the last value forward) so no row sees the future.
     filled = fill_missing(values[:, usable])
     baseline = commission(
@@ -221,6 +229,8 @@ def evaluate_asset(bundle: Bundle, table: AssetTable, options: AnomalyOptions) -
         counts,
         int((~known).sum()),
         delay,
+        scores=scores,
+        anomalous=judged & (scores > baseline.threshold),
     )
 
 

@@ -365,3 +365,10 @@ def truncate_units(
             keep = int(rng.integers(lo, t)) if t > 1 else 1
             out.append(Unit(u.unit_id, u.data[:keep], per_row * float(t - keep) + u.end_rul))
     return out
+
+
+def learnt_sensor_order(names: Iterable[str]) -> tuple[str, ...]:
+    """The column order of an asset whose sensors were not given in an order (learnt
+    by the agent, or the columns of a file): sorted, so that the agent and the
+    offline evaluation build the same network for the same sensors."""
+    return tuple(sorted(names))
