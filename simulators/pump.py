@@ -18,14 +18,56 @@ fault's onset; tests use that to measure what a fault changes.
 from __future__ import annotations
 
 import enum
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+from simulators.physics import (
+    AssetSpec,
+    BoolArray,
+    FaultPlan,
+    FloatArray,
+    MachineRun,
+    SensorFault,
+    SensorFaultPlan,
+    asset_rng,
+    check_spec,
+    daily_swing_c,
+    fault_labels,
+    finish_run,
+    first_order_lag,
+    fleet_rng,
+    is_night,
+    plan_assets,
+    plant_hour,
+    sample_times,
+    severity,
+    step_profile,
+)
+
+__all__ = [
+    "DEFAULT_CLOCK_START_H",
+    "DEFAULT_RATE_HZ",
+    "HEALTHY_LIMITS",
+    "MACHINE_FAULTS",
+    "SENSORS",
+    "SENSOR_DECIMALS",
+    "AssetRun",
+    "AssetSpec",
+    "BoolArray",
+    "FaultPlan",
+    "FloatArray",
+    "MachineFault",
+    "PumpParams",
+    "SensorFault",
+    "SensorFaultPlan",
+    "asset_name",
+    "asset_rng",
+    "fleet_rng",
+    "plan_fleet",
+    "simulate_asset",
+]
 
 SENSORS: tuple[str, ...] = (
     "vib_rms_mm_s",
@@ -68,9 +110,6 @@ DEFAULT_CLOCK_START_H = 8.0
 #: One sample a minute: the rate the shipped pump model is trained on.
 DEFAULT_RATE_HZ = 1.0 / 60.0
 
-#: Namespace separating fleet-level draws from per-asset streams in the seed tree.
-_FLEET_STREAM = 2**32 - 1
-
 
 class MachineFault(enum.StrEnum):
     """What is wrong with the machine; ``none`` before onset and on healthy assets."""
@@ -86,56 +125,6 @@ class MachineFault(enum.StrEnum):
 MACHINE_FAULTS: tuple[MachineFault, ...] = tuple(
     f for f in MachineFault if f is not MachineFault.NONE
 )
-
-
-class SensorFault(enum.StrEnum):
-    """What is wrong with one sensor (the machine itself is unaffected)."""
-
-    STUCK = "stuck"
-    SPIKE = "spike"
-    DRIFT = "drift"
-    DROPOUT = "dropout"  # the device sends nothing: samples are missing from the stream
-
-
-@dataclass(frozen=True, slots=True)
-class FaultPlan:
-    """A machine fault: starts at ``onset_s``, fails the asset at ``failure_s``.
-
-    Times are seconds since the start of the run.
-    """
-
-    kind: MachineFault
-    onset_s: float
-    failure_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class SensorFaultPlan:
-    """A sensor fault on ``sensor`` between ``start_s`` and ``end_s`` (run seconds).
-
-    ``magnitude`` is the relative size of a drift (fraction of the clean value at the
-    end of the interval) or spike (multiplier); unused for stuck and dropout.
-    """
-
-    kind: SensorFault
-    sensor: str
-    start_s: float
-    end_s: float
-    magnitude: float = 0.0
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind.value}:{self.sensor}"
-
-
-@dataclass(frozen=True, slots=True)
-class AssetSpec:
-    """Everything that differs between assets of a fleet apart from their random stream."""
-
-    asset: str
-    index: int
-    fault: FaultPlan | None = None
-    sensor_faults: tuple[SensorFaultPlan, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,37 +143,8 @@ class PumpParams:
     temp_rise_c: float
 
 
-@dataclass(frozen=True, slots=True)
-class AssetRun:
-    """One asset's samples and their ground truth, all arrays of the same length.
-
-    ``rul_s`` is seconds until failure (``inf`` for an asset that never fails in the
-    run); ``fault`` is the machine fault label per sample; ``sensor_fault`` is
-    ``"<kind>:<sensor>"`` while a sensor fault is active, else ``""``.
-    """
-
-    spec: AssetSpec
-    params: PumpParams
-    ts: FloatArray
-    values: dict[str, FloatArray]
-    fault: list[str]
-    rul_s: FloatArray
-    sensor_fault: list[str]
-    failed: bool
-    running: BoolArray = field(repr=False)
-
-    def __len__(self) -> int:
-        return int(self.ts.shape[0])
-
-
-def asset_rng(seed: int, index: int) -> np.random.Generator:
-    """The random stream of asset ``index``: independent of fleet size and of other assets."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
-
-
-def fleet_rng(seed: int) -> np.random.Generator:
-    """The random stream for fleet-level choices (which assets fail, and how)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_FLEET_STREAM,)))
+#: One pump's samples and ground truth (see :class:`simulators.physics.MachineRun`).
+AssetRun: TypeAlias = MachineRun[PumpParams]
 
 
 def asset_name(index: int) -> str:
@@ -200,52 +160,17 @@ def plan_fleet(
     sensor_fault_fraction: float = 0.0,
     faults: tuple[MachineFault, ...] = MACHINE_FAULTS,
 ) -> list[AssetSpec]:
-    """Decide which assets fail, how and when, and which get a sensor fault.
-
-    Faulty assets cycle through ``faults`` so that every kind appears once the fleet
-    has enough faulty assets. Degradation is compressed to fit the run: onset falls
-    in the first half and failure in the second half of ``duration_s``, otherwise a
-    ten-minute demo would never show a failure.
-    """
-    if assets < 0:
-        raise ValueError("assets must be >= 0")
-    if not 0.0 <= fault_fraction <= 1.0 or not 0.0 <= sensor_fault_fraction <= 1.0:
-        raise ValueError("fractions must be within [0, 1]")
-    rng = fleet_rng(seed)
-    n_faulty = round(fault_fraction * assets)
-    faulty = {int(i) for i in rng.permutation(assets)[:n_faulty]} if assets else set()
-    kinds = [faults[int(k)] for k in rng.permutation(len(faults))] if faults else []
-    specs: list[AssetSpec] = []
-    next_kind = 0
-    for index in range(assets):
-        # Draw every value for every asset so that changing the fractions moves no
-        # other asset's plan.
-        onset_frac = rng.uniform(0.1, 0.45)
-        fail_frac = rng.uniform(0.6, 0.98)
-        sensor_draw = rng.random()
-        sensor_kind = SensorFault(list(SensorFault)[int(rng.integers(len(SensorFault)))])
-        sensor_name = SENSORS[int(rng.integers(len(SENSORS)))]
-        sensor_start = rng.uniform(0.05, 0.8)
-        sensor_len = rng.uniform(0.02, 0.12)
-        sensor_mag = rng.uniform(0.15, 0.35)
-        fault: FaultPlan | None = None
-        if index in faulty and kinds:
-            kind = kinds[next_kind % len(kinds)]
-            next_kind += 1
-            fault = FaultPlan(kind, onset_frac * duration_s, fail_frac * duration_s)
-        sensor_faults: tuple[SensorFaultPlan, ...] = ()
-        if sensor_draw < sensor_fault_fraction:
-            start = sensor_start * duration_s
-            if sensor_kind is SensorFault.SPIKE:
-                # A spike is a glitch of a few samples, not a long episode.
-                end = start + min(sensor_len * duration_s, 0.01 * duration_s)
-                magnitude = 3.0 + 10.0 * sensor_mag
-            else:
-                end = start + sensor_len * duration_s
-                magnitude = sensor_mag
-            sensor_faults = (SensorFaultPlan(sensor_kind, sensor_name, start, end, magnitude),)
-        specs.append(AssetSpec(asset_name(index), index, fault, sensor_faults))
-    return specs
+    """Decide which pumps fail, how and when (:func:`simulators.physics.plan_assets`)."""
+    return plan_assets(
+        assets,
+        fleet_rng(seed),
+        duration_s,
+        name=asset_name,
+        sensors=SENSORS,
+        faults=faults,
+        fault_fraction=fault_fraction,
+        sensor_fault_fraction=sensor_fault_fraction,
+    )
 
 
 def _draw_params(rng: np.random.Generator) -> PumpParams:
@@ -264,39 +189,10 @@ def _draw_params(rng: np.random.Generator) -> PumpParams:
     )
 
 
-def _first_order_lag(target: FloatArray, dt_s: float, tau_s: float, initial: float) -> FloatArray:
-    """Exact discretisation of dy/dt = (x - y) / tau for piecewise-constant x."""
-    alpha = math.exp(-dt_s / tau_s)
-    out = np.empty_like(target)
-    y = initial
-    beta = 1.0 - alpha
-    for i, x in enumerate(target.tolist()):
-        y = alpha * y + beta * x
-        out[i] = y
-    return out
-
-
-def _piecewise(
-    rng: np.random.Generator, duration_s: float, mean_interval_s: float, max_events: int
-) -> tuple[FloatArray, FloatArray]:
-    """Event times (starting with 0) and one uniform draw per segment, fixed size."""
-    gaps = rng.exponential(mean_interval_s, size=max_events)
-    starts = np.concatenate(([0.0], np.cumsum(gaps)[:-1]))
-    levels = rng.uniform(-1.0, 1.0, size=max_events)
-    keep = starts <= duration_s
-    return starts[keep], levels[keep]
-
-
 #: Sizes of the fixed-length event draws; fixed so that the random stream consumed
 #: does not depend on the run's duration more than necessary.
 _MAX_LOAD_STEPS = 256
 _MAX_STOPS = 8
-
-
-def _severity(t: FloatArray, plan: FaultPlan, exponent: float) -> FloatArray:
-    span = max(plan.failure_s - plan.onset_s, 1e-9)
-    x = np.clip((t - plan.onset_s) / span, 0.0, 1.0)
-    return np.asarray(x**exponent, dtype=np.float64)
 
 
 def simulate_asset(
@@ -316,22 +212,18 @@ def simulate_asset(
     first sample: the samples do not depend on ``start_ts``, so a live run started
     at any time of day gives the same values as the offline dataset.
     """
-    if rate_hz <= 0 or duration_s < 0:
-        raise ValueError("rate_hz must be > 0 and duration_s >= 0")
+    t = sample_times(duration_s, rate_hz)
+    check_spec(spec, MachineFault, SENSORS)
     rng = asset_rng(seed, spec.index)
     p = _draw_params(rng)
     dt = 1.0 / rate_hz
-    n_full = math.floor(duration_s * rate_hz + 1e-9) + 1
-    t = np.arange(n_full, dtype=np.float64) * dt
+    n_full = t.shape[0]
     ts = start_ts + t
 
     # Operating point: shift demand (day/night by site clock), load steps, stops.
-    hour = ((clock_start_h + t / 3600.0) % 24.0).astype(np.float64)
-    night = (hour >= 22.0) | (hour < 6.0)
-    shift_base = np.where(night, 0.55, 0.85)
-    step_interval = min(max(duration_s / 6.0, 30.0), 7200.0)
-    step_starts, step_levels = _piecewise(rng, duration_s, step_interval, _MAX_LOAD_STEPS)
-    step_offset = 0.15 * step_levels[np.searchsorted(step_starts, t, side="right") - 1]
+    hour = plant_hour(t, clock_start_h)
+    shift_base = np.where(is_night(hour), 0.55, 0.85)
+    step_offset = 0.15 * step_profile(rng, t, duration_s, _MAX_LOAD_STEPS)
     load = np.clip(shift_base + step_offset, 0.35, 1.0)
 
     stop_count = int(rng.poisson(0.8 if duration_s < 86400 else duration_s / 86400.0))
@@ -343,7 +235,7 @@ def simulate_asset(
         running &= ~((t >= stop_at[k]) & (t < stop_at[k] + max(stop_len[k], 2.0 * dt)))
 
     speed_target = np.where(running, 0.6 + 0.4 * load, 0.0)
-    speed_frac = _first_order_lag(speed_target, dt, tau_s=4.0, initial=float(speed_target[0]))
+    speed_frac = first_order_lag(speed_target, dt, tau_s=4.0, initial=float(speed_target[0]))
     on = speed_frac > 0.05  # the pump moves liquid and vibrates only while turning
 
     # Noise and random bursts are drawn unconditionally so that twins stay aligned.
@@ -361,27 +253,24 @@ def simulate_asset(
     pressure_noise_bar = np.full(n_full, 0.015)
     flow_noise = np.full(n_full, 0.01)
     plan = spec.fault
-    fault_label = np.full(n_full, MachineFault.NONE.value, dtype=object)
     if plan is not None:
-        lin = _severity(t, plan, 1.0)
-        active = t >= plan.onset_s
-        fault_label[active] = plan.kind.value
+        lin = severity(t, plan, 1.0)
         sp2 = speed_frac**2
         if plan.kind is MachineFault.BEARING_WEAR:
-            d = _severity(t, plan, 2.5)  # spalls spread faster as they grow
+            d = severity(t, plan, 2.5)  # spalls spread faster as they grow
             vib_add = 8.0 * d * sp2
             # Early spalls give sharp impacts (high kurtosis); widespread damage
             # raises the whole level and kurtosis falls back.
             kurt_add = (5.0 * np.sqrt(lin) * (1.0 - lin) + 0.6 * lin) * on
             temp_add = 30.0 * d
         elif plan.kind is MachineFault.IMPELLER_WEAR:
-            d = _severity(t, plan, 1.5)
+            d = severity(t, plan, 1.5)
             flow_scale = 1.0 - 0.3 * d
             rise_scale = 1.0 - 0.3 * d
             current_scale = 1.0 + 0.2 * d  # worn vanes waste power in recirculation
             vib_add = 1.0 * d * sp2
         elif plan.kind is MachineFault.CAVITATION:
-            d = _severity(t, plan, 1.5)
+            d = severity(t, plan, 1.5)
             burst = (burst_u < 0.35 * d) & on
             vib_add = np.where(burst, 9.0 * burst_amp * d, 0.6 * d) * sp2
             kurt_add = np.where(burst, 10.0 * burst_amp * d, 0.5 * d) * on
@@ -390,13 +279,13 @@ def simulate_asset(
             pressure_noise_bar = 0.015 + 0.45 * d
             flow_noise = 0.01 + 0.05 * d
         elif plan.kind is MachineFault.SEAL_LEAK:
-            d = _severity(t, plan, 2.0)
+            d = severity(t, plan, 2.0)
             flow_scale = 1.0 - 0.25 * d  # leaked liquid never reaches the flow meter
             rise_scale = 1.0 - 0.2 * d
             current_scale = 1.0 + 0.04 * d
             pressure_noise_bar = 0.015 + 0.05 * d
         elif plan.kind is MachineFault.MISALIGNMENT:
-            d = _severity(t, plan, 1.7)
+            d = severity(t, plan, 1.7)
             vib_add = 5.5 * d * sp2
             kurt_add = 0.4 * d * on
             temp_add = 22.0 * d * speed_frac
@@ -411,9 +300,9 @@ def simulate_asset(
         current_scale
     )
     current = np.where(on, current, 0.0)
-    daily = 3.0 * np.sin(2.0 * math.pi * (hour - 9.0) / 24.0)
+    daily = daily_swing_c(hour)
     temp_target = p.ambient_c + daily + p.temp_rise_c * (0.3 + 0.7 * speed_frac**2) * on + temp_add
-    temp = _first_order_lag(temp_target, dt, tau_s=900.0, initial=float(temp_target[0]))
+    temp = first_order_lag(temp_target, dt, tau_s=900.0, initial=float(temp_target[0]))
     vib = np.where(on, p.base_vib_mm_s * (0.3 + 0.7 * speed_frac**2), 0.05) + vib_add
 
     clean: dict[str, FloatArray] = {
@@ -428,45 +317,15 @@ def simulate_asset(
             p.rated_speed_rpm * speed_frac + 2.0 * noise["speed_rpm"] * (speed_frac > 0.01)
         ),
     }
-    values = {s: np.round(clean[s], SENSOR_DECIMALS[s]) for s in SENSORS}
-
-    # Sensor faults act on what is reported, after quantisation.
-    sensor_label = np.full(n_full, "", dtype=object)
-    keep = np.ones(n_full, dtype=np.bool_)
-    for sf in spec.sensor_faults:
-        mask = (t >= sf.start_s) & (t < sf.end_s)
-        if not mask.any():
-            mask[min(int(sf.start_s * rate_hz), n_full - 1)] = True
-        sensor_label[mask] = sf.label
-        series = values[sf.sensor]
-        first = int(np.argmax(mask))
-        if sf.kind is SensorFault.STUCK:
-            series[mask] = series[first]
-        elif sf.kind is SensorFault.SPIKE:
-            series[mask] = np.round(series[mask] * sf.magnitude + sf.magnitude, 3)
-        elif sf.kind is SensorFault.DRIFT:
-            ramp = np.clip((t[mask] - sf.start_s) / max(sf.end_s - sf.start_s, dt), 0.0, 1.0)
-            offset = sf.magnitude * max(float(np.mean(np.abs(series))), 1.0) * ramp
-            series[mask] = np.round(series[mask] + offset, SENSOR_DECIMALS[sf.sensor])
-        elif sf.kind is SensorFault.DROPOUT:
-            keep &= ~mask
-
-    n = n_full
-    failed = False
-    if plan is not None and plan.failure_s <= duration_s:
-        n = math.floor(plan.failure_s * rate_hz + 1e-9) + 1
-        n = min(n, n_full)
-        failed = True
-    keep[n:] = False
-    rul = np.full(n_full, math.inf) if not failed or plan is None else plan.failure_s - t
-    return AssetRun(
-        spec=spec,
-        params=p,
-        ts=ts[keep],
-        values={s: values[s][keep] for s in SENSORS},
-        fault=[str(x) for x in fault_label[keep]],
-        rul_s=np.asarray(rul[keep], dtype=np.float64),
-        sensor_fault=[str(x) for x in sensor_label[keep]],
-        failed=failed,
-        running=running[keep],
+    return finish_run(
+        spec,
+        p,
+        t=t,
+        ts=ts,
+        rate_hz=rate_hz,
+        duration_s=duration_s,
+        clean=clean,
+        decimals=SENSOR_DECIMALS,
+        fault_label=fault_labels(t, plan),
+        running=running,
     )
