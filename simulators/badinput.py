@@ -51,7 +51,6 @@ DEFAULT_PAST_OFFSET_S = 10 * 365.0 * 86_400.0
 #: The agent's default ``ingest.reorder_samples``.
 DEFAULT_REORDER_SAMPLES = 4
 UNKNOWN_SITE = "no-such-site"
-UNKNOWN_SENSOR = "humidity_pct"
 _BAD_STREAM = 2**32 - 2
 
 
@@ -63,7 +62,6 @@ class BadKind(enum.StrEnum):
     SCHEMA = "schema"
     NON_FINITE = "non_finite"
     MISSING_SENSOR = "missing_sensor"
-    UNKNOWN_SENSOR = "unknown_sensor"
     EMPTY_BATCH = "empty_batch"
     BATCH_MISMATCH = "batch_mismatch"
     TOO_LARGE = "too_large"
@@ -250,10 +248,6 @@ class BadInputInjector:
             del values[pick]
             payload = _dumps({"ts": between, "values": values})
             detail = f"no {pick}"
-        elif kind is BadKind.UNKNOWN_SENSOR:
-            values[UNKNOWN_SENSOR] = 42.0
-            payload = _dumps({"ts": between, "values": values})
-            detail = f"extra {UNKNOWN_SENSOR}"
         elif kind is BadKind.EMPTY_BATCH:
             payload = _dumps({"ts": [], "values": {s: [] for s in sensors}})
             ts = None

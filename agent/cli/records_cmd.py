@@ -170,12 +170,13 @@ def _header(f: Field, sensor: bool) -> str:
 
 def _cell(f: Field, value: Any) -> str:
     if value is None:
-        return "open" if f.name == "closed" else ""
+        # A missing number (RUL of a machine no RUL model covers) is "-", never a number.
+        return "open" if f.name == "closed" else "-" if f.kind is Kind.FLOAT else ""
     if f.kind is Kind.TIME:
         return _local(value)
     if f.kind is Kind.FLOAT:
-        if math.isnan(value):
-            return ""
+        if not math.isfinite(value):
+            return "-"
         return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.2f}"
     if f.kind is Kind.BOOL:
         return "yes" if value else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import random
 import signal
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from simulators.badinput import BadInputInjector
+from simulators.pump import SENSORS as PUMP_SENSORS
 from tests.e2e.fleet import Fleet, make_fleet, publish
 from tests.e2e.harness import AgentProcess, query, retained, scalar, wait_until, write_config
 from tests.support import Broker
@@ -24,9 +26,11 @@ DAY = 1440
 DRAIN_S = 120.0
 
 
-def agent_for(tmp_path: Path, broker: Broker, **sections: dict[str, object]) -> AgentProcess:
+def agent_for(
+    tmp_path: Path, broker: Broker, env: dict[str, str] | None = None, **sections: dict[str, object]
+) -> AgentProcess:
     config = write_config(tmp_path / "edgewatch.toml", tmp_path / "data", broker.port, **sections)
-    return AgentProcess(config=config, cwd=tmp_path)
+    return AgentProcess(config=config, cwd=tmp_path, env=env or {})
 
 
 def db_of(tmp_path: Path) -> Path:
@@ -147,7 +151,15 @@ def test_agent_rides_out_a_broker_restart(tmp_path: Path, private_broker: Broker
 
 def test_bad_input_is_dead_lettered_exactly(tmp_path: Path, mqtt_broker: Broker) -> None:
     fleet = make_fleet(3, 400, fault_fraction=0.0, seed=9)
-    agent = agent_for(tmp_path, mqtt_broker, model={"commission_samples": COMMISSION})
+    # Sensors listed in a profile: a missing one is judged from the first message on
+    # (a learnt set takes the first messages' vote, where a stray message is outvoted).
+    listed = json.dumps([{"match": "pump-*", "sensors": list(PUMP_SENSORS)}])
+    agent = agent_for(
+        tmp_path,
+        mqtt_broker,
+        env={"EDGEWATCH_PROFILES": listed},
+        model={"commission_samples": COMMISSION},
+    )
     db = db_of(tmp_path)
     bad = BadInputInjector(
         0.05, seed=4, topic_template="edgewatch/{site}/{asset}/telemetry", site=SITE
