@@ -1,4 +1,4 @@
-"""A fleet of simulated pumps published over MQTT, with ground truth beside it.
+"""A fleet of simulated pumps and air compressors published over MQTT, with ground truth.
 
 Python API::
 
@@ -6,7 +6,7 @@ Python API::
     from simulators.stream import Pacing
 
     report = publish_fleet(
-        FleetConfig(assets=20, rate_hz=1.0, duration_s=600, fault_fraction=0.3, seed=7),
+        FleetConfig(assets=20, compressors=5, rate_hz=1.0, duration_s=600, seed=7),
         host="127.0.0.1", port=1883,
         pacing=Pacing(speedup=60), truth_path="truth.parquet",
     )
@@ -17,24 +17,34 @@ sensor_fault`` (RUL in seconds, ``inf`` for assets that do not fail). ``seq`` is
 number of the message that carried the reading. Sample values are seeded and
 identical to :func:`simulators.dataset.generate_dataset` with the same arguments and
 ``start_ts``; only the timestamps follow the wall clock when ``start_ts`` is None.
+
+Pumps (:mod:`simulators.pump`, ``pump-001`` ...) and compressors
+(:mod:`simulators.compressor`, ``comp-001`` ...) report different sensors; each
+kind draws from its own branch of the seed tree, so adding compressors leaves every
+pump's samples and fault plan as they were.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from simulators import compressor, pump
 from simulators.badinput import BadInputInjector
+from simulators.compressor import CompressorRun
 from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE
+from simulators.physics import MachineKind
 from simulators.publisher import (
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_RECONNECT_TIMEOUT_S,
     Backend,
     MessageSink,
 )
-from simulators.pump import SENSORS, AssetRun, plan_fleet, simulate_asset
+from simulators.pump import AssetRun
 from simulators.stream import (
     BrokerTarget,
     Pacing,
@@ -48,10 +58,17 @@ from simulators.stream import (
     run_stream,
 )
 
+#: A run of any machine kind the fleet simulates.
+FleetRun = AssetRun | CompressorRun
+
 
 @dataclass(frozen=True, slots=True)
 class FleetConfig:
-    """What to simulate. ``start_ts`` None means "now" when the run starts."""
+    """What to simulate. ``start_ts`` None means "now" when the run starts.
+
+    ``assets`` pumps and ``compressors`` air compressors; ``fault_fraction`` and
+    ``sensor_fault_fraction`` apply to each kind on its own.
+    """
 
     assets: int = 20
     rate_hz: float = 1.0
@@ -61,6 +78,7 @@ class FleetConfig:
     seed: int = 0
     start_ts: float | None = None
     batch: int = 1
+    compressors: int = 0
 
 
 def default_start_ts(span_s: float, pacing: Pacing, now: float | None = None) -> float:
@@ -77,33 +95,44 @@ def default_start_ts(span_s: float, pacing: Pacing, now: float | None = None) ->
     return round(now - lead, 3)
 
 
-def simulate_runs(config: FleetConfig, start_ts: float) -> list[AssetRun]:
-    specs = plan_fleet(
-        config.assets,
-        config.seed,
-        config.duration_s,
-        fault_fraction=config.fault_fraction,
-        sensor_fault_fraction=config.sensor_fault_fraction,
+def simulate_runs(config: FleetConfig, start_ts: float) -> list[FleetRun]:
+    """Every asset's run: the pumps first, then the compressors."""
+    machines: tuple[tuple[MachineKind[Any], int], ...] = (
+        (pump.PUMP, config.assets),
+        (compressor.COMPRESSOR, config.compressors),
     )
-    return [
-        simulate_asset(
-            spec,
-            seed=config.seed,
-            start_ts=start_ts,
-            duration_s=config.duration_s,
-            rate_hz=config.rate_hz,
+    runs: list[FleetRun] = []
+    for machine, count in machines:
+        specs = machine.plan_fleet(
+            count,
+            config.seed,
+            config.duration_s,
+            fault_fraction=config.fault_fraction,
+            sensor_fault_fraction=config.sensor_fault_fraction,
         )
-        for spec in specs
-    ]
+        runs.extend(
+            machine.simulate_asset(
+                spec,
+                seed=config.seed,
+                start_ts=start_ts,
+                duration_s=config.duration_s,
+                rate_hz=config.rate_hz,
+            )
+            for spec in specs
+        )
+    return runs
 
 
-def runs_to_series(runs: list[AssetRun]) -> list[Series]:
-    """The runs as stream series; truth columns ``fault``, ``rul`` (s), ``sensor_fault``."""
+def runs_to_series(runs: Sequence[FleetRun]) -> list[Series]:
+    """The runs as stream series; truth columns ``fault``, ``rul`` (s), ``sensor_fault``.
+
+    Each series carries its own machine's sensors.
+    """
     return [
         Series(
             asset=run.spec.asset,
             ts=run.ts,
-            values={s: run.values[s] for s in SENSORS},
+            values={s: run.values[s] for s in run.sensors},
             truth={
                 "fault": list(run.fault),
                 "rul": run.rul_s.tolist(),

@@ -1,11 +1,12 @@
 """Building blocks every simulated machine shares: plans, random streams, run records.
 
 A machine module (:mod:`simulators.pump`, :mod:`simulators.compressor`) draws its own
-nameplate figures and computes clean sensor values from its physics; everything around
-that is the same for every machine and lives here: which assets fail and how
-(:func:`plan_assets`), the seeded random stream of each asset (:func:`asset_rng`),
-thermal lags and severity curves, and the last steps of a run (quantisation, sensor
-faults, the cut at failure, ground truth) in :func:`finish_run`.
+nameplate figures and computes clean sensor values from its physics (its *model*);
+a :class:`MachineKind` wraps the model with everything that is the same for every
+machine: asset names, which assets fail and how (:meth:`MachineKind.plan_fleet`),
+the seeded random stream of each asset, and the last steps of a run (quantisation,
+sensor faults, the cut at failure, ground truth) in :meth:`MachineKind.simulate_asset`.
+Thermal lags, severity curves, load steps and the plant clock are here for models.
 
 Each machine kind draws from its own branch of the seed tree (``stream``), so adding
 compressors to a fleet moves no pump's samples, and vice versa.
@@ -31,6 +32,9 @@ _FLEET_STREAM = 2**32 - 1
 
 #: The machine-fault label of samples before onset and of healthy assets.
 NO_FAULT = "none"
+#: Hour of the plant's day at the first sample: the day shift, so that short demo
+#: runs show load steps rather than a quiet night.
+DEFAULT_CLOCK_START_H = 8.0
 
 P = TypeVar("P")
 
@@ -187,7 +191,7 @@ def plan_assets(
     return specs
 
 
-def check_spec(spec: AssetSpec, kinds: type[enum.StrEnum], sensors: Sequence[str]) -> None:
+def _check_spec(spec: AssetSpec, kinds: type[enum.StrEnum], sensors: Sequence[str]) -> None:
     """Refuse a plan made for another machine: a fault or sensor this one does not have."""
     if spec.fault is not None and not isinstance(spec.fault.kind, kinds):
         raise ValueError(f"{spec.asset}: {spec.fault.kind!r} is not a {kinds.__name__}")
@@ -301,7 +305,7 @@ def _apply_sensor_faults(
     return sensor_label, keep
 
 
-def finish_run(
+def _finish_run(
     spec: AssetSpec,
     params: P,
     *,
@@ -345,3 +349,119 @@ def finish_run(
         failed=failed,
         running=running[keep],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """The sample times of a run, as a machine model sees them."""
+
+    #: Run seconds of every sample of a full (not failing) run.
+    t: FloatArray
+    dt_s: float
+    duration_s: float
+    #: Hour of the plant's day at each sample.
+    hour: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled(Generic[P]):
+    """What a machine model computes for one asset, before quantisation and sensor faults."""
+
+    params: P
+    clean: dict[str, FloatArray]
+    #: True while the machine's motor turns.
+    running: BoolArray
+
+
+#: A machine model: the asset's plan, its random stream (nameplate draws first) and
+#: the timeline in; nameplate, clean sensor values and running state out. It must
+#: make every draw whether or not the asset has a fault, so that twins stay aligned.
+Model = Callable[[AssetSpec, np.random.Generator, Timeline], Sampled[P]]
+
+
+@dataclass(frozen=True, slots=True)
+class MachineKind(Generic[P]):
+    """One kind of machine: its names, sensors, faults, seed branch and model."""
+
+    #: Asset names are ``<prefix>-001``, ``<prefix>-002`` ...
+    prefix: str
+    #: Branch of the seed tree; the pumps use the root ``()``.
+    stream: tuple[int, ...]
+    #: Decimal places per sensor, in the order the machine reports them.
+    decimals: Mapping[str, int]
+    #: The machine's fault enum, with a ``NONE`` member valued :data:`NO_FAULT`.
+    faults: type[enum.StrEnum]
+    model: Model[P]
+
+    @property
+    def sensors(self) -> tuple[str, ...]:
+        return tuple(self.decimals)
+
+    @property
+    def fault_kinds(self) -> tuple[enum.StrEnum, ...]:
+        """Every fault of the machine, ``NONE`` left out."""
+        return tuple(f for f in self.faults if f.value != NO_FAULT)
+
+    def asset_name(self, index: int) -> str:
+        return f"{self.prefix}-{index + 1:03d}"
+
+    def plan_fleet(
+        self,
+        assets: int,
+        seed: int,
+        duration_s: float,
+        *,
+        fault_fraction: float = 0.3,
+        sensor_fault_fraction: float = 0.0,
+        faults: Sequence[enum.StrEnum] | None = None,
+    ) -> list[AssetSpec]:
+        """:func:`plan_assets` for this kind, from its own fleet-level random stream.
+
+        ``faults`` defaults to every fault of the machine.
+        """
+        return plan_assets(
+            assets,
+            fleet_rng(seed, self.stream),
+            duration_s,
+            name=self.asset_name,
+            sensors=self.sensors,
+            faults=self.fault_kinds if faults is None else faults,
+            fault_fraction=fault_fraction,
+            sensor_fault_fraction=sensor_fault_fraction,
+        )
+
+    def simulate_asset(
+        self,
+        spec: AssetSpec,
+        *,
+        seed: int,
+        start_ts: float,
+        duration_s: float,
+        rate_hz: float,
+        clock_start_h: float = DEFAULT_CLOCK_START_H,
+    ) -> MachineRun[P]:
+        """Simulate one asset from ``start_ts`` for ``duration_s`` (or until it fails).
+
+        Samples are at ``start_ts + k / rate_hz``; a failing asset's last sample is the
+        last one at or before its failure time (RUL 0 or just above). Shifts and the
+        ambient temperature follow the plant's clock, which reads ``clock_start_h`` at
+        the first sample: the samples do not depend on ``start_ts``, so a live run
+        started at any time of day gives the same values as the offline dataset.
+        """
+        t = sample_times(duration_s, rate_hz)
+        _check_spec(spec, self.faults, self.sensors)
+        rng = asset_rng(seed, spec.index, self.stream)
+        timeline = Timeline(t, 1.0 / rate_hz, duration_s, plant_hour(t, clock_start_h))
+        sampled = self.model(spec, rng, timeline)
+        return _finish_run(
+            spec,
+            sampled.params,
+            t=t,
+            ts=start_ts + t,
+            rate_hz=rate_hz,
+            duration_s=duration_s,
+            clean=sampled.clean,
+            decimals=self.decimals,
+            fault_label=fault_labels(t, spec.fault),
+            running=sampled.running,
+        )

@@ -24,24 +24,22 @@ from typing import TypeAlias
 import numpy as np
 
 from simulators.physics import (
+    DEFAULT_CLOCK_START_H,
     AssetSpec,
     BoolArray,
     FaultPlan,
     FloatArray,
+    MachineKind,
     MachineRun,
+    Sampled,
     SensorFault,
     SensorFaultPlan,
+    Timeline,
     asset_rng,
-    check_spec,
     daily_swing_c,
-    fault_labels,
-    finish_run,
     first_order_lag,
     fleet_rng,
     is_night,
-    plan_assets,
-    plant_hour,
-    sample_times,
     severity,
     step_profile,
 )
@@ -51,6 +49,7 @@ __all__ = [
     "DEFAULT_RATE_HZ",
     "HEALTHY_LIMITS",
     "MACHINE_FAULTS",
+    "PUMP",
     "SENSORS",
     "SENSOR_DECIMALS",
     "AssetRun",
@@ -104,9 +103,6 @@ HEALTHY_LIMITS: dict[str, tuple[float, float]] = {
     "speed_rpm": (0.0, 3100.0),
 }
 
-#: Hour of the plant's day at the first sample: the day shift, so that short demo
-#: runs show load steps rather than a quiet night.
-DEFAULT_CLOCK_START_H = 8.0
 #: One sample a minute: the rate the shipped pump model is trained on.
 DEFAULT_RATE_HZ = 1.0 / 60.0
 
@@ -147,32 +143,6 @@ class PumpParams:
 AssetRun: TypeAlias = MachineRun[PumpParams]
 
 
-def asset_name(index: int) -> str:
-    return f"pump-{index + 1:03d}"
-
-
-def plan_fleet(
-    assets: int,
-    seed: int,
-    duration_s: float,
-    *,
-    fault_fraction: float = 0.3,
-    sensor_fault_fraction: float = 0.0,
-    faults: tuple[MachineFault, ...] = MACHINE_FAULTS,
-) -> list[AssetSpec]:
-    """Decide which pumps fail, how and when (:func:`simulators.physics.plan_assets`)."""
-    return plan_assets(
-        assets,
-        fleet_rng(seed),
-        duration_s,
-        name=asset_name,
-        sensors=SENSORS,
-        faults=faults,
-        fault_fraction=fault_fraction,
-        sensor_fault_fraction=sensor_fault_fraction,
-    )
-
-
 def _draw_params(rng: np.random.Generator) -> PumpParams:
     rated_current = float(rng.uniform(45.0, 75.0))
     return PumpParams(
@@ -195,33 +165,13 @@ _MAX_LOAD_STEPS = 256
 _MAX_STOPS = 8
 
 
-def simulate_asset(
-    spec: AssetSpec,
-    *,
-    seed: int,
-    start_ts: float,
-    duration_s: float,
-    rate_hz: float,
-    clock_start_h: float = DEFAULT_CLOCK_START_H,
-) -> AssetRun:
-    """Simulate one asset from ``start_ts`` for ``duration_s`` (or until it fails).
-
-    Samples are at ``start_ts + k / rate_hz``; a failing asset's last sample is the
-    last one at or before its failure time (RUL 0 or just above). Shifts and the
-    ambient temperature follow the plant's clock, which reads ``clock_start_h`` at the
-    first sample: the samples do not depend on ``start_ts``, so a live run started
-    at any time of day gives the same values as the offline dataset.
-    """
-    t = sample_times(duration_s, rate_hz)
-    check_spec(spec, MachineFault, SENSORS)
-    rng = asset_rng(seed, spec.index)
+def _model(spec: AssetSpec, rng: np.random.Generator, timeline: Timeline) -> Sampled[PumpParams]:
+    """The pump's physics: nameplate draws, operating point, faults, clean values."""
     p = _draw_params(rng)
-    dt = 1.0 / rate_hz
+    t, dt, duration_s, hour = timeline.t, timeline.dt_s, timeline.duration_s, timeline.hour
     n_full = t.shape[0]
-    ts = start_ts + t
 
     # Operating point: shift demand (day/night by site clock), load steps, stops.
-    hour = plant_hour(t, clock_start_h)
     shift_base = np.where(is_night(hour), 0.55, 0.85)
     step_offset = 0.15 * step_profile(rng, t, duration_s, _MAX_LOAD_STEPS)
     load = np.clip(shift_base + step_offset, 0.35, 1.0)
@@ -317,15 +267,13 @@ def simulate_asset(
             p.rated_speed_rpm * speed_frac + 2.0 * noise["speed_rpm"] * (speed_frac > 0.01)
         ),
     }
-    return finish_run(
-        spec,
-        p,
-        t=t,
-        ts=ts,
-        rate_hz=rate_hz,
-        duration_s=duration_s,
-        clean=clean,
-        decimals=SENSOR_DECIMALS,
-        fault_label=fault_labels(t, plan),
-        running=running,
-    )
+    return Sampled(p, clean, running)
+
+
+#: The pump as a machine kind: ``pump-001`` ..., on the root of the seed tree.
+PUMP: MachineKind[PumpParams] = MachineKind("pump", (), SENSOR_DECIMALS, MachineFault, _model)
+asset_name = PUMP.asset_name
+#: Which pumps fail, how and when: :meth:`simulators.physics.MachineKind.plan_fleet`.
+plan_fleet = PUMP.plan_fleet
+#: One pump's run: :meth:`simulators.physics.MachineKind.simulate_asset`.
+simulate_asset = PUMP.simulate_asset
