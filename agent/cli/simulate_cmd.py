@@ -1,4 +1,4 @@
-"""``edgewatch simulate``: the pump fleet, dataset export and dataset replay."""
+"""``edgewatch simulate``: the pump and compressor fleet, dataset export and dataset replay."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="simulate",
-    help="Simulate a degrading pump fleet, export datasets, replay public datasets.",
+    help="Simulate a degrading fleet (pumps, air compressors), export datasets, replay "
+    "public datasets.",
     no_args_is_help=True,
 )
 
@@ -328,7 +329,16 @@ BackendOpt = Annotated[
 @app.command("fleet")
 def fleet(
     ctx: typer.Context,
-    assets: Annotated[int, typer.Option("--assets", min=1, help="Number of pumps.")] = 20,
+    assets: Annotated[int, typer.Option("--assets", min=0, help="Number of pumps.")] = 20,
+    compressors: Annotated[
+        int,
+        typer.Option(
+            "--compressors",
+            min=0,
+            help="Number of air compressors (comp-001 ...), besides the pumps; "
+            "they report other sensors than the pumps.",
+        ),
+    ] = 0,
     rate_hz: Annotated[
         float, typer.Option("--rate-hz", help="Samples per second per asset.")
     ] = 1.0,
@@ -337,7 +347,13 @@ def fleet(
     ] = 1.0,
     duration: Annotated[str, typer.Option("--duration", help="Simulated time, e.g. 10m.")] = "10m",
     fault_fraction: Annotated[
-        float, typer.Option("--fault-fraction", min=0.0, max=1.0, help="Share of assets that fail.")
+        float,
+        typer.Option(
+            "--fault-fraction",
+            min=0.0,
+            max=1.0,
+            help="Share of the pumps, and of the compressors, that fail.",
+        ),
     ] = 0.3,
     sensor_fault_fraction: Annotated[
         float,
@@ -368,15 +384,18 @@ def fleet(
     reconnect_timeout: ReconnectOpt = DEFAULT_RECONNECT_TIMEOUT_S,
     as_json: JsonOpt = False,
 ) -> None:
-    """Publish a simulated, degrading pump fleet to the agent's telemetry topics."""
+    """Publish a degrading fleet of pumps and air compressors to the telemetry topics."""
     if rate_hz <= 0 or speedup <= 0:
         raise typer.BadParameter("--rate-hz and --speedup must be > 0")
+    if assets + compressors == 0:
+        raise typer.BadParameter("simulate at least one asset", param_hint="--assets")
     from simulators.fleet import FleetConfig, publish_fleet
 
     target = _target(ctx, broker, site)
     backend = _backend(mqtt_backend, qos)
     config = FleetConfig(
         assets=assets,
+        compressors=compressors,
         rate_hz=rate_hz,
         duration_s=parse_duration(duration),
         fault_fraction=fault_fraction,

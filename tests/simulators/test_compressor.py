@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from simulators import compressor, pump
@@ -27,7 +29,9 @@ from simulators.compressor import (
 from simulators.fleet import FleetConfig, runs_to_series, simulate_runs, stream_fleet
 from simulators.physics import AssetSpec, FaultPlan, SensorFault, SensorFaultPlan
 from simulators.stream import Pacing, TruthTable
-from tests.simulators.conftest import ListSink
+from tests.conftest import CliRunner
+from tests.simulators.conftest import ARRIVAL_TIMEOUT_S, ListSink, SubscriberFactory
+from tests.support import Broker
 
 DURATION_S = 6 * 3600.0
 RATE_HZ = 1.0 / 10.0
@@ -277,3 +281,29 @@ def test_stream_sends_each_asset_its_own_sensors_with_truth() -> None:
     comp = frame[frame["asset"].str.startswith("comp-")]
     assert set(comp["fault"]) <= {"none", *(f.value for f in COMPRESSOR_FAULTS)}
     assert all(math.isfinite(x) for x in comp["rul"])  # both compressors fail
+
+
+def test_fleet_command_publishes_compressors_beside_pumps(
+    cli: CliRunner, mqtt_broker: Broker, subscribe: SubscriberFactory, tmp_path: Path
+) -> None:
+    sub = subscribe(mqtt_broker, "edgewatch/comp-site/#")
+    done = cli(
+        "simulate", "fleet", "--broker", mqtt_broker.url, "--site", "comp-site",
+        "--assets", "1", "--compressors", "2", "--rate-hz", "1", "--duration", "1m",
+        "--seed", "3", "--fault-fraction", "0", "--sensor-fault-fraction", "0",
+        "--as-fast-as-possible", "--truth", "truth.parquet", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["sent"] == report["readings"] == 3 * 61  # no faults: all run to the end
+    assert sub.wait_for(report["sent"], ARRIVAL_TIMEOUT_S)
+    sensors = {
+        topic.split("/")[2]: set(json.loads(payload)["values"]) for topic, payload in sub.messages
+    }
+    assert sensors == {
+        "pump-001": set(pump.SENSORS),
+        "comp-001": set(SENSORS),
+        "comp-002": set(SENSORS),
+    }
+    truth = pd.read_parquet(tmp_path / "truth.parquet")
+    assert sorted(set(truth["asset"])) == ["comp-001", "comp-002", "pump-001"]
