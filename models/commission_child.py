@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,12 @@ def commission_one(argv: list[str]) -> int:
             threads=args.threads,
         )
         baseline.asset = args.asset
+        # What commissioning cost this process, for the agent's event and the docs'
+        # sizing (ru_maxrss is in KiB on Linux).
+        baseline.info["child_peak_rss_mb"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        )
+        baseline.info["child_cpu_s"] = round(time.process_time(), 2)
         folder = baseline.save(args.out)
         export_baseline(baseline, folder)
     except (EdgewatchError, OSError, ValueError) as exc:

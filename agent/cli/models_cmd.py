@@ -410,3 +410,66 @@ def bench_models(
         emit_json(result.as_dict())
         return
     console.print(_metrics_table(f"inference benchmark, {threads} thread(s)", result.as_dict()))
+
+
+@evaluate_app.command("live")
+def evaluate_live(
+    ctx: typer.Context,
+    truth: Annotated[
+        Path, typer.Option("--truth", help="Truth file of a replay or fleet run (.csv/.parquet).")
+    ],
+    label: Annotated[
+        str, typer.Option("--label", help="Truth column: non-zero / non-empty = anomaly.")
+    ] = "fault",
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Database file (default: from the configuration).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """What the running agent recorded, scored against the truth of what was sent."""
+    from agent.cli._common import invocation
+    from agent.reporting.live_eval import VERDICTS
+    from agent.reporting.live_eval import evaluate_live as score_live
+    from agent.sqlite import open_engine
+
+    path = db or invocation(ctx).settings().storage.database_path
+    engine = open_engine(path, create=False, read_only=True)
+    try:
+        result = score_live(engine, truth, label)
+    finally:
+        engine.dispose()
+    out = result.as_dict()
+    if as_json:
+        emit_json(out)
+        return
+    table = Table(title=f"the agent's records in {path} against {truth} ({label})")
+    for col in ("verdict", "rows", "anomalous", "precision", "recall", "F1", "FAR", "detected"):
+        table.add_column(col, justify="left" if col == "verdict" else "right")
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None or v != v else f"{v:.3f}"
+
+    for verdict in VERDICTS:
+        p = out["pooled"][verdict]
+        delay = "-" if p["median_delay_s"] is None else f"{p['median_delay_s']:.0f} s"
+        table.add_row(
+            verdict,
+            str(p["rows"]),
+            str(p["anomalous_rows"]),
+            fmt(p["precision"]),
+            fmt(p["recall"]),
+            fmt(p["f1"]),
+            fmt(p["far"]),
+            f"{p['assets_detected']}/{p['assets_with_anomalies']}, median delay {delay}",
+        )
+    console.print(table)
+    unscored = sum(a["unscored_rows"] for a in out["assets"])
+    console.print(
+        f"{len(out['assets'])} assets scored; {unscored} rows before their first scored window "
+        f"(baseline) or after their last were not scored"
+        + (
+            f"; not in the database: {', '.join(out['missing_assets'])}"
+            if out["missing_assets"]
+            else ""
+        )
+    )

@@ -344,7 +344,6 @@ class InferenceStage:
     async def _commission(self, request: CommissionRequest, out: asyncio.Queue[Result]) -> None:
         loop = asyncio.get_running_loop()
         asset = request.asset
-        started = time.monotonic()
         await out.put(
             Event(
                 now_ms(),
@@ -356,6 +355,7 @@ class InferenceStage:
         try:
             baseline: Baseline
             async with self._slots:
+                started = time.monotonic()  # the time it took, not the time it waited
                 if self.commissioner is not None:
                     baseline = await self.commissioner.fit(request)
                 else:
@@ -392,7 +392,7 @@ class InferenceStage:
                 now_ms(),
                 "commissioned",
                 f"{asset} commissioned in {time.monotonic() - started:.1f} s "
-                f"(threshold {baseline.threshold:.2f})",
+                f"(threshold {baseline.threshold:.2f}{_child_cost(baseline.info)})",
                 asset=asset,
                 detail={"baseline_version": version, **_plain(baseline.info)},
             )
@@ -416,6 +416,11 @@ class InferenceStage:
         )
         self.store.save(request.asset, baseline)
         return baseline
+
+
+def _child_cost(info: dict[str, object]) -> str:
+    rss, cpu = info.get("child_peak_rss_mb"), info.get("child_cpu_s")
+    return "" if rss is None else f", child process {cpu} CPU-s, peak RSS {rss} MB"
 
 
 def _plain(info: dict[str, object]) -> dict[str, object]:

@@ -9,6 +9,7 @@ sensors, commission its own model and score every later row exactly as
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from models.bundle import load_bundle
 from models.bundles import default_bundle_path
 from models.evaluate import AnomalyOptions, evaluate_anomaly_csv
+from models.metrics import DetectionCounts
 from tests.conftest import CliRunner
 from tests.e2e.harness import AgentProcess, query, scalar, wait_until, write_config
 from tests.support import Broker
@@ -78,7 +80,7 @@ def test_foreign_rigs_are_scored_live_as_offline(
         done = cli(
             "--config", str(config), "simulate", "replay", str(rigs), "--format", "csv",
             "--time-column", "datetime", "--sep", ";", "--label-column", "anomaly",
-            "--asset-from-file", "--as-fast-as-possible",
+            "--asset-from-file", "--as-fast-as-possible", "--truth", "truth.csv",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         scored = (ROWS - BASELINE) * 2
@@ -121,5 +123,27 @@ def test_foreign_rigs_are_scored_live_as_offline(
         assert all(r[3] is None for r in rows)  # no RUL for a machine no bundle knows
     faulty = {f.name: f for f in offline.files}["rig-1"]
     assert faulty.detection_delay_rows is not None
+
+    # `evaluate live` scores the agent's own records against what the replay sent:
+    # per window, exactly the offline verdicts against the labels.
+    done = cli(
+        "--config", str(config), "evaluate", "live", "--truth", "truth.csv",
+        "--label", "anomaly", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    live_eval = json.loads(done.stdout)
+    want = DetectionCounts(0, 0, 0, 0)
+    for result in offline.files:
+        labels = pd.read_csv(rigs / f"{result.name}.csv", sep=";")["anomaly"].to_numpy(bool)
+        assert result.anomalous is not None
+        want = want + DetectionCounts.from_flags(result.anomalous, labels[BASELINE:])
+    pooled = live_eval["pooled"]["window"]
+    assert (pooled["tp"], pooled["fp"], pooled["tn"], pooled["fn"]) == (
+        want.tp,
+        want.fp,
+        want.tn,
+        want.fn,
+    )
+    assert sum(a["unscored_rows"] for a in live_eval["assets"]) == 2 * BASELINE
     alerts = query(db, "select a.name from alerts l join assets a on a.id = l.asset_id")
     assert {name for (name,) in alerts} == {"rig-1"}
