@@ -66,7 +66,16 @@ def render(view: Any) -> Table:
 
 def demo(
     ctx: typer.Context,
-    assets: Annotated[int, typer.Option("--assets", min=1, max=200, help="Simulated pumps.")] = 12,
+    assets: Annotated[int, typer.Option("--assets", min=0, max=200, help="Simulated pumps.")] = 8,
+    compressors: Annotated[
+        int,
+        typer.Option(
+            "--compressors",
+            min=0,
+            max=200,
+            help="Simulated air compressors besides the pumps (other sensors and faults).",
+        ),
+    ] = 4,
     duration: Annotated[
         str, typer.Option("--duration", help="Wall-clock length, e.g. 90s, 5m.")
     ] = "5m",
@@ -83,18 +92,21 @@ def demo(
         ),
     ] = BrokerOption.auto,
 ) -> None:
-    """Run a local broker, a simulated pump fleet (some develop faults) and the agent.
+    """Run a local broker, simulated pumps and compressors (some develop faults) and the agent.
 
     Records go to the data directory (./edgewatch-data by default); each demo
     starts it afresh (it never touches a directory holding a real agent's records).
     """
     from agent.demo import DemoOptions, prepare_data_dir, run_demo  # torch loads with it
 
+    if assets + compressors == 0:
+        raise typer.BadParameter("the demo needs at least one asset", param_hint="--assets")
     inv = invocation(ctx)
     settings = inv.settings()
     configure_logging(inv.log_level or "WARNING", "console")
     options = DemoOptions(
         assets=assets,
+        compressors=compressors,
         duration_s=_duration(duration),
         speedup=speedup,
         seed=seed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -30,8 +31,12 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
 
 
 def write_config(path: Path, data_dir: Path, port: int, **sections: dict[str, Any]) -> Path:
+    # The broker is shared by the session and the agent keeps a persistent session
+    # under its client id: one id per data directory, so an agent never inherits the
+    # messages queued for another test's stopped agent (a restart of the same one does).
+    agent_id = "gw-" + hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:10]
     base: dict[str, dict[str, Any]] = {
-        "identity": {"site": "e2e", "agent": "gw-test"},
+        "identity": {"site": "e2e", "agent": agent_id},
         "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 1.0},
         "storage": {"data_dir": str(data_dir), "commit_interval_ms": 100},
         "model": {"commission_samples": 150, "commission_cpu_budget_s": 5.0},

@@ -12,25 +12,28 @@ from tests.conftest import CliRunner
 def test_demo_runs_the_whole_system_and_exits_cleanly(cli: CliRunner, tmp_path: Path) -> None:
     # A shorter baseline than the default day so that pumps get scored in 20 s.
     env = {"EDGEWATCH_MODEL__COMMISSION_SAMPLES": "200"}
-    result = cli("demo", "--assets", "3", "--duration", "20s", env=env, timeout_s=120)
+    demo_args = ("demo", "--assets", "3", "--compressors", "1", "--duration", "20s")
+    result = cli(*demo_args, env=env, timeout_s=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "demo finished" in result.stdout
     db = tmp_path / "edgewatch-data" / "edgewatch.db"
     assert db.is_file()
     with sqlite3.connect(db) as conn:
         assets = conn.execute("select count(*) from assets").fetchone()[0]
-        predictions = conn.execute("select count(*) from predictions").fetchone()[0]
-    assert assets == 3
-    assert predictions > 0
+        query = (
+            "select a.name, count(*) from predictions p join assets a on a.id = p.asset_id"
+            " group by 1"
+        )
+        scored = dict(conn.execute(query))
+    assert assets == 4
+    # The compressor's sensors are not the pump bundle's: it learns them and a
+    # baseline of its own, and is scored like the pumps.
+    assert set(scored) == {"pump-001", "pump-002", "pump-003", "comp-001"}
     listed = cli("baseline", "list", "--json")
-    assert {row["asset"] for row in json.loads(listed.stdout)} == {
-        "pump-001",
-        "pump-002",
-        "pump-003",
-    }
+    assert {row["asset"] for row in json.loads(listed.stdout)} == set(scored)
     # Run again, as users do: the new run simulates the same days up to now, and
     # starts from a cleared directory instead of dead-lettering them as out of order.
-    again = cli("demo", "--assets", "3", "--duration", "20s", env=env, timeout_s=120)
+    again = cli(*demo_args, env=env, timeout_s=120)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "cleared the previous demo's records" in again.stdout
     with sqlite3.connect(db) as conn:
@@ -41,11 +44,7 @@ def test_demo_runs_the_whole_system_and_exits_cleanly(cli: CliRunner, tmp_path: 
     # What the demo tells a new user to run next works on its database.
     assets = cli("records", "assets", "--format", "json")
     assert assets.returncode == 0, assets.stderr
-    assert {row["asset"] for row in json.loads(assets.stdout)} == {
-        "pump-001",
-        "pump-002",
-        "pump-003",
-    }
+    assert {row["asset"] for row in json.loads(assets.stdout)} == set(scored)
     alerts = cli("records", "alerts")
     assert alerts.returncode == 0, alerts.stderr
     fleet = cli("report", "--fleet", "--out", "fleet.png")
