@@ -111,6 +111,10 @@ dead_letters = Table(
     Column("reason", String(32), nullable=False),
     Column("detail", Text, nullable=False, server_default=""),
     Column("asset", String(128), nullable=True),
+    # What identifies a refused message (see agent.storage.writer.dead_letter_digest):
+    # unique, so a redelivery is a no-op. Nullable only because rows are added with a
+    # plain ALTER TABLE; the writer always sets it.
+    Column("digest", String(64), nullable=True),
 )
 
 summaries = Table(
@@ -199,6 +203,7 @@ Index("ix_alerts_asset_time", alerts.c.asset_id, alerts.c.opened_ms)
 Index("ix_alerts_open", alerts.c.asset_id, sqlite_where=text("closed_ms IS NULL"))
 Index("ix_dead_letters_time", dead_letters.c.received_ms)
 Index("ix_dead_letters_reason", dead_letters.c.reason, dead_letters.c.received_ms)
+Index("ix_dead_letters_digest", dead_letters.c.digest, unique=True)
 Index("ix_readings_time", readings.c.ts_ms)
 Index("ix_summaries_time", summaries.c.period_start_ms)
 Index(

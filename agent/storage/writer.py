@@ -1,13 +1,20 @@
 """Batched, idempotent writes of everything the agent keeps (one thread, one connection).
 
 Every write is keyed so that repeating it changes nothing: readings by (asset, ts),
-predictions by (asset, window end, model version), alerts by (asset, kind, opened).
-That is what lets the agent acknowledge MQTT messages only after commit: a message
-redelivered after a crash meets its own rows and leaves no trace.
+predictions by (asset, window end, model version), alerts by (asset, kind, opened),
+dead letters by their content (:func:`dead_letter_digest`). That is what lets the
+agent acknowledge MQTT messages only after commit: a message redelivered after a
+crash meets its own rows and leaves no trace.
+
+A redelivery cannot be told from the same bytes published again (message ids are
+reused, the DUP flag is not kept across sessions), so identical bad messages on the
+same topic are one dead letter, the first one received, as identical readings are
+one reading; the ``dead_letters`` metric still counts every delivery.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -48,6 +55,19 @@ _INSERT_READINGS_JSON = (
     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
     "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)"
 )
+
+
+def dead_letter_digest(topic: str, reason: str, payload: bytes, payload_size: int) -> str:
+    """sha256 (hex) of what identifies a refused message: its topic, why it was refused,
+    the payload as stored and its size as received. ``received_ms`` is left out: a
+    redelivery arrives later. alembic/versions/0005 holds a frozen copy for old rows."""
+    h = hashlib.sha256()
+    # Length-prefixed, so that no two different field splits hash alike.
+    for part in (topic.encode(), reason.encode(), str(payload_size).encode()):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    h.update(payload)
+    return h.hexdigest()
 
 
 def values_json(values: dict[str, float]) -> str:
@@ -182,21 +202,7 @@ class Writer:
             else:
                 dead.append(_late_letter(r, verdict, received_ms, self.topic_for(r.asset)))
         if dead:
-            conn.execute(
-                insert(t.dead_letters),
-                [
-                    {
-                        "received_ms": d.received_ms,
-                        "topic": d.topic,
-                        "payload": d.payload[: self.dead_letter_max_bytes],
-                        "payload_size": d.payload_size,
-                        "reason": str(d.reason),
-                        "detail": d.detail,
-                        "asset": d.asset,
-                    }
-                    for d in dead
-                ],
-            )
+            conn.execute(insert(t.dead_letters).prefix_with("OR IGNORE"), self._letters(dead))
             for d in dead:
                 stats.dead_letters[str(d.reason)] = stats.dead_letters.get(str(d.reason), 0) + 1
         for name, ts in last_seen.items():
@@ -205,6 +211,25 @@ class Writer:
                 .where(t.assets.c.id == self._asset_ids[name], t.assets.c.last_seen_ms < ts)
                 .values(last_seen_ms=ts)
             )
+
+    def _letters(self, dead: list[DeadLetter]) -> list[dict[str, object]]:
+        rows = []
+        for d in dead:
+            payload = d.payload[: self.dead_letter_max_bytes]
+            reason = str(d.reason)
+            rows.append(
+                {
+                    "received_ms": d.received_ms,
+                    "topic": d.topic,
+                    "payload": payload,
+                    "payload_size": d.payload_size,
+                    "reason": reason,
+                    "detail": d.detail,
+                    "asset": d.asset,
+                    "digest": dead_letter_digest(d.topic, reason, payload, d.payload_size),
+                }
+            )
+        return rows
 
     def _insert_readings(
         self, conn: Connection, rows: list[tuple[int, int, int, dict[str, float]]]

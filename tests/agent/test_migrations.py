@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from agent import schema as tables
+from agent.domain import Accepted, DeadLetter, MessageRef, RejectReason
 from agent.errors import SchemaTooNewError, StorageError
 from agent.sqlite import open_engine
 from agent.storage import migrate
+from agent.storage.writer import Writer, dead_letter_digest
 
 
 def revisions_oldest_first() -> list[str]:
@@ -152,3 +154,54 @@ def test_the_agent_process_loads_no_heavy_library(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+def test_dead_letters_stored_twice_before_0005_collapse_to_one(tmp_path: Path) -> None:
+    """Rows a redelivery duplicated under 0004 migrate to one row each (the first), and
+    afterwards the same refused message cannot be stored twice."""
+    path = tmp_path / "edgewatch.db"
+    migrate.upgrade(path, "0004")
+    rows = [
+        (10, "edgewatch/s/p1/telemetry", b"{bad", 4, "invalid_json"),
+        (20, "edgewatch/s/p1/telemetry", b"{bad", 4, "invalid_json"),  # its redelivery
+        (30, "edgewatch/s/p2/telemetry", b"{bad", 4, "invalid_json"),
+        (40, "edgewatch/s/p1/telemetry", b"{bad", 4, "schema"),
+    ]
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO dead_letters (received_ms, topic, payload, payload_size, reason) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+    migrate.upgrade(path)
+    with sqlite3.connect(path) as conn:
+        kept = conn.execute(
+            "SELECT received_ms, topic, reason, digest FROM dead_letters ORDER BY id"
+        ).fetchall()
+        viewed = conn.execute("SELECT count(*) FROM v_dead_letters").fetchone()
+    assert [(r[0], r[1], r[2]) for r in kept] == [
+        (10, "edgewatch/s/p1/telemetry", "invalid_json"),
+        (30, "edgewatch/s/p2/telemetry", "invalid_json"),
+        (40, "edgewatch/s/p1/telemetry", "schema"),
+    ]
+    # The migration's frozen digest is the writer's: new deliveries meet old rows.
+    assert [r[3] for r in kept] == [
+        dead_letter_digest(topic, reason, payload, size)
+        for _, topic, payload, size, reason in (rows[0], rows[2], rows[3])
+    ]
+    assert viewed == (3,)
+    engine = open_engine(path)
+    try:
+        letter = DeadLetter(99, rows[0][1], b"{bad", 4, RejectReason.INVALID_JSON, "")
+        Writer(engine, site="s").write([Accepted(MessageRef(1, 1, 0), 99, rejected=letter)], 99)
+        with engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(tables.dead_letters)).scalar()
+    finally:
+        engine.dispose()
+    assert total == 3
+
+    migrate.downgrade(path, "0004")
+    with sqlite3.connect(path) as conn:
+        columns = [c[1] for c in conn.execute("PRAGMA table_info(dead_letters)")]
+        assert conn.execute("SELECT count(*) FROM v_dead_letters").fetchone() == (3,)
+    assert "digest" not in columns

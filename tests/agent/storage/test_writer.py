@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from agent.domain import (
 from agent.metrics import Metrics
 from agent.sqlite import open_engine
 from agent.storage.recorder import Recorder, RecorderConfig
-from agent.storage.writer import Heartbeat, Item, Writer, values_json
+from agent.storage.writer import Heartbeat, Item, Writer, dead_letter_digest, values_json
 
 
 @pytest.fixture
@@ -149,13 +150,70 @@ def test_dead_letters_events_heartbeats(engine: Engine) -> None:
     assert count(engine, t.events) == 1
 
 
-async def test_recorder_acks_only_after_commit(engine: Engine) -> None:
-    acked: list[MessageRef] = []
+def test_a_redelivered_dead_letter_is_stored_once(engine: Engine) -> None:
+    # The crash between commit and ack: the broker sends the refused message again,
+    # later, to a new process (a new Writer).
+    letter = DeadLetter(5, "t/x", b"{not json", 9, RejectReason.INVALID_JSON, "nope", "x")
+    Writer(engine, site="s").write([Accepted(MessageRef(1, 1, 0), 5, rejected=letter)], 9)
+    again = DeadLetter(70, "t/x", b"{not json", 9, RejectReason.INVALID_JSON, "nope", "x")
+    Writer(engine, site="s").write([Accepted(MessageRef(1, 1, 1), 70, rejected=again)], 80)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.dead_letters.c.received_ms, t.dead_letters.c.digest)).all()
+    assert [r.received_ms for r in rows] == [5]  # the first delivery's row
+    assert rows[0].digest == dead_letter_digest("t/x", "invalid_json", b"{not json", 9)
+
+
+def test_a_redelivered_late_reading_is_one_dead_letter(engine: Engine) -> None:
+    writer = Writer(engine, site="s", topic_for=lambda a: f"edgewatch/s/{a}/telemetry")
+    writer.write([Accepted(None, 1, readings=(reading(1000, 1.0),))], 1)
+    clash = Accepted(MessageRef(2, 1, 0), 2, late=((reading(1000, 7.0), RejectReason.DUPLICATE),))
+    writer.write([clash], 2)
+    writer.write([clash], 3)
+    assert count(engine, t.dead_letters) == 1
+
+
+def test_dead_letters_differ_by_topic_reason_and_payload(engine: Engine) -> None:
+    letters = [
+        DeadLetter(1, "t/x", b"a", 1, RejectReason.INVALID_JSON, ""),
+        DeadLetter(1, "t/y", b"a", 1, RejectReason.INVALID_JSON, ""),
+        DeadLetter(1, "t/x", b"b", 1, RejectReason.INVALID_JSON, ""),
+        DeadLetter(1, "t/x", b"a", 1, RejectReason.SCHEMA, ""),
+        # Same stored prefix, longer as received (truncated): another message.
+        DeadLetter(1, "t/x", b"a", 5000, RejectReason.INVALID_JSON, ""),
+    ]
+    Writer(engine, site="s").write([Accepted(None, 1, rejected=d) for d in letters], 1)
+    assert count(engine, t.dead_letters) == len(letters)
+
+
+async def test_recorder_acks_each_message_only_once_its_rows_are_visible(
+    engine: Engine, migrated_db: Path
+) -> None:
+    """At the moment a message is acknowledged, its rows must already be committed:
+    looked at from another connection, as the agent's next life would see them."""
+    deliveries = [
+        Accepted(MessageRef(i, 1, 0), 1, readings=(reading(1000 * (i + 1)),)) for i in range(5)
+    ]
+    letter = DeadLetter(1, "t/bad", b"{", 1, RejectReason.INVALID_JSON, "nope")
+    deliveries.append(Accepted(MessageRef(5, 1, 0), 1, rejected=letter))
+    visible_at_ack: dict[int, bool] = {}
     done = asyncio.Event()
+    observer = sqlite3.connect(migrated_db)
+
+    def stored(item: Accepted) -> bool:
+        if item.rejected is not None:
+            sql = "SELECT count(*) FROM dead_letters WHERE topic = ?"
+            row = observer.execute(sql, (item.rejected.topic,)).fetchone()
+        else:
+            sql = "SELECT count(*) FROM readings WHERE ts_ms = ?"
+            row = observer.execute(sql, (item.readings[0].ts_ms,)).fetchone()
+        return bool(row[0])
+
+    by_mid = {d.ref.mid: d for d in deliveries if d.ref is not None}
 
     def on_committed(refs: Sequence[MessageRef]) -> None:
-        acked.extend(refs)
-        if len(acked) >= 3:
+        for ref in refs:
+            visible_at_ack[ref.mid] = stored(by_mid[ref.mid])
+        if len(visible_at_ack) == len(deliveries):
             done.set()
 
     recorder = Recorder(
@@ -165,16 +223,18 @@ async def test_recorder_acks_only_after_commit(engine: Engine) -> None:
         on_committed,
     )
     queue: asyncio.Queue[object] = asyncio.Queue()
-    for i in range(3):
-        queue.put_nowait(Accepted(MessageRef(i, 1, 0), 1, readings=(reading(1000 * (i + 1)),)))
+    for item in deliveries:
+        queue.put_nowait(item)
     task = asyncio.create_task(recorder.run(queue))  # type: ignore[arg-type]
-    async with asyncio.timeout(5):
-        await done.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert [r.mid for r in acked] == [0, 1, 2]
-    assert count(engine, t.readings) == 3  # everything acked is stored
+    try:
+        async with asyncio.timeout(5):
+            await done.wait()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        observer.close()
+    assert visible_at_ack == {mid: True for mid in by_mid}
 
 
 def test_no_outbox_items_without_sync(engine: Engine) -> None:
