@@ -8,6 +8,7 @@ them in the JSON object or after the message.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any, Literal
@@ -15,6 +16,30 @@ from typing import Any, Literal
 import orjson
 
 _FIELDS = "edgewatch_fields"
+
+# C0 and C1 control characters, DEL, the Unicode line and paragraph separators and the
+# bidirectional overrides: what can end a line, move the cursor, restyle a terminal or
+# make text read in another order than it is stored.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# orjson already escapes C0; these are the rest of what line splitters and terminals act on.
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Continuation lines of one record (tracebacks) start with this, never with a time.
+CONTINUATION = "  | "
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    # repr() spells the usual ones as people know them: \n, \t, \x1b.
+    return repr(char)[1:-1] if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters as visible escapes (``\\n``, ``\\x1b``).
+
+    For text a publisher chose (asset names, topics, payloads) on its way to a
+    terminal or a line-oriented log: it stays one line and cannot drive the terminal.
+    """
+    return _UNPRINTABLE.sub(_escape_char, text)
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -35,7 +60,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, _FIELDS, {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        line = orjson.dumps(entry, default=str).decode()
+        return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -44,12 +70,16 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         extra = getattr(record, _FIELDS, {})
-        tail = " ".join(f"{k}={v}" for k, v in extra.items())
-        line = f"{stamp} {record.levelname.lower():<7} {record.name}: {record.getMessage()}"
+        tail = " ".join(f"{printable(str(k))}={printable(str(v))}" for k, v in extra.items())
+        event = printable(record.getMessage())
+        line = f"{stamp} {record.levelname.lower():<7} {record.name}: {event}"
         if tail:
             line = f"{line}  {tail}"
         if record.exc_info:
-            line = f"{line}\n{self.formatException(record.exc_info)}"
+            # A traceback is many lines, and its message may carry publisher text: each
+            # line is marked as a continuation so none can pass for a record of its own.
+            trace = self.formatException(record.exc_info).split("\n")
+            line += "".join(f"\n{CONTINUATION}{printable(t)}" for t in trace)
         return line
 
 
