@@ -15,6 +15,7 @@ import contextvars
 import ipaddress
 import json
 import os
+import re
 import socket
 import tomllib
 from enum import StrEnum
@@ -85,7 +86,11 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    # A ValidationError printed as it is (not through load_settings) must not show
+    # the section it failed on: that can hold the broker password.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=True, hide_input_in_errors=True
+    )
 
 
 class IdentitySettings(_Section):
@@ -114,7 +119,7 @@ class MqttSettings(_Section):
     )
     username: str | None = Field(None, description="User name, if the broker requires one.")
     password: SecretStr | None = Field(None, description="Password (never logged or shown).")
-    tls: bool = Field(False, description="Use TLS; true when ca_file is set.")
+    tls: bool = Field(False, description="Use TLS; true when ca_file or cert_file/key_file is set.")
     ca_file: Path | None = Field(None, description="CA certificate (PEM) to verify the broker.")
     cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     key_file: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
@@ -167,7 +172,9 @@ class MqttSettings(_Section):
 
     @property
     def use_tls(self) -> bool:
-        return self.tls or self.ca_file is not None
+        # A client certificate only means something inside TLS; without a CA file the
+        # system's CAs verify the broker. Plaintext would send the password in clear.
+        return self.tls or self.ca_file is not None or self.cert_file is not None
 
 
 def _check_template(value: str, *, required: tuple[str, ...]) -> str:
@@ -183,7 +190,12 @@ class IngestSettings(_Section):
     """Validation of incoming readings and how streams are cut into windows."""
 
     max_payload_bytes: Annotated[int, Field(ge=64)] = Field(
-        65536, description="Larger messages are dead-lettered as too_large."
+        65536,
+        description=(
+            "Larger messages are dead-lettered as too_large. Over MQTT 5 the broker is "
+            "also told (Maximum Packet Size) not to send packets over this plus 4 KiB of "
+            "headers: it drops them instead."
+        ),
     )
     max_batch: Annotated[int, Field(ge=1, le=100000)] = Field(
         1000, description="Most readings in one batch message."
@@ -548,6 +560,7 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        hide_input_in_errors=True,
     )
 
     identity: IdentitySettings = Field(default_factory=IdentitySettings)  # type: ignore[arg-type]
@@ -599,10 +612,8 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """Plain data for display: secrets replaced, paths as strings."""
-        data = self.model_dump(mode="json")
-        for section, key in (("mqtt", "password"), ("sync", "s3_secret_access_key")):
-            if data[section][key] is not None:
-                data[section][key] = REDACTED
+        data = redact(self.model_dump(mode="json"))
+        assert isinstance(data, dict)
         return data
 
 
@@ -664,9 +675,50 @@ def _describe(exc: ValidationError, env: dict[str, str]) -> list[str]:
             lines.append(f"{loc}: required{origin}")
             continue
         value = error.get("input")
-        shown = REDACTED if "password" in loc or "secret" in loc else _short(value)
+        if any(isinstance(part, str) and is_secret_name(part) for part in error["loc"]):
+            shown = REDACTED
+        elif isinstance(value, dict) and error["type"] == "value_error":
+            # A rule across keys (a model validator): the message names the keys, and
+            # the section's values would only bury it.
+            lines.append(f"{loc}: {message}{origin}")
+            continue
+        else:
+            shown = _short(redact(value))
         lines.append(f"{loc}: {shown} {_phrase(message)}{origin}")
     return lines
+
+
+# Names of credentials: "key" alone would also hide key_file (a path) and sensor
+# names, so only the kinds of key that are secrets count.
+_SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)|secret|token|credential|(api|access|private|auth|session)_?key",
+    re.IGNORECASE,
+)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a setting or input key that holds a credential (password, token, ...)."""
+    return _SECRET_NAME.search(name) is not None
+
+
+def redact(value: object) -> object:
+    """``value`` with every credential inside it (at any depth) replaced by REDACTED.
+
+    Error inputs are whole sections or lists of tables as the user wrote them, so a
+    secret can sit anywhere below the key that failed.
+    """
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and is_secret_name(key) and item is not None
+            else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    if isinstance(value, SecretStr):
+        return REDACTED
+    return value
 
 
 def _location(parts: tuple[int | str, ...]) -> str:

@@ -3,9 +3,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from agent.errors import ConfigError
-from agent.settings import REDACTED, load_settings
+from agent.settings import (
+    REDACTED,
+    MqttSettings,
+    ProfileSettings,
+    Settings,
+    is_secret_name,
+    load_settings,
+    redact,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -151,3 +160,76 @@ def test_bad_secret_value_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert "12" not in info.value.problems[0].split(":", 1)[1].split("is")[0]
+
+
+def test_a_rule_across_mqtt_keys_does_not_print_the_section(tmp_path: Path) -> None:
+    # The model-level check of [mqtt] used to print the section dict, password included.
+    path = write(
+        tmp_path,
+        '[mqtt]\nusername = "u"\npassword = "hunter2"\ncert_file = "/c.pem"\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "hunter2" not in str(info.value)
+    assert info.value.problems == [
+        "mqtt: cert_file and key_file go together for mutual TLS: set both or none"
+    ]
+
+
+def test_secrets_nested_in_a_bad_value_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "EDGEWATCH_MQTT",
+        '{"host": [{"password": "hunter2", "nested": {"api_token": "t0ken"}}, "ok"]}',
+    )
+    monkeypatch.setenv("EDGEWATCH_SYNC", '{"s3_region": {"s3_secret_access_key": "s3cret"}}')
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = str(info.value)
+    for secret in ("hunter2", "t0ken", "s3cret"):
+        assert secret not in text
+    assert "mqtt.host: [{'password': '********'" in text
+    assert "sync.s3_region: {'s3_secret_access_key': '********'} is not a valid string" in text
+
+
+def test_redact_walks_dicts_and_lists() -> None:
+    value = {
+        "password": "a",
+        "key_file": "/etc/k.pem",
+        "profiles": [{"match": "x", "auth_token": "b"}, ["c", {"client_secret": "d"}]],
+        "s3_access_key_id": "e",
+        "unset_password": None,
+    }
+    assert redact(value) == {
+        "password": REDACTED,
+        "key_file": "/etc/k.pem",  # a path, not a secret
+        "profiles": [{"match": "x", "auth_token": REDACTED}, ["c", {"client_secret": REDACTED}]],
+        "s3_access_key_id": REDACTED,
+        "unset_password": None,  # "not set" stays visible
+    }
+
+
+def test_every_secret_field_has_a_secret_name() -> None:
+    # Redaction goes by name; a SecretStr field whose name it misses would leak.
+    for section in Settings.SECTIONS:
+        annotation = Settings.model_fields[section].annotation
+        model = ProfileSettings if section == "profiles" else annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for name, info in model.model_fields.items():
+            if "SecretStr" in str(info.annotation):
+                assert is_secret_name(name), f"{section}.{name}"
+
+
+def test_a_validation_error_printed_as_is_hides_its_input() -> None:
+    with pytest.raises(ValidationError) as info:
+        MqttSettings.model_validate({"password": "hunter2", "cert_file": "/c.pem"})
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        Settings.model_validate({"mqtt": {"password": "hunter2", "port": "x"}})
+    assert "hunter2" not in str(info.value)
+
+
+def test_client_certificate_implies_tls(tmp_path: Path) -> None:
+    path = write(tmp_path, '[mqtt]\ncert_file = "/c.pem"\nkey_file = "/k.pem"\n')
+    settings = load_settings(path)
+    assert settings.mqtt.use_tls
+    assert not load_settings().mqtt.use_tls

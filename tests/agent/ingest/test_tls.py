@@ -229,3 +229,30 @@ def test_unreadable_tls_files_are_a_clear_error(tmp_path: Path, tls_broker: TlsB
     )
     with pytest.raises(BrokerError, match="TLS files"):
         MqttLink(settings, Metrics())
+
+
+async def test_client_certificate_without_ca_file_still_means_tls(tls_broker: TlsBroker) -> None:
+    """cert_file/key_file alone must never fall back to plaintext with the password."""
+    first_bytes = bytearray()
+    received = asyncio.Event()
+
+    async def capture(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first_bytes.extend(await reader.read(4096))
+        received.set()
+        writer.close()
+
+    server = await asyncio.start_server(capture, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = make_settings(
+        Address("127.0.0.1", port),
+        site=unique("site"),
+        cert_file=str(tls_broker.cert),
+        key_file=str(tls_broker.key),
+        username=USER,
+        password=PASSWORD,
+    )
+    assert settings.mqtt.use_tls
+    async with server, asyncio.timeout(WAIT_S), MqttLink(settings, Metrics()):
+        await received.wait()
+    assert first_bytes[:1] == b"\x16"  # a TLS handshake record, not an MQTT CONNECT (0x10)
+    assert PASSWORD.encode() not in first_bytes
