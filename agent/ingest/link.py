@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import random
@@ -69,6 +70,12 @@ _SHED_LOG_INTERVAL_S: Final = 60.0
 # MQTT 5 CONNACK "Unsupported Protocol Version"; MQTT 3.1.1 return code 1 says the same.
 _VERSION_REFUSED: Final = frozenset({0x84, 1})
 _MS_PER_NS: Final = 1_000_000
+#: PUBLISH bytes besides the payload that the Maximum Packet Size allows for: fixed
+#: header (5), topic (2 + its length; ours are well under 1 KiB), packet id (2) and
+#: properties (the publisher's user properties, content type, ...).
+PACKET_HEADROOM_BYTES: Final = 4096
+#: The largest packet MQTT can frame (a 4-byte remaining length, plus the fixed header).
+_MQTT_MAX_PACKET_BYTES: Final = 268_435_455
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,21 @@ class _OncePerInterval(logging.Filter):
 
 _client_log = logging.getLogger("agent.ingest.mqtt")
 _client_log.addFilter(_OncePerInterval())
+
+
+def max_packet_bytes(max_payload_bytes: int) -> int:
+    """The MQTT 5 Maximum Packet Size announced for a payload limit."""
+    return min(max_payload_bytes + PACKET_HEADROOM_BYTES, _MQTT_MAX_PACKET_BYTES)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: traffic that never leaves the machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def tls_context(mqtt: MqttSettings) -> ssl.SSLContext | None:
@@ -172,6 +194,7 @@ class MqttLink:
             ),
         )
         self._tls = tls_context(mqtt)
+        self._max_packet_bytes = max_packet_bytes(settings.ingest.max_payload_bytes)
         self._protocol: ProtocolVersion | None = {
             "5": ProtocolVersion.V5,
             "3.1.1": ProtocolVersion.V311,
@@ -299,11 +322,26 @@ class MqttLink:
     async def run(self) -> None:
         """Connect, and reconnect, until :meth:`close`. Never raises for broker trouble."""
         self._run_task = asyncio.current_task()
+        self._warn_plaintext_password()
         try:
             await self._connect_forever()
         finally:
             self._set_connection(None)
             self._stopped.set()
+
+    def _warn_plaintext_password(self) -> None:
+        mqtt = self._mqtt
+        if mqtt.password is None or self._tls is not None or is_loopback(mqtt.host):
+            return
+        log.warning(
+            "broker password sent without TLS",
+            extra=fields(
+                host=mqtt.host,
+                port=mqtt.port,
+                hint="anyone on the network path can read it: set mqtt.tls = true "
+                "(and mqtt.ca_file for a private CA)",
+            ),
+        )
 
     async def _connect_forever(self) -> None:
         attempts = 0  # failed attempts since the last stable connection
@@ -447,6 +485,10 @@ class MqttLink:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = mqtt.session_expiry_s
             properties.ReceiveMaximum = mqtt.receive_maximum
+            # The broker then drops bigger messages for us instead of sending them;
+            # without it a client may make us buffer up to 256 MiB per message before
+            # the decoder refuses it as too_large.
+            properties.MaximumPacketSize = self._max_packet_bytes
         will = aiomqtt.Will(topic=self.status.topic, payload=self.status.will(), qos=1, retain=True)
         return aiomqtt.Client(
             mqtt.host,

@@ -29,7 +29,14 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def make_settings(broker: Address, *, site: str, agent: str = "gw", **mqtt: Any) -> Settings:
+def make_settings(
+    broker: Address,
+    *,
+    site: str,
+    agent: str = "gw",
+    ingest: dict[str, Any] | None = None,
+    **mqtt: Any,
+) -> Settings:
     """Settings for one test: its own site and client id, fast reconnects."""
     section: dict[str, Any] = {
         "host": broker.host,
@@ -39,7 +46,9 @@ def make_settings(broker: Address, *, site: str, agent: str = "gw", **mqtt: Any)
         "keepalive_s": 5,
     }
     section.update(mqtt)
-    return Settings.model_validate({"identity": {"site": site, "agent": agent}, "mqtt": section})
+    return Settings.model_validate(
+        {"identity": {"site": site, "agent": agent}, "mqtt": section, "ingest": ingest or {}}
+    )
 
 
 @asynccontextmanager

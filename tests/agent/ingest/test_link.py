@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
+from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from agent.domain import MessageRef
 from agent.ingest.acks import BufferedSocket
-from agent.ingest.link import MqttLink, RawMessage
+from agent.ingest.link import (
+    PACKET_HEADROOM_BYTES,
+    MqttLink,
+    RawMessage,
+    is_loopback,
+    max_packet_bytes,
+)
+from agent.localbroker import LocalBroker
 from agent.metrics import Metrics
 from tests.agent.ingest.helpers import WAIT_S, body, make_settings, next_message, observer, unique
 from tests.support import Broker
@@ -293,3 +302,116 @@ async def test_client_id_takeover_backs_off_and_logs_once(
     # Once per link, not once per round.
     assert 1 <= events.count("broker connection lost soon after connecting") <= 2
     assert len(events) <= 12
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_broker_drops_messages_over_the_maximum_packet_size(
+    mqtt_broker: Broker, protocol: str
+) -> None:
+    site = unique("site")
+    max_payload = 1024
+    # Mosquitto 2.0.11 keeps each QoS 1 message it dropped for us in flight until the
+    # next connection (measured): Receive Maximum of them would stall delivery, which
+    # is why docs/operations.md has the broker refuse them at the door as well.
+    settings = make_settings(
+        mqtt_broker,
+        site=site,
+        protocol=protocol,
+        receive_maximum=20,
+        ingest={"max_payload_bytes": max_payload},
+    )
+    topic = f"edgewatch/{site}/pump-1/telemetry"
+    oversized = b"x" * max_packet_bytes(max_payload)
+    # Above max_payload_bytes but within the header headroom: the broker sends it and
+    # the decoder refuses it as too_large, as it does any too-large payload.
+    just_over = b"y" * (max_payload + 1)
+    async with asyncio.timeout(WAIT_S), MqttLink(settings, Metrics()) as link:
+        assert await link.wait_connected()
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as device:
+            for _ in range(5):
+                await device.publish(topic, oversized, qos=1)
+            await device.publish(topic, just_over, qos=1)
+            await device.publish(topic, b"small", qos=1)
+        received: list[bytes] = []
+        # One publisher, one topic, QoS 1: the broker keeps the order, so whatever
+        # it forwarded of the oversized messages comes before "small".
+        async for message in link.messages():
+            link.ack([message.ref])
+            received.append(message.payload)
+            if message.payload == b"small":
+                break
+        assert link.connected and link.session == 1
+    if protocol == "5":
+        assert received == [just_over, b"small"]
+    else:
+        # MQTT 3.1.1 cannot ask for a limit: the decoder is the only guard there.
+        assert received == [oversized] * 5 + [just_over, b"small"]
+
+
+def test_maximum_packet_size_follows_max_payload_bytes() -> None:
+    assert max_packet_bytes(65536) == 65536 + PACKET_HEADROOM_BYTES
+    assert max_packet_bytes(10**12) == 268_435_455  # the most MQTT can frame
+
+
+def _non_loopback_address() -> str | None:
+    # A UDP "connect" only picks the route and the source address; nothing is sent.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+PLAINTEXT_WARNING = "broker password sent without TLS"
+
+
+async def test_password_in_plaintext_to_another_host_is_warned_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    caplog.set_level(logging.INFO, logger="agent.ingest")
+    with LocalBroker(tmp_path, host=address) as broker:
+        settings = make_settings(broker, site=unique("site"), username="u", password="hunter2")
+        async with asyncio.timeout(WAIT_S), MqttLink(settings, Metrics()) as link:
+            assert await link.wait_connected()
+            broker.stop()
+            assert await link.wait_for_state(connected=False)
+            broker.start()
+            assert await link.wait_connected()
+            assert link.session == 2
+    warnings = [r for r in caplog.records if r.getMessage() == PLAINTEXT_WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert "hunter2" not in caplog.text
+
+
+async def test_password_in_plaintext_to_loopback_is_not_warned(
+    mqtt_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.ingest")
+    settings = make_settings(mqtt_broker, site=unique("site"), username="u", password="hunter2")
+    async with asyncio.timeout(WAIT_S), MqttLink(settings, Metrics()) as link:
+        assert await link.wait_connected()
+    assert PLAINTEXT_WARNING not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("10.0.0.5", False),
+        ("broker.plant.local", False),
+        ("localhost.evil.example", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
