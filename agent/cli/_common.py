@@ -10,12 +10,22 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from agent.errors import EdgewatchError
+from agent.logs import printable
 from agent.settings import Settings, load_settings
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: what the CLI prints is full of text publishers chose (asset names,
+# topics, payloads), and "[/]" in it must show as "[/]", not raise or restyle the line.
+# Styles are given as Text spans or style= instead.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def error_line(label: str, message: str) -> Text:
+    """``label`` in bold red, then ``message`` as text on the same line."""
+    return Text.assemble((label, "bold red"), " ", printable(message))
 
 
 @dataclass
@@ -57,5 +67,5 @@ def emit_json(obj: Any) -> None:
 
 def fail(error: EdgewatchError) -> typer.Exit:
     """Render ``error`` as the one line a user sees and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    err_console.print(error_line("error:", str(error)), highlight=False, soft_wrap=True)
     return typer.Exit(error.exit_code)

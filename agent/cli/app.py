@@ -20,7 +20,7 @@ from agent.cli import (
     simulate_cmd,
     status_cmd,
 )
-from agent.cli._common import Invocation, err_console
+from agent.cli._common import Invocation, err_console, error_line
 from agent.errors import EdgewatchError
 from agent.logs import configure_logging
 
@@ -116,15 +116,18 @@ def main(argv: list[str] | None = None) -> None:
     except EdgewatchError as exc:
         if debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(error_line("error:", str(exc)), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         # Not a user mistake: keep the traceback available, but one line by default.
         if debug:
             traceback.print_exc()
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
-            "(run again with --debug for the traceback and report it)",
+            error_line(
+                "internal error:",
+                f"{type(exc).__name__}: {exc} "
+                "(run again with --debug for the traceback and report it)",
+            ),
             highlight=False,
             soft_wrap=True,
         )

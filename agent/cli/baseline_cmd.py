@@ -12,6 +12,7 @@ from agent.cli._common import console, emit_json, invocation
 from agent.domain import AssetState
 from agent.errors import EdgewatchError
 from agent.inference.baselines import BaselineStore
+from agent.logs import printable
 from agent.storage import migrate, queries
 
 app = typer.Typer(help="Show or reset the per-asset healthy baselines.", no_args_is_help=True)
@@ -44,8 +45,8 @@ def list_baselines(
     table = Table("asset", "state", "baseline", "commissioned", "last seen")
     for row in rows:
         table.add_row(
-            row["asset"],
-            row["state"],
+            printable(row["asset"]),
+            printable(row["state"]),
             row["baseline_version"] or ("on disk" if row["baseline_on_disk"] else "-"),
             _local(row["commissioned_ms"]),
             _local(row["last_seen_ms"]),
@@ -79,4 +80,6 @@ def reset(
             hint="`edgewatch baseline list` shows the assets",
         )
     where = f"; old baseline kept in {retired}" if retired else ""
-    console.print(f"{asset}: baseline reset, commissioning again from its next samples{where}")
+    console.print(
+        f"{printable(asset)}: baseline reset, commissioning again from its next samples{where}"
+    )

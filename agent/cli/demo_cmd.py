@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from agent.cli._common import console, invocation
-from agent.logs import configure_logging
+from agent.logs import configure_logging, printable
 
 
 class BrokerOption(StrEnum):
@@ -53,8 +53,8 @@ def render(view: Any) -> Table:
         state = row["state"]
         style = {"alerting": "bold red", "commissioning": "dim"}.get(state, "")
         table.add_row(
-            row["name"],
-            state,
+            printable(row["name"]),  # the asset name is whatever the publisher sent
+            printable(state),
             _fmt(row["anomaly_score"], ".2f"),
             _fmt(row["anomaly_threshold"], ".2f"),
             _fmt(row["rul"], ".1f"),

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from agent.cli._common import console, emit_json, err_console
 from agent.errors import DatasetError
+from agent.logs import printable
 
 if TYPE_CHECKING:
     from models.train import Progress as TrainProgress
@@ -34,10 +36,10 @@ evaluate_app = typer.Typer(
 def _bar(description: str, enabled: bool = True) -> Iterator[Any]:
     """A rich progress bar fed by the library's progress callback (stderr, transient)."""
     progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
@@ -153,7 +155,7 @@ def train_rul(
         emit_json({"bundle": str(path), "version": bundle.version, "metrics": metrics})
         return
     console.print(_metrics_table(f"RUL model {bundle.version}", metrics))
-    console.print(f"bundle written to [bold]{path}[/]")
+    console.print(Text.assemble("bundle written to ", (str(path), "bold")))
 
 
 @train_app.command("anomaly")
@@ -221,7 +223,7 @@ def train_anomaly(
         emit_json({"bundle": str(path), "version": bundle.version, "metrics": metrics})
         return
     console.print(_metrics_table(f"fleet model {bundle.version}", metrics))
-    console.print(f"bundle written to [bold]{path}[/]")
+    console.print(Text.assemble("bundle written to ", (str(path), "bold")))
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -317,7 +319,7 @@ def evaluate_anomaly(
         TextColumn("commissioning + scoring"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[name]}"),
+        TextColumn("{task.fields[name]}", markup=False),  # a file name, shown as it is
         console=err_console,
         transient=True,
         disable=as_json,
@@ -341,7 +343,7 @@ def evaluate_anomaly(
 
     for f in out["files"]:
         table.add_row(
-            f["file"],
+            printable(f["file"]),
             str(f["rows"]),
             str(f["anomalous_rows"]),
             fmt(f["precision"]),
@@ -353,7 +355,7 @@ def evaluate_anomaly(
         )
     p = out["pooled"]
     table.add_row(
-        "[bold]pooled[/]",
+        Text("pooled", style="bold"),
         str(p["rows"]),
         str(p["anomalous_rows"]),
         fmt(p["precision"]),
@@ -383,7 +385,11 @@ def export_csv(
 
     paths = write_labelled_csv_dir(read_simulator_output(data), out)
     console.print(
-        f"wrote {len(paths)} files to [bold]{out}[/] (use --time-column ts --label-column anomaly)"
+        Text.assemble(
+            f"wrote {len(paths)} files to ",
+            (str(out), "bold"),
+            " (use --time-column ts --label-column anomaly)",
+        )
     )
 
 
@@ -468,7 +474,7 @@ def evaluate_live(
         f"{len(out['assets'])} assets scored; {unscored} rows before their first scored window "
         f"(baseline) or after their last were not scored"
         + (
-            f"; not in the database: {', '.join(out['missing_assets'])}"
+            f"; not in the database: {printable(', '.join(out['missing_assets']))}"
             if out["missing_assets"]
             else ""
         )

@@ -25,6 +25,7 @@ from rich.table import Table
 from agent.cli._common import console, err_console, invocation
 from agent.cli._time import parse_when
 from agent.errors import EdgewatchError
+from agent.logs import printable
 from agent.sqlite import open_engine
 from agent.storage import records
 from agent.storage.records import Field, Filters, Kind, RecordSet
@@ -164,7 +165,7 @@ def _utc(ms: int | None) -> str | None:
 
 def _header(f: Field, sensor: bool) -> str:
     # Sensor names keep their underscores: the suffix is the unit (temp_c, flow_m3_h).
-    name = f.name if sensor else f.name.replace("_", " ")
+    name = printable(f.name) if sensor else f.name.replace("_", " ")
     return f"{name} ({f.unit})" if f.unit else name
 
 
@@ -180,7 +181,8 @@ def _cell(f: Field, value: Any) -> str:
         return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.2f}"
     if f.kind is Kind.BOOL:
         return "yes" if value else ""
-    text = str(value)
+    # Names, topics and payloads are publisher text: one visible line, whatever it holds.
+    text = printable(str(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -204,7 +206,7 @@ def _write_table(result: RecordSet, out: IO[str]) -> int:
         style = "bold red" if _alarming(result, row) else ""
         table.add_row(*(_cell(result.fields[i], row[i]) for i in shown), style=style)
         n += 1
-    target = console if out is sys.stdout else Console(file=out, width=200)
+    target = console if out is sys.stdout else Console(file=out, width=200, markup=False)
     if n == 0:
         target.print(f"no {result.kind} match")
     else:

@@ -10,6 +10,7 @@ import typer
 
 from agent.cli._common import console, invocation
 from agent.cli._time import parse_when
+from agent.logs import printable
 from agent.sqlite import open_engine
 
 
@@ -70,4 +71,4 @@ def report(
     finally:
         engine.dispose()
     render.write(out, content)
-    console.print(f"{what}; report written to {out}")
+    console.print(f"{printable(what)}; report written to {out}")

@@ -21,9 +21,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from agent.cli._common import console, emit_json, err_console, invocation
 from agent.errors import BrokerError, DatasetError
+from agent.logs import printable
 from simulators.publisher import (
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_RECONNECT_TIMEOUT_S,
@@ -66,7 +68,7 @@ def parse_duration(text: str) -> float:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -211,7 +213,7 @@ Runner = Callable[["ProgressCallback", threading.Event], "RunReport"]
 def _with_progress(description: str, run: Runner) -> RunReport:
     """Run with a progress bar; Ctrl-C stops the stream but still drains and reports."""
     progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
@@ -262,11 +264,13 @@ def _render(report: RunReport, as_json: bool) -> None:
             table.add_row("bad-input record", str(report.bad_record_path))
         console.print(table)
         for error in pub.errors[:10]:
-            err_console.print(f"[yellow]warning:[/] {error}", highlight=False)
+            warning = Text.assemble(("warning:", "yellow"), " ", printable(str(error)))
+            err_console.print(warning, highlight=False)
         if pub.unacked_seqs:
             shown = ", ".join(map(str, pub.unacked_seqs[:20]))
             more = " ..." if len(pub.unacked_seqs) > 20 else ""
-            err_console.print(f"[yellow]not acknowledged (seq):[/] {shown}{more}", highlight=False)
+            unacked = Text.assemble(("not acknowledged (seq):", "yellow"), f" {shown}{more}")
+            err_console.print(unacked, highlight=False)
     if not report.publish.ok:
         raise typer.Exit(1)
 

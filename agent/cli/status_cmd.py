@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from agent.cli._common import console, emit_json, invocation
+from agent.logs import printable
 from agent.settings import Settings
 from agent.sqlite import open_engine
 from agent.storage import queries
@@ -113,6 +114,7 @@ def status(
             "disk_budget_mb",
             "database",
         ):
-            table.add_row(key.replace("_", " "), str(doc[key]))
+            # The heartbeat is a document the agent wrote from what it received.
+            table.add_row(key.replace("_", " "), printable(str(doc[key])))
         console.print(table)
     raise typer.Exit(code)

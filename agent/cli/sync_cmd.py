@@ -18,9 +18,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from agent.cli._common import console, emit_json, err_console, invocation
 from agent.errors import SyncError
+from agent.logs import printable
 from agent.storage import migrate
 from agent.sync.bench import bench_sync
 from agent.sync.service import SyncService, sync_status
@@ -55,7 +57,7 @@ def status(
     console.print(f"target: {info['target']}", highlight=False, soft_wrap=True)
     table = Table("kind", "items", "bytes", title="backlog")
     for kind, row in sorted(info["backlog"].items()):
-        table.add_row(kind, str(row["items"]), f"{row['bytes']:,}")
+        table.add_row(printable(kind), str(row["items"]), f"{row['bytes']:,}")
     table.add_row("total", str(info["backlog_items"]), f"{info['backlog_bytes']:,}", style="bold")
     console.print(table)
     oldest = info["oldest_age_s"]
@@ -63,10 +65,13 @@ def status(
     console.print(f"last success: {_age(info['last_success_ms'])}")
     if info["last_error"] is not None:
         style = "yellow" if info["healthy"] else "bold red"
-        console.print(
-            f"last error: [{style}]{info['last_error']}[/] at {_age(info['last_error_ms'])}",
-            highlight=False,
+        # The error may quote an object key, and keys carry asset names.
+        line = Text.assemble(
+            "last error: ",
+            (printable(str(info["last_error"])), style),
+            f" at {_age(info['last_error_ms'])}",
         )
+        console.print(line, highlight=False)
     else:
         console.print("last error: none")
     used, budget = info["disk_used_bytes"] / MIB, info["disk_budget_bytes"] / MIB

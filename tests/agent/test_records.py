@@ -15,10 +15,11 @@ import pytest
 from agent import schema as t
 from agent.cli.app import main
 from agent.sqlite import open_engine
+from tests.agent.hostile import CLOSE, MARKUP, hostile
 from tests.agent.seed import MIN, NOW, seeded
 from tests.conftest import CliRunner
 
-__all__ = ["seeded"]  # the fixture, imported for pytest
+__all__ = ["hostile", "seeded"]  # the fixtures, imported for pytest
 
 
 def records(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> tuple[int, str, str]:
@@ -180,6 +181,36 @@ def test_cli_errors_as_a_user_sees_them(cli: CliRunner, seeded: Path, tmp_path: 
     ok = cli("records", "alerts", "--db", str(seeded))
     assert ok.returncode == 0
     assert "pump-a" in ok.stdout and "critical" in ok.stdout
+
+
+def test_tables_show_publisher_text_as_text(cli: CliRunner, hostile: Path) -> None:
+    # Payloads, topics, asset and sensor names and event messages come from publishers:
+    # rich markup in them is shown, never interpreted (an unopened "[/]" used to crash).
+    outputs = {}
+    for kind in ("dead-letters", "assets", "alerts", "events", "predictions"):
+        done = cli("records", kind, "--db", str(hostile))
+        assert done.returncode == 0, done.stderr
+        outputs[kind] = done.stdout
+    readings = cli("records", "readings", "--asset", "$\\x$", "--db", str(hostile))
+    assert readings.returncode == 0, readings.stderr
+    outputs["readings"] = readings.stdout
+    dead = outputs["dead-letters"]
+    assert CLOSE in dead and MARKUP in dead
+    # Control characters are shown as escapes: a newline cannot start a row of its own,
+    # an ESC cannot reach the operator's terminal.
+    assert "a\\nb" in dead and "\\x1b[2Jwiped" in dead
+    assert all("\x1b" not in out for out in outputs.values())
+    assert "$\\x$" in outputs["assets"] and "[bold red]x" in outputs["assets"]
+    assert "$\\x$" in outputs["alerts"]
+    assert "[/] gap\\n12:00:00 error" in outputs["events"]
+    assert "$\\y$_c" in outputs["readings"]
+
+
+def test_error_lines_show_publisher_text_as_text(cli: CliRunner, hostile: Path) -> None:
+    done = cli("records", "alerts", "--asset", "[/]nope", "--db", str(hostile))
+    assert done.returncode == 1
+    assert "no asset named '[/]nope'" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_reading_never_writes(seeded: Path) -> None:
