@@ -43,6 +43,8 @@ class RejectReason(enum.StrEnum):
     DUPLICATE = "duplicate"
     OUT_OF_ORDER = "out_of_order"
     UNKNOWN_TOPIC = "unknown_topic"  # topic does not match the template or the site
+    #: A new asset while ingest.max_assets are held and none is idle to evict.
+    TOO_MANY_ASSETS = "too_many_assets"
 
 
 @dataclass(frozen=True, slots=True)

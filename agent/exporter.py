@@ -74,6 +74,11 @@ class AgentCollector:
             ("windows_emitted", "Windows sent to inference.", m.windows_emitted),
             ("windows_shed", "Windows dropped under overload (see docs).", m.windows_shed),
             ("window_restarts", "Windows restarted after a gap in the stream.", m.window_restarts),
+            (
+                "assets_evicted",
+                "Idle uncommissioned assets forgotten at ingest.max_assets.",
+                m.assets_evicted,
+            ),
             ("predictions", "Predictions made.", m.predictions),
             ("alerts_opened", "Alerts opened.", m.alerts_opened),
             ("alerts_closed", "Alerts closed.", m.alerts_closed),

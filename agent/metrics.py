@@ -80,6 +80,8 @@ class Metrics:
     #: Windows of assets being commissioned, held until their baseline is ready and
     #: dropped beyond the bound (counted here too).
     windows_held_dropped: int = 0
+    #: Idle uncommissioned assets forgotten to make room for new ones (ingest.max_assets).
+    assets_evicted: int = 0
     predictions: int = 0
     inference_batches: int = 0
     inference_windows: int = 0
@@ -134,6 +136,7 @@ class Metrics:
             "sensor_values_ignored": self.sensor_values_ignored,
             "readings_unscored": self.readings_unscored,
             "windows_held_dropped": self.windows_held_dropped,
+            "assets_evicted": self.assets_evicted,
             "predictions": self.predictions,
             "inference_batches": self.inference_batches,
             "alerts_opened": self.alerts_opened,

@@ -273,6 +273,7 @@ class Agent:
             commissioned=plans,
             metrics=self.metrics,
             dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
+            max_assets=s.ingest.max_assets,
         )
         for asset in baselines:
             readings, last_end = await asyncio.to_thread(

@@ -212,6 +212,16 @@ class IngestSettings(_Section):
     gap_factor: Annotated[float, Field(gt=1)] = Field(
         10.0, description="A gap longer than this many sample periods restarts the window."
     )
+    max_assets: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        1000,
+        description=(
+            "Most assets held in memory (each holds its window buffer, and its baseline "
+            "samples until commissioned). A new asset beyond it evicts the least recently "
+            "seen one still learning or collecting (its stored readings stay); when all "
+            "are commissioning or monitoring, its messages are dead letters "
+            "(too_many_assets)."
+        ),
+    )
 
 
 class StorageSettings(_Section):

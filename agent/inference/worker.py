@@ -368,6 +368,9 @@ class InferenceStage:
             # with fresh samples (its held windows go: no baseline will judge them).
             self._commissioning.pop(asset, None)
             self._held_count -= len(self._held.pop(asset, []))
+            # Back to collecting: the windowing stage may evict it (ingest.max_assets)
+            # and nothing must stay behind here; the next request brings the plan.
+            self.plans.pop(asset, None)
             log.error("commissioning failed", extra=fields(asset=asset, error=str(exc)))
             await out.put(
                 Event(

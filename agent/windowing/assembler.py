@@ -12,6 +12,15 @@ which stops acknowledging, which stops the broker). The inference queue sheds: w
 it is full, the new window is dropped and counted (``windows_shed``); the readings
 are still stored, so nothing is lost for retraining and the next window of the asset
 covers the same samples.
+
+Asset cap (``max_assets``): every asset costs a stream buffer and, until its baseline
+is requested, its learning votes or baseline samples, so a publisher inventing asset
+names would grow memory without end. When a message brings a new asset and the cap is
+reached, the least recently seen asset still learning or collecting is forgotten
+(``assets_evicted``; its readings are already stored, only their copy in memory goes,
+and it starts over if it comes back). Assets commissioning or monitoring are never
+evicted; when only those are left, the new asset's message is a dead letter
+(``too_many_assets``) and one event says so until a new asset fits again.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,7 +57,7 @@ from agent.windowing.stream import AssetStream, Verdict
 
 log = logging.getLogger(__name__)
 
-#: Shed windows are logged at most this often.
+#: Shed windows and evicted assets are logged at most this often.
 SHED_LOG_INTERVAL_S = 30.0
 
 ToRecorder = Accepted | Event
@@ -63,6 +73,11 @@ class Phase(enum.Enum):
     COLLECTING = "collecting"  # filling the baseline
     COMMISSIONING = "commissioning"  # baseline requested; windows go on to inference
     MONITORING = "monitoring"
+
+
+#: Phases whose state can be dropped and rebuilt from the asset's next messages:
+#: nothing downstream (inference, alerting) holds anything for them yet.
+EVICTABLE = frozenset({Phase.LEARNING, Phase.COLLECTING})
 
 
 @dataclass
@@ -133,8 +148,11 @@ class WindowAssembler:
         commissioned: Mapping[str, AssetPlan],
         metrics: Metrics,
         dead_letter_max_bytes: int = 4096,
+        max_assets: int | None = None,
     ) -> None:
+        """``max_assets``: most assets held at once (None: no cap), see the module doc."""
         self.profiles = profiles
+        self.max_assets = max_assets
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.bundle = bundle
         self.window = window
@@ -143,21 +161,99 @@ class WindowAssembler:
         self.gap_factor = gap_factor
         self.metrics = metrics
         self._assets: dict[str, _Asset] = {}
+        #: The assets in an EVICTABLE phase, least recently seen first.
+        self._idle: OrderedDict[str, None] = OrderedDict()
+        #: A new asset was refused and no new one admitted since (one event per spell).
+        self._refusing = False
         for asset, plan in commissioned.items():
             state = self._asset(asset)
             self._start(asset, state, plan)
-            state.phase = Phase.MONITORING
+            self._enter(asset, state, Phase.MONITORING)
         self._last_shed_log = 0.0
         self._shed_since_log = 0
+        self._last_evict_log = 0.0
+        self._evicted_since_log = 0
+
+    @property
+    def asset_count(self) -> int:
+        """Assets whose state is held in memory."""
+        return len(self._assets)
+
+    def _enter(self, asset: str, state: _Asset, phase: Phase) -> None:
+        state.phase = phase
+        if phase in EVICTABLE:
+            self._idle[asset] = None
+            self._idle.move_to_end(asset)
+        else:
+            self._idle.pop(asset, None)
 
     def _asset(self, asset: str) -> _Asset:
         state = self._assets.get(asset)
         if state is None:
             state = self._assets[asset] = _Asset(Phase.LEARNING)
+            self._enter(asset, state, Phase.LEARNING)
             fixed = self.profiles.fixed_sensors(asset)
             if fixed is not None:
                 self._start(asset, state, self.profiles.plan(asset, fixed, self.bundle))
         return state
+
+    def _admit(self, asset: str, inbound: Inbound, out: _Out) -> _Asset | None:
+        """State for a new asset, evicting an idle one at the cap; None: refused."""
+        cap = self.max_assets
+        if cap is not None and len(self._assets) >= cap:
+            if not self._idle:
+                self._refuse(asset, inbound, out)
+                return None
+            victim, _ = self._idle.popitem(last=False)
+            del self._assets[victim]
+            self._note_eviction(victim)
+        self._refusing = False
+        return self._asset(asset)
+
+    def _refuse(self, asset: str, inbound: Inbound, out: _Out) -> None:
+        reason = RejectReason.TOO_MANY_ASSETS
+        detail = (
+            f"{self.max_assets} assets held, all commissioning or monitoring: "
+            "none idle to make room (ingest.max_assets)"
+        )
+        out.rejected = dead_letter(
+            inbound.topic,
+            inbound.payload,
+            PayloadError(reason, detail),
+            inbound.received_ms,
+            self.dead_letter_max_bytes,
+            asset,
+        )
+        self.metrics.dead_letters[reason.value] += 1
+        if self._refusing:
+            return
+        self._refusing = True
+        log.warning("asset cap reached: new assets refused", extra=fields(max=self.max_assets))
+        out.events.append(
+            Event(
+                ts_ms=inbound.received_ms,
+                kind="too_many_assets",
+                level="warning",
+                message=(
+                    f"{self.max_assets} assets are commissioning or monitoring "
+                    f"(ingest.max_assets): messages of new assets such as {asset!r} are "
+                    "dead letters (too_many_assets) until one fits"
+                ),
+                detail={"max_assets": self.max_assets, "first_refused": asset},
+            )
+        )
+
+    def _note_eviction(self, asset: str) -> None:
+        self.metrics.assets_evicted += 1
+        self._evicted_since_log += 1
+        now = time.monotonic()
+        if now - self._last_evict_log >= SHED_LOG_INTERVAL_S:
+            log.warning(
+                "asset cap reached: idle uncommissioned assets evicted",
+                extra=fields(evicted=self._evicted_since_log, max=self.max_assets, latest=asset),
+            )
+            self._last_evict_log = now
+            self._evicted_since_log = 0
 
     def _start(self, asset: str, state: _Asset, plan: AssetPlan) -> None:
         period_s = self.profiles.for_asset(asset).sample_period_s
@@ -171,7 +267,7 @@ class WindowAssembler:
             gap_factor=self.gap_factor,
             period_ms=None if period_s is None else period_s * 1000,
         )
-        state.phase = Phase.COLLECTING
+        self._enter(asset, state, Phase.COLLECTING)
 
     def plan_of(self, asset: str) -> AssetPlan | None:
         state = self._assets.get(asset)
@@ -188,19 +284,20 @@ class WindowAssembler:
     def mark_commissioned(self, asset: str) -> None:
         state = self._assets.get(asset)
         if state is not None and state.plan is not None:
-            state.phase = Phase.MONITORING
+            self._enter(asset, state, Phase.MONITORING)
             state.collector = None
 
     def recommission(self, asset: str) -> None:
         """Forget the asset's baseline: its sensor set is learnt again (unless its
         profile lists it) and its next samples become the new baseline."""
         self._assets.pop(asset, None)
+        self._idle.pop(asset, None)
 
     def commissioning_failed(self, asset: str) -> None:
         """Collect a fresh baseline for ``asset`` after a failed attempt."""
         state = self._assets.get(asset)
         if state is not None and state.plan is not None:
-            state.phase = Phase.COLLECTING
+            self._enter(asset, state, Phase.COLLECTING)
             state.collector = None
 
     def prime(
@@ -223,10 +320,14 @@ class WindowAssembler:
         if readings:
             # A message carries one asset (its topic), and a batch one sensor set.
             asset = readings[0].asset
-            state = self._asset(asset)
-            if state.plan is None:
+            state = self._assets.get(asset)
+            if state is None:
+                state = self._admit(asset, inbound, out)  # None: refused, out says why
+            elif state.phase in EVICTABLE:
+                self._idle.move_to_end(asset)
+            if state is not None and state.plan is None:
                 self._learn(asset, state, readings, out)
-            elif self._sensors_fit(inbound, state, out):
+            elif state is not None and self._sensors_fit(inbound, state, out):
                 self._take(state, readings, out)
         self.metrics.readings_accepted += len(out.kept)
         accepted = Accepted(
@@ -406,7 +507,7 @@ class WindowAssembler:
         assert plan is not None
         if not plan.baseline:
             # Nothing to learn (a RUL-only bundle): scored from the first full window.
-            state.phase = Phase.MONITORING
+            self._enter(asset, state, Phase.MONITORING)
             out.requests.append(
                 CommissionRequest(asset, plan, np.empty((0, len(plan.sensors)), np.float32), 0, 0)
             )
@@ -422,7 +523,7 @@ class WindowAssembler:
         collector.ts.append(reading.ts_ms)
         if len(collector.ts) < len(collector.rows):
             return
-        state.phase = Phase.COMMISSIONING
+        self._enter(asset, state, Phase.COMMISSIONING)
         state.collector = None
         order = np.argsort(np.asarray(collector.ts), kind="stable")
         out.requests.append(

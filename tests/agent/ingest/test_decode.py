@@ -185,13 +185,14 @@ def test_rejected_with_reason(
 def test_every_reason_but_the_stateful_ones_is_covered() -> None:
     covered = {reason for _, _, reason, _ in REJECTS}
     # unknown_topic is the topic matcher's; out_of_order and missing_sensor need
-    # per-asset history (windowing); unknown_sensor is no longer given (extras are
-    # ignored and counted).
+    # per-asset history (windowing), too_many_assets the windowing's asset count;
+    # unknown_sensor is no longer given (extras are ignored and counted).
     assert set(RejectReason) - covered == {
         RejectReason.UNKNOWN_TOPIC,
         RejectReason.OUT_OF_ORDER,
         RejectReason.MISSING_SENSOR,
         RejectReason.UNKNOWN_SENSOR,
+        RejectReason.TOO_MANY_ASSETS,
     }
 
 

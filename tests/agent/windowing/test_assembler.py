@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 
 from agent.domain import (
@@ -12,7 +14,7 @@ from agent.domain import (
     Window,
 )
 from agent.metrics import Metrics
-from agent.profiles import BundleShape, Profiles
+from agent.profiles import PROFILE_CACHE_ASSETS, BundleShape, Profiles
 from agent.settings import ModelSettings, ProfileSettings
 from agent.windowing.assembler import Phase, WindowAssembler
 from agent.windowing.stream import AssetStream
@@ -35,8 +37,10 @@ def assembler(
     *tables: dict[str, object],
     bundle: BundleShape = BUNDLE,
     metrics: Metrics | None = None,
+    max_assets: int | None = None,
 ) -> WindowAssembler:
     return WindowAssembler(
+        max_assets=max_assets,
         profiles=profiles(commission_samples, *tables),
         bundle=bundle,
         window=4,
@@ -291,3 +295,109 @@ def test_batches_give_exactly_the_windows_of_one_reading_at_a_time() -> None:
         ]
         for got, want in zip(got_windows, want_windows, strict=True):
             np.testing.assert_array_equal(got.data, want.data)
+
+
+# --- the asset cap (ingest.max_assets) ---
+
+
+def test_an_asset_flood_is_held_to_the_cap_and_every_reading_is_kept() -> None:
+    metrics = Metrics()
+    asm = assembler({"p1"}, metrics=metrics, max_assets=100)
+    largest = 0
+    kept = 0
+    for i in range(20_000):
+        out = asm.process(_single(f"fake-{i}", 1000, {"a": 1.0, "b": 2.0}, mid=i))
+        largest = max(largest, asm.asset_count)
+        kept += len(out.accepted.readings)
+        assert out.accepted.rejected is None
+    assert largest == 100
+    assert kept == 20_000  # evicted assets lose their copy in memory, not their readings
+    assert metrics.assets_evicted == 20_000 - 99
+    assert asm.phase_of("p1") is Phase.MONITORING  # never evicted
+    assert asm.phase_of("fake-19999") is Phase.LEARNING
+    assert asm.phase_of("fake-0") is None
+
+
+def test_memory_stays_flat_through_an_asset_flood() -> None:
+    def flood(asm: WindowAssembler, first: int, n: int) -> None:
+        for i in range(first, first + n):
+            asm.process(_single(f"fake-{i}", 1000, {"a": 1.0, "b": 2.0}, mid=i))
+
+    capped = assembler(set(), max_assets=100)
+    # Traced from the start, so that what the flood frees counts too.
+    tracemalloc.start()
+    try:
+        # Past the cap (every new asset evicts one) and past the profile lookup
+        # cache, which is bounded on its own.
+        warm = PROFILE_CACHE_ASSETS + 1000
+        flood(capped, 0, warm)
+        before = tracemalloc.get_traced_memory()[0]
+        flood(capped, warm, 10_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+        uncapped = assembler(set())
+        before = tracemalloc.get_traced_memory()[0]
+        flood(uncapped, 0, 10_000)
+        uncapped_grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # Without the cap the same flood keeps every asset (~1 KB each here, one reading).
+    assert uncapped_grown > 5_000_000
+    assert grown < uncapped_grown / 50, f"{grown} bytes kept after 10,000 evictions"
+
+
+def test_the_least_recently_seen_uncommissioned_asset_is_evicted() -> None:
+    asm = assembler(set(), max_assets=3)
+    for ts, asset in enumerate(("a", "b", "c", "a"), start=1):
+        asm.process(_single(asset, 1000 * ts, {"a": 1.0, "b": 2.0}))
+    asm.process(_single("d", 5000, {"a": 1.0, "b": 2.0}))
+    assert [asm.phase_of(x) is not None for x in "abcd"] == [True, False, True, True]
+
+
+def test_collecting_assets_are_evicted_commissioning_ones_are_not() -> None:
+    metrics = Metrics()
+    fixed: dict[str, object] = {"match": "*", "sensors": ["a", "b"]}
+    asm = assembler(set(), 50, fixed, metrics=metrics, max_assets=2)
+    # "busy" fills its baseline (50 samples) and is being commissioned.
+    out = asm.process(message("busy", *range(1000, 52_000, 1000)))
+    assert len(out.requests) == 1 and asm.phase_of("busy") is Phase.COMMISSIONING
+    asm.process(message("slow", 1000, 2000))
+    assert asm.phase_of("slow") is Phase.COLLECTING
+    out = asm.process(message("new", 1000))
+    assert asm.phase_of("slow") is None and asm.phase_of("busy") is Phase.COMMISSIONING
+    assert out.accepted.readings == message("new", 1000).readings
+    # Back again: it starts its baseline over, nothing of the old one is mixed in.
+    out = asm.process(message("slow", *range(3000, 53_000, 1000)))
+    assert out.requests[0].first_ms == 3000
+    # A failed commissioning makes an asset collect again, so evictable again.
+    asm.commissioning_failed("busy")
+    asm.process(message("newer", 1000))
+    assert asm.phase_of("busy") is None
+    assert metrics.assets_evicted == 3
+
+
+def test_new_assets_are_dead_letters_when_none_can_be_evicted_with_one_event() -> None:
+    metrics = Metrics()
+    asm = assembler({"p1", "p2"}, metrics=metrics, max_assets=2)
+    outs = [asm.process(_single(f"fake-{i}", 1000, {"a": 1.0, "b": 2.0})) for i in range(50)]
+    assert all(o.accepted.readings == () for o in outs)
+    letters = [o.accepted.rejected for o in outs]
+    assert all(d is not None and d.reason is RejectReason.TOO_MANY_ASSETS for d in letters)
+    assert letters[0] is not None
+    assert (letters[0].asset, letters[0].topic, letters[0].payload) == (
+        "fake-0",
+        "edgewatch/s/fake-0/telemetry",
+        b'{"raw": 1}',
+    )
+    events = [e for o in outs for e in o.events]
+    assert [e.kind for e in events] == ["too_many_assets"]  # once, not per message
+    assert metrics.dead_letters["too_many_assets"] == 50
+    assert asm.asset_count == 2
+    # The commissioned ones keep being windowed meanwhile.
+    assert asm.process(message("p1", 1000, 2000, 3000, 4000)).windows
+    # Room again (a baseline reset): the next new asset gets in, and a later spell of
+    # refusals is reported again.
+    asm.recommission("p2")
+    assert asm.process(_single("fresh", 1000, {"a": 1.0, "b": 2.0})).accepted.rejected is None
+    asm.mark_commissioned("fresh")  # no plan yet: stays learning, so evictable
+    assert asm.process(_single("fresh-2", 1000, {"a": 1.0, "b": 2.0})).accepted.rejected is None
+    assert asm.phase_of("fresh") is None
