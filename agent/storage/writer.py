@@ -41,6 +41,10 @@ from agent.errors import DiskFullError, StorageError
 
 log = logging.getLogger(__name__)
 
+#: Asset ids remembered between transactions. Far above ingest.max_assets' default
+#: so that live assets stay cached, bounded so that a flood of names does not grow it.
+ASSET_ID_CACHE_MAX = 8192
+
 
 _INSERT_READINGS = (
     "INSERT OR IGNORE INTO readings (asset_id, ts_ms, received_ms, values_json) VALUES (?, ?, ?, ?)"
@@ -124,6 +128,9 @@ class Writer:
     def write(self, items: Sequence[Item], now_ms: int) -> WriteStats:
         """Write ``items`` in one transaction; raises StorageError/DiskFullError."""
         stats = WriteStats()
+        if len(self._asset_ids) > ASSET_ID_CACHE_MAX:
+            # Between transactions only: _write relies on ids it cached in this one.
+            self._asset_ids.clear()
         try:
             with self.engine.begin() as conn:
                 self._write(conn, items, now_ms, stats)

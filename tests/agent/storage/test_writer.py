@@ -26,7 +26,14 @@ from agent.domain import (
 from agent.metrics import Metrics
 from agent.sqlite import open_engine
 from agent.storage.recorder import Recorder, RecorderConfig
-from agent.storage.writer import Heartbeat, Item, Writer, dead_letter_digest, values_json
+from agent.storage.writer import (
+    ASSET_ID_CACHE_MAX,
+    Heartbeat,
+    Item,
+    Writer,
+    dead_letter_digest,
+    values_json,
+)
 
 
 @pytest.fixture
@@ -243,3 +250,19 @@ def test_no_outbox_items_without_sync(engine: Engine) -> None:
     writer.write([opened, Event(1, "started", "agent started")], 1)
     assert count(engine, t.alerts) == 1 and count(engine, t.events) == 1
     assert count(engine, t.outbox) == 0
+
+
+def test_the_asset_id_cache_stays_bounded_through_an_asset_flood(engine: Engine) -> None:
+    writer = Writer(engine, site="s")
+    n = ASSET_ID_CACHE_MAX + 500
+    for first in range(0, n, 1000):
+        batch = [
+            Accepted(None, 1, readings=(reading(1000, asset=f"fake-{i}"),))
+            for i in range(first, min(first + 1000, n))
+        ]
+        writer.write(batch, 1)
+        assert len(writer._asset_ids) <= ASSET_ID_CACHE_MAX + 1000
+    assert count(engine, t.readings) == n
+    # A name forgotten by the cache still finds its row (no second asset).
+    writer.write([Accepted(None, 1, readings=(reading(2000, asset="fake-0"),))], 2)
+    assert count(engine, t.assets) == n
