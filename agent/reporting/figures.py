@@ -1,14 +1,21 @@
 """matplotlib figures for one asset and for the fleet (Agg, no pyplot, no display).
 
 matplotlib is imported inside the functions: the CLI starts without it.
+
+Asset and sensor names are whatever publishers sent: every such string goes through
+:func:`plain` and figures are built and drawn under :func:`plain_text`, so a name is
+drawn as written and never parsed as mathtext or LaTeX.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from agent.logs import printable
 from agent.reporting.data import AssetData, FleetData, Series
 
 if TYPE_CHECKING:
@@ -39,6 +46,29 @@ UNITS = {
 }
 
 
+def plain(text: str) -> str:
+    """``text`` as matplotlib should draw it: one line, no mathtext.
+
+    Control characters become visible escapes; every ``$`` is escaped, which
+    matplotlib draws as a dollar sign and which can therefore never open a formula
+    (an unknown command such as ``$\\x$`` used to fail the whole figure).
+    """
+    return printable(text).replace("$", r"\$")
+
+
+@contextmanager
+def plain_text() -> Iterator[None]:
+    """Build or draw a figure with LaTeX off, whatever a matplotlibrc says.
+
+    Text artists read ``text.usetex`` when they are made, and tick labels are made
+    while drawing, so both the building and the drawing happen in here.
+    """
+    import matplotlib
+
+    with matplotlib.rc_context({"text.usetex": False}):
+        yield
+
+
 def local(ms: int) -> datetime:
     """Naive local time: matplotlib's date axis then shows what the plant's clock says."""
     return datetime.fromtimestamp(ms / 1000).astimezone().replace(tzinfo=None)
@@ -47,8 +77,8 @@ def local(ms: int) -> datetime:
 def sensor_label(name: str) -> str:
     for suffix, unit in sorted(UNITS.items(), key=lambda kv: -len(kv[0])):
         if name.endswith(suffix):
-            return f"{name[: -len(suffix)].replace('_', ' ')}\n({unit})"
-    return name.replace("_", " ")
+            return f"{plain(name[: -len(suffix)].replace('_', ' '))}\n({unit})"
+    return plain(name.replace("_", " "))
 
 
 def _times(series: Series) -> list[datetime]:
@@ -61,6 +91,11 @@ def _values(series: Series) -> list[float]:
 
 def asset_figure(data: AssetData) -> Figure:
     """Sensors, anomaly score vs threshold and RUL on one time axis, alerts shaded."""
+    with plain_text():
+        return _asset_figure(data)
+
+
+def _asset_figure(data: AssetData) -> Figure:
     import matplotlib.dates as mdates
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -73,8 +108,10 @@ def asset_figure(data: AssetData) -> Figure:
     zone = datetime.now().astimezone().tzname() or "local time"
     version = f", model {data.model_version}" if data.model_version else ""
     fig.suptitle(
-        f"{data.asset}: {data.state.upper()}   {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M}"
-        f" ({zone}){version}",
+        plain(
+            f"{data.asset}: {data.state.upper()}   "
+            f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} ({zone}){version}"
+        ),
         fontsize=13,
         fontweight="bold",
         color=STATE_COLOURS.get(data.state, "black"),
@@ -135,7 +172,7 @@ def _score_panel(ax: Any, data: AssetData) -> None:
 
 
 def _rul_panel(ax: Any, data: AssetData) -> None:
-    unit = f" ({data.rul_unit})" if data.rul_unit else ""
+    unit = plain(f" ({data.rul_unit})") if data.rul_unit else ""
     ax.plot(_times(data.rul), _values(data.rul), lw=1.2, color="#9467bd", label="RUL estimate")
     ax.axhline(0, color="black", lw=0.8)
     if data.rul_alert_below is not None:
@@ -148,7 +185,7 @@ def _rul_panel(ax: Any, data: AssetData) -> None:
     if latest is not None and hours is not None:
         # The failure horizon: where the newest estimate says the machine will fail.
         horizon = latest[0] + int(latest[1] * hours * 3_600_000)
-        text = (
+        text = plain(
             f"failure horizon {local(horizon):%Y-%m-%d %H:%M} (in {latest[1]:.0f} {data.rul_unit})"
         )
         ax.annotate(
@@ -166,6 +203,11 @@ def _rul_panel(ax: Any, data: AssetData) -> None:
 
 def fleet_figure(fleet: FleetData) -> Figure:
     """One row per asset, worst first: latest score/threshold, RUL, open alerts."""
+    with plain_text():
+        return _fleet_figure(fleet)
+
+
+def _fleet_figure(fleet: FleetData) -> Figure:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -185,7 +227,7 @@ def fleet_figure(fleet: FleetData) -> Figure:
     score_ax.axvline(1.0, color="black", ls="--", lw=1.2)
     score_ax.text(1.05, 1.0, "threshold", transform=score_ax.get_xaxis_transform(), va="bottom")
     score_ax.set_xlabel("latest anomaly score / asset's threshold (log scale; above 1 = anomalous)")
-    score_ax.set_yticks(y, [r.asset for r in rows])
+    score_ax.set_yticks(y, [plain(r.asset) for r in rows])
     for yi, row, ratio in zip(y, rows, ratios, strict=True):
         if row.state == "commissioning" or not math.isfinite(ratio):
             label, at = "learning its baseline", low * 1.1
@@ -199,7 +241,7 @@ def fleet_figure(fleet: FleetData) -> Figure:
         score_ax.text(at, yi, label, va="center", fontsize=8.5, linespacing=1.1)
     score_ax.grid(axis="x", alpha=0.3)
 
-    unit = f" ({fleet.rul_unit})" if fleet.rul_unit else ""
+    unit = plain(f" ({fleet.rul_unit})") if fleet.rul_unit else ""
     ruls = [r.rul if r.rul is not None else 0.0 for r in rows]
     rul_ax.barh(y, ruls, color=colours, height=0.7, alpha=0.85)
     for yi, row in zip(y, rows, strict=True):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from agent.errors import EdgewatchError
 from agent.reporting.data import AssetData, FleetData
-from agent.reporting.figures import local
+from agent.reporting.figures import local, plain_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,7 +20,8 @@ DPI = 110
 
 def png_bytes(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    with plain_text():
+        figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 

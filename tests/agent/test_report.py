@@ -10,15 +10,18 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from matplotlib.cbook import is_math_text
 
 from agent.errors import EdgewatchError
 from agent.reporting.data import load_asset, load_fleet
 from agent.reporting.figures import asset_figure, fleet_figure
+from agent.reporting.render import png_bytes
 from agent.sqlite import open_engine
+from tests.agent.hostile import MATH, NEWLINE, SENSOR, hostile
 from tests.agent.seed import HOUR, NOW, seeded
 from tests.conftest import CliRunner
 
-__all__ = ["seeded"]  # the fixture, imported for pytest
+__all__ = ["hostile", "seeded"]  # the fixtures, imported for pytest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -132,3 +135,48 @@ def test_cli_usage_errors(cli: CliRunner, seeded: Path, tmp_path: Path) -> None:
     assert unknown.returncode == 1
     assert "no asset named 'nope'" in unknown.stderr
     assert not Path(out).exists()
+
+
+def test_cli_draws_publisher_text_as_text(cli: CliRunner, hostile: Path, tmp_path: Path) -> None:
+    # Asset and sensor names come from publishers: "$\\x$" is mathtext matplotlib cannot
+    # parse, and drawing it used to fail the whole report. A matplotlibrc where the
+    # operator runs the command must not turn the names into LaTeX input either.
+    (tmp_path / "matplotlibrc").write_text("text.usetex: True\n")
+    fleet = tmp_path / "fleet.png"
+    done = cli("report", "--fleet", "--out", str(fleet), "--db", str(hostile))
+    assert done.returncode == 0, done.stderr
+    assert fleet.read_bytes().startswith(PNG_MAGIC)
+    for i, name in enumerate((MATH, NEWLINE, "[/]")):
+        out = tmp_path / f"asset-{i}.html"
+        args = ("--asset", name, "--since", "2h", "--out", str(out), "--db", str(hostile))
+        done = cli("report", *args)
+        if name == "[/]":
+            assert done.returncode == 1 and "no asset named '[/]'" in done.stderr
+            continue
+        assert done.returncode == 0, done.stderr
+        assert "report written to" in done.stdout
+
+
+def test_figures_show_names_as_written(hostile: Path) -> None:
+    engine = open_engine(hostile, create=False, read_only=True)
+    try:
+        fleet = load_fleet(engine, NOW)
+        asset = load_asset(engine, MATH, NOW - 2 * HOUR, NOW, rul_alert_below=None)
+    finally:
+        engine.dispose()
+    fleet_png = png_bytes(fleet_figure(fleet))
+    asset_png = png_bytes(asset_figure(asset))
+    assert fleet_png.startswith(PNG_MAGIC) and asset_png.startswith(PNG_MAGIC)
+    # What the figure draws is the name as published, one line, not a formula.
+    labels = [shown(t.get_text()) for t in fleet_figure(fleet).get_axes()[0].get_yticklabels()]
+    assert MATH in labels and "a\\nb" in labels
+    figure = asset_figure(asset)
+    assert shown(figure.get_suptitle()).startswith(f"{MATH}: ALERTING")
+    assert SENSOR.removesuffix("_c") in shown(figure.get_axes()[0].get_ylabel())
+    assert "\n" not in figure.get_suptitle()
+
+
+def shown(text: str) -> str:
+    """What matplotlib draws for ``text``: plain text, with ``\\$`` as a dollar sign."""
+    assert not is_math_text(text), text
+    return text.replace("\\$", "$")
