@@ -10,6 +10,7 @@ an item twice overwrites the same object with the same bytes.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -32,6 +33,9 @@ PRIORITY: Final[dict[str, int]] = {ALERT: 0, LEDGER: 1, EVENT: 2, SUMMARY: 3, RE
 PENDING: Final = "pending"
 DONE: Final = "done"
 DROPPED: Final = "dropped"
+#: The target refused the item for good (a too-long key, a permanent 4xx): set aside
+#: with its error so the items behind it drain; TTL and the disk budget remove it.
+QUARANTINED: Final = "quarantined"
 
 #: Object-key part for items that belong to the gateway rather than one asset.
 AGENT_SCOPE: Final = "_agent"
@@ -43,21 +47,70 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _safe(part: str) -> str:
-    # Asset names come from MQTT topic levels: no '/', but keep keys portable anyway.
-    cleaned = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in part)
-    return cleaned.strip(".") or "_"
+#: Characters a key part keeps as they are (portable in S3 keys and file names).
+_KEPT = frozenset("-_.=")
+#: A part longer than this (UTF-8 bytes) is shortened: file names stop at 255 bytes.
+MAX_PART_BYTES = 128
+#: How much of a changed part's readable prefix is kept before its hash.
+PREFIX_BYTES = 64
+_HASH_HEX = 16
+_HASHED = re.compile(rf"--[0-9a-f]{{{_HASH_HEX}}}(\.[A-Za-z0-9]{{1,10}})?$")
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+
+
+def _kept_as_is(part: str) -> bool:
+    return (
+        bool(part)
+        and all(c.isalnum() or c in _KEPT for c in part)
+        and not part.startswith(".")
+        and not part.endswith(".")
+        and len(part.encode()) <= MAX_PART_BYTES
+        # A name that looks like a changed one is changed too, so that the two forms
+        # can never meet: that is what makes the mapping collision-free.
+        and _HASHED.search(part) is None
+    )
+
+
+def _truncate(text: str, max_bytes: int) -> str:
+    encoded = text.encode()[:max_bytes]
+    return encoded.decode(errors="ignore")
+
+
+def safe_part(part: str) -> str:
+    """One key level: ``part`` itself when it is portable, bounded and unambiguous,
+    else a cleaned prefix plus ``--`` and a hash of the exact text.
+
+    Different inputs give different outputs ("pump 1" / "pump_1", "pump1." / "pump1"),
+    and every output is at most ``PREFIX_BYTES`` + 30 bytes. A short extension
+    (``.json``, ``.parquet``) stays at the end.
+    """
+    return part if _kept_as_is(part) else _hashed(part)
+
+
+def _hashed(part: str) -> str:
+    digest = hashlib.blake2b(part.encode(errors="surrogatepass"), digest_size=_HASH_HEX // 2)
+    match = _SUFFIX.search(part)
+    suffix = match.group(0) if match and match.start() > 0 else ""
+    stem = part[: len(part) - len(suffix)]
+    cleaned = "".join(c if c.isalnum() or c in _KEPT else "_" for c in stem).strip(".")
+    return f"{_truncate(cleaned, PREFIX_BYTES) or '_'}--{digest.hexdigest()}{suffix}"
 
 
 def item_key(*, site: str, agent: str, kind: str, ts_ms: int, asset: str | None, name: str) -> str:
     """``site/agent/kind/yyyy/mm/dd/<asset>/<name>``: the idempotency and object key.
 
     ``ts_ms`` picks the date partition and must come from the data (never the clock of
-    the write), so that writing the same fact again yields the same key.
+    the write), so that writing the same fact again yields the same key. Each level
+    goes through :func:`safe_part`: bounded, and distinct names stay distinct.
     """
     day = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-    scope = _safe(asset) if asset else AGENT_SCOPE
-    return f"{_safe(site)}/{_safe(agent)}/{kind}/{day:%Y}/{day:%m}/{day:%d}/{scope}/{_safe(name)}"
+    scope = safe_part(asset) if asset else AGENT_SCOPE
+    if asset and scope == AGENT_SCOPE:
+        scope = _hashed(asset)  # an asset named like the gateway's own folder
+    return (
+        f"{safe_part(site)}/{safe_part(agent)}/{kind}/{day:%Y}/{day:%m}/{day:%d}/"
+        f"{scope}/{safe_part(name)}"
+    )
 
 
 def iso_ms(ts_ms: int) -> str:

@@ -19,10 +19,10 @@ def test_keys_are_deterministic_and_partitioned() -> None:
         agent="gw-1",
         kind="summary",
         ts_ms=1_763_856_000_000,
-        asset="pump 1",
+        asset="pump-1",
         name="x.json",
     )
-    assert key == "plant-a/gw-1/summary/2025/11/23/pump_1/x.json"
+    assert key == "plant-a/gw-1/summary/2025/11/23/pump-1/x.json"
     assert (
         outbox.item_key(
             site="plant-a", agent="gw-1", kind="event", ts_ms=0, asset=None, name="e.json"
