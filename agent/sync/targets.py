@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import threading
@@ -24,6 +25,37 @@ from agent.errors import SyncError
 TMP_PREFIX = ".tmp-"
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
+#: File-system errors that belong to the object (its name), not to the target: the
+#: same put will fail forever, whatever the uplink does.
+PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR, errno.ENOTDIR})
+#: 4xx codes that speak about the whole target (credentials, bucket, clock, rate):
+#: every object would fail alike, so they keep the retry with backoff.
+TARGET_WIDE_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "InvalidToken",
+        "NoSuchBucket",
+        "RequestTimeTooSkewed",
+        "RequestTimeout",
+        "SignatureDoesNotMatch",
+        "SlowDown",
+        "TokenRefreshRequired",
+        # A body damaged on the way: the next attempt sends it again intact.
+        "BadDigest",
+    }
+)
+TARGET_WIDE_STATUS = frozenset({401, 403, 404, 408, 409, 429})
+
+
+class PermanentUploadError(SyncError):
+    """The target refused this object for good (a too-long key, a permanent 4xx).
+
+    Retrying it cannot help; the uploader sets the item aside and drains the rest.
+    """
 
 
 class Target(Protocol):
@@ -66,6 +98,10 @@ class FileTarget:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            if exc.errno in PERMANENT_ERRNOS:
+                raise PermanentUploadError(
+                    f"{self.description} cannot store {key!r}: {exc.strerror or exc}"
+                ) from None
             raise SyncError(
                 f"cannot write to {self.description}: {exc.strerror or exc}",
                 hint="check that the target folder exists, is writable and has space",
@@ -136,7 +172,10 @@ class S3Target:
                 Metadata={"sha256": sha256},
             )
         except Exception as exc:
-            raise self._translate(exc) from None
+            error = self._translate(exc)
+            if isinstance(error, PermanentUploadError):
+                error = PermanentUploadError(f"{error.message} (key {key!r})")
+            raise error from None
         etag = str(response.get("ETag", "")).strip('"')
         if etag != md5.hexdigest():
             raise SyncError(f"{self.description}/{key}: store answered ETag {etag!r}, not the MD5")
@@ -188,6 +227,12 @@ class S3Target:
                 return SyncError(
                     f"access denied to {self.description}",
                     hint="the credentials lack s3:PutObject on this bucket/prefix",
+                )
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            object_bound = 400 <= status < 500 and status not in TARGET_WIDE_STATUS
+            if object_bound and code not in TARGET_WIDE_CODES:
+                return PermanentUploadError(
+                    f"{self.description} refused the object for good: {code or status}"
                 )
             return SyncError(f"{self.description} refused the upload: {code or exc}")
         if isinstance(exc, BotoCoreError | OSError):

@@ -26,7 +26,7 @@ from agent import outbox
 from agent import schema as t
 from agent.errors import SyncError
 from agent.logs import fields
-from agent.sync.targets import Target
+from agent.sync.targets import PermanentUploadError, Target
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class DrainReport:
     seconds: float = 0.0
     error: str | None = None
     remaining: int = 0
+    #: Items the target refused for good in this pass, set aside (state quarantined).
+    quarantined: int = 0
 
 
 class Uploader:
@@ -192,6 +194,25 @@ class Uploader:
                 )
             )
 
+    def _quarantine(self, row: Row, message: str) -> None:  # type: ignore[type-arg]
+        # The body stays (an operator can look at it); TTL and the disk budget remove
+        # it later with a loss-ledger entry, like any other item that never made it.
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.id == row.id, t.outbox.c.state == outbox.PENDING)
+                .values(
+                    state=outbox.QUARANTINED,
+                    attempts=t.outbox.c.attempts + 1,
+                    done_ms=outbox.now_ms(),
+                    last_error=message[:500],
+                )
+            )
+        log.warning(
+            "sync: the target refused an item for good; set aside, the rest drains",
+            extra=fields(kind=str(row.kind), key=str(row.object_key), error=message),
+        )
+
     def _mark_lost(self, row: Row) -> None:  # type: ignore[type-arg]
         # A file item whose body vanished (removed by hand, disk error) cannot be
         # uploaded: record the loss instead of retrying forever.
@@ -273,6 +294,12 @@ class Uploader:
                 await self.limiter.acquire(len(body))
                 try:
                     await asyncio.to_thread(self.target.put, str(row.object_key), body, row.sha256)
+                except PermanentUploadError as exc:
+                    # Only this object is bad: set it aside and go on with the next,
+                    # so one refused key never holds the backlog behind it.
+                    report.quarantined += 1
+                    await asyncio.to_thread(self._quarantine, row, str(exc))
+                    continue
                 except SyncError as exc:
                     report.failed += 1
                     report.error = str(exc)
