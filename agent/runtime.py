@@ -61,6 +61,7 @@ from agent.storage.recorder import Recorder, RecorderConfig, item_rows
 from agent.storage.retention import RetentionPolicy, apply_retention
 from agent.storage.writer import Heartbeat, Item, Writer
 from agent.sync import SyncStage
+from agent.sync.budget import BudgetDuty, prepare
 from agent.windowing.assembler import ToInference, WindowAssembler
 from models.bundles import default_bundle_path
 from models.lean import has_graphs, onnxruntime_available
@@ -191,6 +192,8 @@ class Agent:
         db_path = s.storage.database_path
         upgrade = await asyncio.to_thread(migrate.upgrade, db_path)
         engine = await asyncio.to_thread(migrate.ensure_current, db_path)
+        # Before anything writes: lets the disk budget give freed pages back to the disk.
+        await asyncio.to_thread(prepare, engine)
         bundle_path = resolve_bundle(s)
         backend = choose_backend(s.model.backend, bundle_path)
         bundle, predictor = await asyncio.to_thread(self._load_model, bundle_path, backend)
@@ -376,6 +379,8 @@ class Agent:
                 start(self._housekeeping(engine, store, inference, assembler, queues), "house")
                 start(subscriber.run(), "subscriber")
                 start(self._mark_ready(link, t0), "ready")
+                # Its own duty, sync or not: no export failure can switch it off.
+                start(BudgetDuty(s).run(), "disk-budget")
                 if sync is not None:
                     start(sync.run(), "sync")
                 start(self._systemd(queues), "systemd")

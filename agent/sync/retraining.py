@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 from agent import outbox
 from agent import schema as t
+from agent.sync.failures import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class RetrainingExporter:
         self.engine = engine
         self.outbox_dir = data_dir / outbox.OUTBOX_DIR
         self.config = config
+        self.failures = FailureLog(log)
 
     def run_once(self, now_ms: int | None = None) -> int:
         """Export every finished hour of every asset; returns files written."""
@@ -85,7 +87,14 @@ class RetrainingExporter:
             if asset.commissioned_ms is None and asset.state == "commissioning":
                 # Its baseline is not known yet: hold its hours back until it is.
                 limit = min(limit, (int(asset.first_seen_ms) // HOUR_MS) * HOUR_MS)
-            written += self._asset(asset, limit)
+            try:
+                written += self._asset(asset, limit)
+            except Exception as exc:
+                # One asset whose hour cannot be written must not hold back the others;
+                # its cursor stays, so the hour is tried again next pass.
+                self.failures.failed("retraining export", exc, subject=str(asset.name))
+            else:
+                self.failures.succeeded("retraining export", subject=str(asset.name))
         return written
 
     def _asset(self, asset: Any, closed_until: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from agent import outbox
 from agent import schema as t
 from agent.errors import SyncError
 from agent.settings import Settings
-from agent.sync.budget import Housekeeper, disk_usage
+from agent.sync.budget import disk_usage, housekeeper
+from agent.sync.failures import FailureLog
 from agent.sync.retraining import RetrainingConfig, RetrainingExporter
 from agent.sync.summaries import Summarizer, SummaryConfig
 from agent.sync.targets import S3Options, Target, open_target
@@ -22,6 +24,8 @@ from agent.sync.uploader import DrainReport, Progress, Uploader
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+#: Quarantined items listed by `sync status` (the newest; the count covers all).
+QUARANTINE_SHOWN = 20
 
 
 def s3_options(settings: Settings) -> S3Options:
@@ -67,15 +71,11 @@ class SyncService:
             if s.sync.retraining
             else None
         )
-        self.housekeeper = Housekeeper(
-            engine,
-            self.data_dir,
-            site=s.identity.site,
-            agent=s.identity.agent,
-            budget_bytes=s.storage.disk_budget_mb * MB,
-            ttl_days=s.sync.ttl_days,
-        )
+        self.housekeeper = housekeeper(s, engine)
         self._uploader: Uploader | None = None
+        self.failures = FailureLog(log)
+        if self.exporter is not None:
+            self.exporter.failures = self.failures
 
     def uploader(self) -> Uploader:
         """The uploader, its target set up on first use (a bad URL is a SyncError)."""
@@ -93,19 +93,36 @@ class SyncService:
             )
         return self._uploader
 
-    def produce(self, now_ms: int | None = None) -> dict[str, int]:
-        """Blocking: close summary periods and retraining hours, apply TTL and budget."""
-        summaries = self.summarizer.run_once(now_ms)
-        files = self.exporter.run_once(now_ms) if self.exporter is not None else 0
-        ttl = self.housekeeper.apply_ttl(now_ms)
-        budget = self.housekeeper.enforce_budget()
-        self.housekeeper.sweep_orphans()
-        return {
-            "summaries": summaries,
-            "retraining_files": files,
-            "ttl_dropped": sum(ttl.values()),
-            "budget_dropped": sum(budget.dropped_items.values()),
-        }
+    def produce(self, now_ms: int | None = None, *, keep: bool = True) -> dict[str, int]:
+        """Blocking: close summary periods and retraining hours; with ``keep`` also
+        apply TTL and budget (``sync now``; the agent runs those as a duty of its own).
+
+        Each step is isolated: one that fails is logged once per kind of failure and
+        the others still run.
+        """
+        produced = {"summaries": 0, "retraining_files": 0}
+        steps: list[tuple[str, Callable[[], int]]] = [
+            ("summaries", lambda: self.summarizer.run_once(now_ms)),
+        ]
+        if self.exporter is not None:
+            exporter = self.exporter
+            steps.append(("retraining_files", lambda: exporter.run_once(now_ms)))
+        if keep:
+            keeper = self.housekeeper
+            steps += [
+                ("ttl_dropped", lambda: sum(keeper.apply_ttl(now_ms).values())),
+                ("budget_dropped", lambda: sum(keeper.enforce_budget().dropped_items.values())),
+                ("orphans_swept", keeper.sweep_orphans),
+            ]
+        for name, step in steps:
+            try:
+                produced[name] = step()
+                self.failures.succeeded(name)
+            except Exception as exc:
+                # A busy or full database, a file that cannot be written: the other
+                # steps (above all TTL and budget) must still run.
+                self.failures.failed(name, exc)
+        return produced
 
     def retry_delay_s(self, fallback_s: float) -> float:
         """How long to wait after a failed pass (backoff learned from the uploads)."""
@@ -146,6 +163,15 @@ def sync_status(engine: Engine, settings: Settings, now_ms: int | None = None) -
         ledger = conn.execute(
             select(func.count(), func.coalesce(func.sum(t.loss_ledger.c["items"]), 0))
         ).one()
+        refused = conn.execute(
+            select(o.c.kind, o.c.object_key, o.c.last_error, o.c.done_ms)
+            .where(o.c.state == outbox.QUARANTINED)
+            .order_by(o.c.done_ms.desc(), o.c.id.desc())
+            .limit(QUARANTINE_SHOWN)
+        ).all()
+        refused_count = conn.execute(
+            select(func.count()).select_from(o).where(o.c.state == outbox.QUARANTINED)
+        ).scalar_one()
         success = outbox.get_state(conn, "last_success")
         error = outbox.get_state(conn, "last_error")
     backlog = {str(kind): {"items": int(n), "bytes": int(size or 0)} for kind, n, size, _ in rows}
@@ -162,6 +188,11 @@ def sync_status(engine: Engine, settings: Settings, now_ms: int | None = None) -
         "last_error": None if error is None else error["message"],
         "last_error_ms": None if error is None else error["ts_ms"],
         "healthy": healthy,
+        "quarantined_items": int(refused_count),
+        "quarantined": [
+            {"kind": kind, "key": key, "error": error, "since_ms": since}
+            for kind, key, error, since in refused
+        ],
         "ledger_entries": int(ledger[0]),
         "ledger_items_dropped": int(ledger[1]),
         "disk_used_bytes": disk_usage(engine, Path(settings.storage.data_dir)),

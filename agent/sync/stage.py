@@ -1,4 +1,4 @@
-"""The sync stage of the agent: produce, keep the budget, drain, wait; forever.
+"""The sync stage of the agent: produce, drain, wait; forever.
 
 It has its own database connection (WAL lets it read and write beside the recorder)
 and never raises out of :meth:`SyncStage.run`: an unreachable target, bad
@@ -65,13 +65,11 @@ class SyncStage:
 
     async def _pass(self, service: SyncService) -> float:
         interval = self.settings.sync.interval_s
-        try:
-            produced = await asyncio.to_thread(service.produce)
-            if any(produced.values()):
-                log.debug("sync produced", extra=fields(**produced))
-        except Exception:
-            # A busy or full database must not end the agent: try again next pass.
-            log.exception("sync: producing summaries/retraining data failed")
+        # TTL and the disk budget are the runtime's own duty (BudgetDuty), so that
+        # nothing here, not even a failing export, can switch them off.
+        produced = await asyncio.to_thread(service.produce, keep=False)
+        if any(produced.values()):
+            log.debug("sync produced", extra=fields(**produced))
         try:
             report = await service.drain()
         except Exception:
