@@ -8,15 +8,15 @@ Layout::
 
 No pickle anywhere: weights are safetensors, everything else is JSON. A bundle is
 verified before it is used (:func:`load_bundle`): the manifest's own checksum, the
-sha256 of every listed file, and every tensor's name and shape against the network
-the manifest describes. Anything wrong raises :class:`agent.errors.BundleError` with
-one line naming the problem and what to do, so that the agent can keep its previous
-bundle active.
+sha256 of every listed file (and no file opened that is not listed), the version
+against the content (see :mod:`models.manifest`), and every tensor's name and shape
+against the network the manifest describes. Anything wrong raises
+:class:`agent.errors.BundleError` with one line naming the problem and what to do,
+so that the agent can keep its previous bundle active.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -38,13 +38,13 @@ from models.manifest import (
     FORMAT_VERSION,
     MANIFEST,
     REBUILD_HINT,
+    bundle_file,
     extract,
     read_verified_manifest,
     refuse,
+    seal,
     sha256_file,
 )
-from models.manifest import canonical as _canonical
-from models.manifest import json_safe as _json_safe
 from models.network import AutoencoderConfig, ConvAutoencoder, RulCNN, RulConfig
 from models.preprocessing import Scaler
 from models.scoring import RunCondition, ThresholdRule
@@ -131,8 +131,9 @@ def save_bundle(
 ) -> Path:
     """Write a bundle directory (or ``.tar.gz`` if ``out`` ends with it); returns its path.
 
-    ``version`` in the manifest is ``<name>@<12 hex of the weights' sha256>``: the same
-    weights always get the same version, different weights never share one.
+    ``version`` in the manifest is ``<name>@<16 hex>`` of its content (see
+    :func:`models.manifest.content_version`): the same weights, scalers and thresholds
+    always get the same version, any difference gets another one.
     """
     if rul is None and anomaly is None:
         raise BundleError("a bundle needs at least one model (rul or anomaly)")
@@ -197,13 +198,10 @@ def save_bundle(
                 anomaly.run_condition.to_json() if anomaly.run_condition is not None else None
             ),
         }
-    digest = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
-    manifest["version"] = f"{name}@{digest[:12]}"
     manifest["training"] = dict(training)
     manifest["metrics"] = dict(metrics)
     manifest["files"] = files
-    manifest = _json_safe(manifest)
-    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    manifest = seal(manifest)
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
     for f in work.iterdir():
         f.chmod(0o644)  # safetensors writes 0600; a shipped bundle must be world-readable
@@ -270,12 +268,11 @@ def _check_shape(
 
 
 def _weights(
-    root: Path, origin: Path, fname: str, files: Mapping[str, Any]
+    root: Path, origin: Path, fname: object, files: Mapping[str, Any]
 ) -> dict[str, torch.Tensor]:
-    if fname not in files:
-        raise refuse(origin, f"weights file {fname} has no checksum in the manifest")
+    path = bundle_file(root, origin, files, fname)
     try:
-        return load_file(str(root / fname))
+        return load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise refuse(origin, f"{fname} is not a readable safetensors file ({exc})") from exc
 
@@ -311,7 +308,7 @@ def _load_rul(
     net = RulConfig.from_json(spec["network"])
     scaler = Scaler.from_json(spec["scaler"])
     _check_shape(origin, "RUL network", n_sensors, window, net.n_sensors, net.window, scaler)
-    tensors = _weights(root, origin, str(spec["weights"]), files)
+    tensors = _weights(root, origin, spec["weights"], files)
     n = int(spec["members"])
     if n < 1:
         raise refuse(origin, "RUL head has no members")
@@ -340,7 +337,7 @@ def _load_anomaly(
     scaler = Scaler.from_json(spec["scaler"])
     _check_shape(origin, "autoencoder", n_sensors, window, net.n_sensors, net.window, scaler)
     model = ConvAutoencoder(net)
-    _load_state(origin, model, _weights(root, origin, str(spec["weights"]), files), "autoencoder")
+    _load_state(origin, model, _weights(root, origin, spec["weights"], files), "autoencoder")
     reference, threshold = float(spec["score_reference"]), float(spec["threshold"])
     if not (reference > 0 and threshold > 0 and math.isfinite(reference * threshold)):
         raise refuse(origin, "anomaly score_reference and threshold must be positive numbers")

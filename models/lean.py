@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import BundleError, ModelError
-from models.manifest import extract, read_verified_manifest, refuse, sha256_file
+from models.manifest import bundle_file, extract, read_verified_manifest, refuse, sha256_file
 from models.predictions import BaselineShape, BoolArray, Predictions, pad_to_bucket
 from models.preprocessing import FloatArray, Scaler
 from models.scoring import RunCondition, ThresholdRule
@@ -164,7 +164,7 @@ def _check_golden(root: Path, origin: Path, bundle: LeanBundle) -> None:
     from safetensors.numpy import load_file
 
     graphs = bundle.manifest["onnx"]
-    golden = load_file(str(root / str(graphs["golden"])))
+    golden = load_file(str(bundle_file(root, origin, bundle.manifest["files"], graphs["golden"])))
     out = OnnxPredictor(bundle).predict(golden["windows"])
     tolerance = graphs["tolerance"]
     for key, got in (("rul", out.rul), ("anomaly_score", out.anomaly_score)):
@@ -187,6 +187,7 @@ def _load(root: Path, origin: Path, threads: int, check_golden: bool) -> LeanBun
             f"bundle {origin} has no ONNX graphs",
             hint=f"run `edgewatch model export {origin}` or set model.backend = torch",
         )
+    files = manifest["files"]
     try:
         sensors = tuple(str(s["name"]) for s in manifest["sensors"])
         units = tuple(str(s.get("unit", "")) for s in manifest["sensors"])
@@ -197,7 +198,9 @@ def _load(root: Path, origin: Path, threads: int, check_golden: bool) -> LeanBun
                 scaler=Scaler.from_json(head["scaler"]),
                 cap=float(head["cap"]),
                 unit=str(head.get("unit", "")),
-                network=Network((root / graphs["rul"]).read_bytes(), threads=threads),
+                network=Network(
+                    bundle_file(root, origin, files, graphs["rul"]).read_bytes(), threads=threads
+                ),
             )
         if manifest.get("anomaly") and graphs.get("anomaly"):
             head = manifest["anomaly"]
@@ -207,7 +210,10 @@ def _load(root: Path, origin: Path, threads: int, check_golden: bool) -> LeanBun
                 reference=float(head["score_reference"]),
                 threshold=float(head["threshold"]),
                 rule=ThresholdRule.from_json(head["threshold_rule"]),
-                network=Network((root / graphs["anomaly"]).read_bytes(), threads=threads),
+                network=Network(
+                    bundle_file(root, origin, files, graphs["anomaly"]).read_bytes(),
+                    threads=threads,
+                ),
                 relative_floor=None if floor is None else tuple(float(v) for v in floor),
                 run_condition=RunCondition.from_json(head.get("run_condition")),
             )

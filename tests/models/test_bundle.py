@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 
-from agent.errors import BundleError
+from agent.errors import BundleError, ModelError
 from models.bundle import RUL_WEIGHTS, load_bundle, save_bundle
-from models.manifest import MANIFEST
+from models.bundles import default_bundle_path
+from models.lean import load_lean_bundle
+from models.manifest import MANIFEST, content_version, seal, sha256_file
 from models.manifest import canonical as _canonical
 from models.predictor import Predictor
 from tests.models.conftest import SENSORS, WINDOW, make_bundle
@@ -37,8 +41,7 @@ def test_round_trip_directory_and_tarball(tmp_path: Path, bundle_dir: Path) -> N
 def _reseal(bundle_dir: Path, edit: dict[str, object]) -> None:
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
     manifest.update(edit)
-    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
-    (bundle_dir / MANIFEST).write_text(json.dumps(manifest))
+    (bundle_dir / MANIFEST).write_text(json.dumps(seal(manifest)))
 
 
 def test_edited_weights_refused(bundle_dir: Path) -> None:
@@ -80,8 +83,7 @@ def test_wrong_tensor_shape_refused(tmp_path: Path) -> None:
     make_bundle(other)
     manifest = json.loads((a / MANIFEST).read_text())
     manifest["rul"]["network"]["hidden"] = 9
-    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
-    (a / MANIFEST).write_text(json.dumps(manifest))
+    (a / MANIFEST).write_text(json.dumps(seal(manifest)))
     with pytest.raises(BundleError, match="has shape"):
         load_bundle(a)
 
@@ -111,3 +113,111 @@ def test_empty_bundle_cannot_be_saved(tmp_path: Path) -> None:
             training={},
             metrics={},
         )
+
+
+# --- tampering: a re-sealed bundle cannot keep its version or reach outside itself ---
+
+
+def _tamper_weights(bundle_dir: Path) -> dict[str, object]:
+    """Other weights of the right shapes, with their checksum updated in the manifest."""
+    tensors = load_file(str(bundle_dir / RUL_WEIGHTS))
+    save_file({k: t + 0.5 for k, t in tensors.items()}, str(bundle_dir / RUL_WEIGHTS))
+    manifest: dict[str, object] = json.loads((bundle_dir / MANIFEST).read_text())
+    files = manifest["files"]
+    assert isinstance(files, dict)
+    files[RUL_WEIGHTS] = sha256_file(bundle_dir / RUL_WEIGHTS)
+    return manifest
+
+
+def test_weights_swapped_and_resealed_under_the_old_version_are_refused(
+    bundle_dir: Path,
+) -> None:
+    before = load_bundle(bundle_dir).version
+    manifest = _tamper_weights(bundle_dir)
+    assert manifest["version"] == before
+    # The manifest checksum and every file digest are consistent: only the version,
+    # which must be derived from the content, gives it away.
+    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="bundle version does not match its content"):
+        load_bundle(bundle_dir)
+
+
+def test_resealed_content_gets_a_version_of_its_own(bundle_dir: Path) -> None:
+    before = load_bundle(bundle_dir).version
+    manifest = _tamper_weights(bundle_dir)
+    (bundle_dir / MANIFEST).write_text(json.dumps(seal(dict(manifest))))
+    after = load_bundle(bundle_dir).version
+    assert after != before and after.startswith("test@")
+    # A threshold is content as much as weights are.
+    _reseal(bundle_dir, {"anomaly": {**manifest["anomaly"], "threshold": 99.0}})  # type: ignore[dict-item]
+    assert load_bundle(bundle_dir).version not in (before, after)
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x", "..", "sub/rul.safetensors", ""])
+def test_weights_outside_the_bundle_are_refused(bundle_dir: Path, name: str) -> None:
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    manifest["rul"]["weights"] = name
+    (bundle_dir / MANIFEST).write_text(json.dumps(seal(manifest)))
+    with pytest.raises(BundleError, match="not a plain file name inside the bundle"):
+        load_bundle(bundle_dir)
+
+
+def test_a_file_not_listed_in_files_is_not_opened(bundle_dir: Path) -> None:
+    shutil.copyfile(bundle_dir / RUL_WEIGHTS, bundle_dir / "extra.safetensors")
+    _reseal(
+        bundle_dir,
+        {
+            "rul": {
+                **json.loads((bundle_dir / MANIFEST).read_text())["rul"],
+                "weights": "extra.safetensors",
+            }
+        },
+    )
+    with pytest.raises(BundleError, match=r"extra\.safetensors has no checksum in the manifest"):
+        load_bundle(bundle_dir)
+
+
+def test_a_listed_file_linking_out_of_the_bundle_is_refused(tmp_path: Path) -> None:
+    bundle_dir = make_bundle(tmp_path / "bundle")
+    outside = tmp_path / "elsewhere.safetensors"
+    (bundle_dir / RUL_WEIGHTS).rename(outside)
+    (bundle_dir / RUL_WEIGHTS).symlink_to(outside)  # digest unchanged: same bytes
+    with pytest.raises(BundleError, match="link leading out of the bundle"):
+        load_bundle(bundle_dir)
+
+
+def _lean_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "pump"
+    shutil.copytree(default_bundle_path("pump"), target)
+    return target
+
+
+@pytest.mark.parametrize("key", ["rul", "anomaly", "golden"])
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x"])
+def test_onnx_and_golden_paths_outside_the_bundle_are_refused(
+    tmp_path: Path, key: str, name: str
+) -> None:
+    bundle = _lean_copy(tmp_path)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["onnx"][key] = name
+    (bundle / MANIFEST).write_text(json.dumps(seal(manifest)))
+    with pytest.raises(BundleError, match="not a plain file name inside the bundle"):
+        load_lean_bundle(bundle)
+
+
+def test_an_onnx_graph_not_listed_in_files_is_refused(tmp_path: Path) -> None:
+    bundle = _lean_copy(tmp_path)
+    shutil.copyfile(bundle / "anomaly.onnx", bundle / "other.onnx")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["onnx"]["anomaly"] = "other.onnx"
+    (bundle / MANIFEST).write_text(json.dumps(seal(manifest)))
+    with pytest.raises(BundleError, match=r"other\.onnx has no checksum in the manifest"):
+        load_lean_bundle(bundle)
+
+
+@pytest.mark.parametrize("name", ["pump", "cmapss-fd001"])
+def test_shipped_bundles_carry_their_content_version(name: str) -> None:
+    manifest = json.loads((default_bundle_path(name) / MANIFEST).read_text())
+    assert manifest["version"] == content_version(manifest)
+    assert load_bundle(default_bundle_path(name)).version == manifest["version"]
