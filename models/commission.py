@@ -49,6 +49,8 @@ RELATIVE_SCALE_FLOOR = 0.01
 #: Adam step sizes of commissioning: small when starting from fleet weights, larger from scratch.
 FLEET_FINE_TUNE_LR = 1e-4
 SCRATCH_LR = 2e-3
+#: An asset's own model scores the newest ``window // SCORE_STEPS_DIVISOR`` steps.
+SCORE_STEPS_DIVISOR = 4
 BASELINE_FORMAT = "edgewatch-asset-baseline"
 BASELINE_FORMAT_VERSION = 1
 _JSON = "baseline.json"
@@ -77,6 +79,9 @@ class AssetBaseline:
     run_condition: RunCondition | None = None
     #: Baseline level (median) of the run-condition sensor.
     run_level: float | None = None
+    #: The score averages the error of the window's newest ``score_steps`` steps
+    #: (None: all of them); see :func:`models.network.reconstruction_error`.
+    score_steps: int | None = None
 
     def judged(self, windows: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Per raw window: is the machine running, so that the score may be judged?"""
@@ -93,7 +98,7 @@ class AssetBaseline:
                 f"baseline expects windows shaped (batch, {len(self.sensors)}, {self.window}), "
                 f"got {x.shape}"
             )
-        return score_windows(self.model, self.scaler, self.reference, x)
+        return score_windows(self.model, self.scaler, self.reference, x, self.score_steps)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``baseline.json`` + ``autoencoder.safetensors`` into ``directory``.
@@ -122,6 +127,7 @@ class AssetBaseline:
             "weights_sha256": digest,
             "run_condition": self.run_condition.to_json() if self.run_condition else None,
             "run_level": self.run_level,
+            "score_steps": self.score_steps,
             "info": self.info,
         }
         jtmp = d / (_JSON + ".tmp")
@@ -160,6 +166,7 @@ class AssetBaseline:
                 info=dict(meta.get("info", {})),
                 run_condition=RunCondition.from_json(meta.get("run_condition")),
                 run_level=None if meta.get("run_level") is None else float(meta["run_level"]),
+                score_steps=score_steps_of(meta),
             )
         except ModelError:
             raise
@@ -169,15 +176,26 @@ class AssetBaseline:
             ) from exc
 
 
+def score_steps_of(meta: Mapping[str, Any]) -> int | None:
+    """The ``score_steps`` of a baseline's JSON (absent in baselines made before it)."""
+    steps = meta.get("score_steps")
+    return None if steps is None else int(steps)
+
+
 def score_windows(
-    model: ConvAutoencoder, scaler: Scaler, reference: float, raw: FloatArray, batch: int = 2048
+    model: ConvAutoencoder,
+    scaler: Scaler,
+    reference: float,
+    raw: FloatArray,
+    steps: int | None = None,
+    batch: int = 2048,
 ) -> FloatArray:
     """Normalised reconstruction error of raw windows ``(B, S, W)`` -> ``(B,)``."""
     x = scaler.transform(raw, axis=1)
     out: list[FloatArray] = []
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            err = reconstruction_error(model, torch.from_numpy(x[i : i + batch])).numpy()
+            err = reconstruction_error(model, torch.from_numpy(x[i : i + batch]), steps).numpy()
             out.append(err.astype(np.float32))
     if not out:
         return np.zeros(0, dtype=np.float32)
@@ -210,6 +228,37 @@ def split_baseline(
         else:
             train.append((a, b))
     return train, hold
+
+
+def baseline_drift(rows: FloatArray) -> FloatArray:
+    """Per sensor: how far its level moves over ``len(rows)`` at the pace seen in ``rows``.
+
+    The pace is the difference of the medians of the first and the last quarter over
+    the distance between their middles: medians, so that noise and short spikes do not
+    count as drift.
+    """
+    n = len(rows)
+    q = max(1, n // 4)
+    if n - q <= 0:
+        return np.zeros(rows.shape[1], dtype=np.float32)
+    moved = np.abs(np.median(rows[-q:], axis=0) - np.median(rows[:q], axis=0))
+    drift: FloatArray = (moved * n / (n - q)).astype(np.float32)
+    return drift
+
+
+def drift_tolerant(scaler: Scaler, rows: FloatArray) -> Scaler:
+    """``scaler`` with each sensor's scale at least the drift seen in the baseline.
+
+    A short baseline of a process that drifts slowly (a machine warming up over its
+    first hour) sees only the start of the drift; scaled by the baseline's noise alone,
+    the same drift continuing a little later reads as many standard deviations and
+    every later window as anomalous. A sensor that moved by D over the baseline is
+    scaled by at least D, so drift that goes on at the same pace for as long again
+    costs a standard deviation or two, while a sensor that held still keeps its
+    sensitivity.
+    """
+    scale = np.maximum(np.asarray(scaler.scale, dtype=np.float64), baseline_drift(rows))
+    return replace(scaler, scale=tuple(float(v) for v in scale))
 
 
 def fill_missing(samples: npt.ArrayLike) -> FloatArray:
@@ -289,6 +338,8 @@ def commission(
         # load level the short baseline never visited is not a many-sigma excursion.
         floor = fleet.relative_floor
     scaler = Scaler.fit(train_rows, "zscore", relative_floor=floor)
+    if not from_fleet:
+        scaler = drift_tolerant(scaler, train_rows)
     x_train = scaler.transform(
         np.concatenate([sliding_windows(x[a:b], window, 1) for a, b in train_parts]), axis=1
     )
@@ -338,7 +389,11 @@ def commission(
             hold_raw = hold_raw[judged]  # calibrate on windows that will be judged later
     else:
         run = None
-    raw_hold = score_windows(fit.model, scaler, 1.0, hold_raw)
+    # An asset's own model scores the newest quarter of each window: a new change
+    # shows at once and a cleared one stops counting at once. The fleet path keeps
+    # the whole window its bundle's threshold rule was calibrated on.
+    steps = None if from_fleet else max(1, window // SCORE_STEPS_DIVISOR)
+    raw_hold = score_windows(fit.model, scaler, 1.0, hold_raw, steps)
     cal = calibrate(raw_hold, rule)
     info: dict[str, Any] = {
         "samples": int(n),
@@ -364,6 +419,7 @@ def commission(
         info=info,
         run_condition=run,
         run_level=run_level,
+        score_steps=steps,
     )
 
 

@@ -155,10 +155,21 @@ class ConvAutoencoder(nn.Module):
         return out
 
 
-def reconstruction_error(model: ConvAutoencoder, x: torch.Tensor) -> torch.Tensor:
-    """Mean squared reconstruction error per window: ``(B, S, W)`` -> ``(B,)``."""
+def reconstruction_error(
+    model: nn.Module, x: torch.Tensor, steps: int | None = None
+) -> torch.Tensor:
+    """Mean squared reconstruction error per window: ``(B, S, W)`` -> ``(B,)``.
+
+    ``steps`` limits the mean to the window's newest time steps (all sensors): the
+    earlier steps still give the network its context, but a change shows in the score
+    as soon as it reaches the newest samples and leaves it as soon as they are healthy
+    again, instead of lingering until it has slid out of the whole window.
+    """
     recon: torch.Tensor = model(x)
-    return (recon - x).pow(2).mean(dim=(1, 2))
+    err = (recon - x).pow(2)
+    if steps is not None:
+        err = err[:, :, -steps:]
+    return err.mean(dim=(1, 2))
 
 
 def count_parameters(model: nn.Module) -> int:

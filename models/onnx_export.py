@@ -48,6 +48,7 @@ from models.lean import (
     load_lean_bundle,
 )
 from models.manifest import MANIFEST, seal, sha256_file
+from models.network import reconstruction_error
 from models.predictor import Predictor
 from models.preprocessing import FloatArray, Scaler
 from models.quant_eval import AccuracyChange, compare
@@ -76,13 +77,13 @@ class _RulEnsemble(nn.Module):
 
 
 class _ReconstructionError(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, steps: int | None = None) -> None:
         super().__init__()
         self.model = model
+        self.steps = steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        recon: torch.Tensor = self.model(x)
-        return (recon - x).pow(2).mean(dim=(1, 2))
+        return reconstruction_error(self.model, x, self.steps)
 
 
 def to_onnx(module: nn.Module, sensors: int, window: int) -> bytes:
@@ -365,7 +366,11 @@ def export_baseline(baseline: AssetBaseline, directory: Path) -> None:
     architecture through a single session of the shared template and feeds each its
     own weights: ~64 KB per asset instead of a ~0.5 MB session each.
     """
-    graph = to_onnx(_ReconstructionError(baseline.model), len(baseline.sensors), baseline.window)
+    graph = to_onnx(
+        _ReconstructionError(baseline.model, baseline.score_steps),
+        len(baseline.sensors),
+        baseline.window,
+    )
     template, weights = split_weights(graph)
     meta = json.loads((directory / BASELINE_JSON).read_text())
     meta["onnx"] = BASELINE_ONNX

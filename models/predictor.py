@@ -151,7 +151,8 @@ class Predictor:
             sel = np.asarray(idx)
             if b is not None:
                 self.check_baseline(b)
-                score[sel] = score_windows(b.model, b.scaler, b.reference, pad_to_bucket(x[sel]))[
+                padded = pad_to_bucket(x[sel])
+                score[sel] = score_windows(b.model, b.scaler, b.reference, padded, b.score_steps)[
                     : len(sel)
                 ]
                 thr[sel] = b.threshold

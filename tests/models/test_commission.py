@@ -9,7 +9,7 @@ from agent.errors import ModelError
 from models.bundle import load_bundle
 from models.commission import AssetBaseline, commission, split_baseline
 from models.predictor import Predictor
-from models.preprocessing import sliding_windows
+from models.preprocessing import sliding_windows, windows_ending_at
 from models.scoring import ThresholdRule, alarm_flags, calibrate
 from tests.models.conftest import SENSORS, WINDOW, healthy_series, make_bundle
 
@@ -99,3 +99,50 @@ def test_split_baseline_holds_out_spread_blocks() -> None:
     assert len(hold) == 4 and hold[-1][1] == 2000
     held = sum(b - a for a, b in hold)
     assert held == 500 and sum(b - a for a, b in train) == 1500
+
+
+def _warming_up(n: int, seed: int = 0) -> np.ndarray:
+    """A machine warming up at a steady pace (temperature +1 per 400 rows), other
+    sensors steady, all with small noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=np.float64)
+    return np.stack(
+        [
+            40.0 + t / 400.0 + rng.normal(0, 0.02, n),
+            2.0 + rng.normal(0, 0.05, n),
+            10.0 + 0.3 * np.sin(t / 20.0) + rng.normal(0, 0.05, n),
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
+def test_own_baseline_tolerates_the_drift_its_baseline_showed(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    series = _warming_up(800)
+    base = commission(series[:400], bundle, sensors=["t", "v", "c"], scratch=True, epochs=30)
+    # The same warm-up, going on for as long again: 50 noise-sigmas beyond the baseline,
+    # not a fault.
+    later = windows_ending_at(series, np.arange(400, 800), base.window)
+    assert float(np.mean(base.score(later) > base.threshold)) < 0.05
+    # A fault of six noise-sigmas in a sensor that held still is still seen.
+    broken = series.copy()
+    broken[600:, 1] += 0.3
+    faulty = windows_ending_at(broken, np.arange(650, 800), base.window)
+    assert float(np.mean(base.score(faulty) > base.threshold)) > 0.95
+
+
+def test_own_baseline_verdicts_follow_a_fault_within_its_score_steps(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    series = _warming_up(800, seed=1)
+    base = commission(series[:400], bundle, sensors=["t", "v", "c"], scratch=True, epochs=30)
+    assert base.score_steps is not None
+    broken = series.copy()
+    broken[600:700, 1] += 1.0
+    ends = np.arange(400, 800)
+    flagged = base.score(windows_ending_at(broken, ends, base.window)) > base.threshold
+    rows = ends[flagged]
+    # Flagged from the fault's first rows to its last ones: not a whole window late,
+    # and not for a whole window after it has cleared (the network's receptive field
+    # carries a little of the past into the newest steps' reconstruction).
+    assert rows.min() >= 600 and rows.min() < 600 + base.score_steps
+    assert rows.max() >= 699 and rows.max() < 700 + base.window // 2

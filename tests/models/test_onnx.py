@@ -205,3 +205,18 @@ def test_the_lean_path_never_imports_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_an_own_baseline_scores_its_newest_steps_alike_on_both_backends(tmp_path: Path) -> None:
+    samples = _windows(1, seed=3)[0].T.repeat(8, axis=0)
+    samples = samples + np.random.default_rng(4).normal(0, 0.01, samples.shape).astype(np.float32)
+    own = commission(samples, load_bundle(PUMP), asset="o1", scratch=True, epochs=2)
+    assert own.score_steps is not None and own.score_steps < own.window
+    export_baseline(own, own.save(tmp_path / "o1"))
+    lean = LeanBaseline.load(tmp_path / "o1")
+    x = _windows(7, seed=6)
+    assert np.max(np.abs(lean.score(x) - own.score(x))) <= 1e-4
+    # Only the newest steps count: changing the oldest ones leaves the score as it was.
+    older = x.copy()
+    older[:, :, : own.window - own.score_steps - 8] *= 3.0
+    assert np.max(np.abs(lean.score(older) - lean.score(x))) <= 0.05 * float(lean.score(x).max())
