@@ -9,6 +9,7 @@ inference thread. Times are UTC epoch milliseconds
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -43,6 +44,8 @@ class RejectReason(enum.StrEnum):
     DUPLICATE = "duplicate"
     OUT_OF_ORDER = "out_of_order"
     UNKNOWN_TOPIC = "unknown_topic"  # topic does not match the template or the site
+    #: The asset level of the topic is no usable name (see :func:`name_problem`).
+    BAD_ASSET_NAME = "bad_asset_name"
     #: A new asset while ingest.max_assets are held and none is idle to evict.
     TOO_MANY_ASSETS = "too_many_assets"
 
@@ -259,6 +262,34 @@ def clip_detail(text: str) -> str:
 
 def sensor_name(name: str) -> str:
     return repr(name[:_NAME_MAX_CHARS])
+
+
+#: The assets table's name column is VARCHAR(128).
+NAME_MAX_CHARS: Final = 128
+# Control characters (newlines included), invisible format characters such as
+# right-to-left overrides, line/paragraph separators and lone surrogates: each would
+# forge or garble a log line, a table row or a file name.
+_HIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# "/" separates topic levels and object-key parts; "+" and "#" are MQTT wildcards.
+_SEPARATORS: Final = "/+#"
+
+
+def name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as an asset (or site) name, or None if nothing does."""
+    if not name:
+        return "is empty"
+    if len(name) > NAME_MAX_CHARS:
+        return f"is {len(name)} characters long (at most {NAME_MAX_CHARS})"
+    if name != name.strip():
+        return "has leading or trailing whitespace"
+    if name in {".", ".."}:
+        return "is a relative path"
+    for char in name:
+        if char in _SEPARATORS:
+            return f"contains {char!r} (an MQTT level separator or wildcard)"
+        if unicodedata.category(char) in _HIDDEN_CATEGORIES:
+            return f"contains the control character {char!r}"
+    return None
 
 
 def sensor_names(names: set[str] | frozenset[str]) -> str:

@@ -38,6 +38,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from agent.domain import name_problem
 from agent.errors import ConfigError
 
 ENV_PREFIX = "EDGEWATCH_"
@@ -52,9 +53,13 @@ def _port(value: int) -> int:
 
 
 def _identifier(value: str) -> str:
-    # Site and agent names become MQTT topic levels and object-store key parts.
-    if not value or any(c in value for c in "/#+ \t\n") or value in {".", ".."}:
-        raise ValueError("must be a non-empty name without '/', '#', '+', '..' or spaces")
+    # Site and agent names become MQTT topic levels, object-store key parts and log
+    # text: the rule for asset names at ingest, and no spaces.
+    if name_problem(value) is not None or " " in value:
+        raise ValueError(
+            "must be a non-empty name of at most 128 characters without '/', '#', '+', "
+            "spaces or control characters, and not '.' or '..'"
+        )
     return value
 
 
@@ -746,10 +751,12 @@ def _location(parts: tuple[int | str, ...]) -> str:
 
 
 def _short(value: object) -> str:
-    # Quote strings only where the bare text would be unreadable ('' or spaces).
+    # Quote strings only where the bare text would be unreadable ('' or spaces) or
+    # would break the one-line message (newlines, control characters).
     text = (
         repr(value)
-        if isinstance(value, str) and (not value or value != value.strip())
+        if isinstance(value, str)
+        and (not value or value != value.strip() or not value.isprintable())
         else str(value)
     )
     return text if len(text) <= 60 else text[:57] + "..."

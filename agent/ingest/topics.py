@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from agent.domain import RejectReason
+from agent.domain import RejectReason, name_problem
 from agent.errors import PayloadError
 
 _SITE: Final = "{site}"
@@ -13,6 +13,7 @@ _ASSET: Final = "{asset}"
 # cache reset, never unbounded memory.
 _CACHE_MAX: Final = 4096
 _DETAIL_TOPIC_CHARS: Final = 200
+_DETAIL_NAME_CHARS: Final = 64
 
 
 class TopicMatcher:
@@ -65,12 +66,18 @@ class TopicMatcher:
             if index == self._site_level:
                 if part != self.site:
                     raise _unknown(topic, f"site {part[:64]!r} is not ours ({self.site!r})")
-            elif index == self._asset_level:
-                if not part:
-                    raise _unknown(topic, "empty asset level")
-            elif part != level:
+            elif index != self._asset_level and part != level:
                 raise _unknown(topic, "does not match the template")
-        return parts[self._asset_level]
+        asset = parts[self._asset_level]
+        # The one place asset names enter: everything downstream (tables, logs,
+        # reports, object keys) may take them as plain, bounded, single-line text.
+        problem = name_problem(asset)
+        if problem is not None:
+            raise PayloadError(
+                RejectReason.BAD_ASSET_NAME,
+                f"asset name {asset[:_DETAIL_NAME_CHARS]!r} {problem}",
+            )
+        return asset
 
 
 def _unknown(topic: str, why: str) -> PayloadError:

@@ -26,8 +26,8 @@ def test_asset_of_a_matching_topic() -> None:
         "edgewatch/plant1/pump-7/alerts",
         "edgewatch/plant1/pump-7/telemetry/extra",
         "edgewatch/plant1/telemetry",
-        "edgewatch/plant1//telemetry",
         "other/plant1/pump-7/telemetry",
+        "edgewatch/plant2/bad\nname/telemetry",  # the site is checked before the name
         "",
     ],
 )
@@ -35,6 +35,43 @@ def test_other_topics_are_unknown_topic(topic: str) -> None:
     with pytest.raises(PayloadError) as caught:
         TopicMatcher(TEMPLATE, "plant1").asset_of(topic)
     assert caught.value.reason == RejectReason.UNKNOWN_TOPIC
+
+
+@pytest.mark.parametrize(
+    ("asset", "why"),
+    [
+        ("", "is empty"),
+        ("p" * 129, "is 129 characters long (at most 128)"),
+        ("pump\n2025-01-01 ERROR forged", "contains the control character '\\n'"),
+        ("pump\r1", "control character"),
+        ("pump\x1b[2J", "control character"),
+        ("pump\x00", "control character"),
+        ("pump\u202e1", "control character"),  # right-to-left override
+        ("pump\u20281", "control character"),  # line separator
+        (" pump-1", "leading or trailing whitespace"),
+        ("pump-1\t", "leading or trailing whitespace"),
+        ("pump+1", "'+'"),
+        ("pump#1", "'#'"),
+        ("..", "relative path"),
+    ],
+)
+def test_bad_asset_names_are_refused_with_their_reason(asset: str, why: str) -> None:
+    matcher = TopicMatcher("factory/{site}/{asset}", "s1")
+    with pytest.raises(PayloadError) as caught:
+        matcher.asset_of(f"factory/s1/{asset}")
+    assert caught.value.reason == RejectReason.BAD_ASSET_NAME
+    assert why in caught.value.detail
+    assert "\n" not in caught.value.detail and len(caught.value.detail) < 200
+    # Refusals are not cached as names: asking again refuses again.
+    with pytest.raises(PayloadError):
+        matcher.asset_of(f"factory/s1/{asset}")
+
+
+@pytest.mark.parametrize(
+    "asset", ["p" * 128, "Pumpe Halle 3", "pompe-ré-7", "泵-1", "pump.1", "a b", "x$y"]
+)
+def test_good_asset_names_pass(asset: str) -> None:
+    assert TopicMatcher(TEMPLATE, "s").asset_of(f"edgewatch/s/{asset}/telemetry") == asset
 
 
 def test_template_with_levels_in_another_order() -> None:
