@@ -26,6 +26,11 @@ _MS_PER_S: Final = 1000
 # "YYYY-MM-DDTHH:MM:SSZ" is the shortest RFC 3339 date-time.
 _RFC3339_MIN_LEN: Final = 20
 _TS_FLOAT_MAX_S: Final = 1e300
+# No finite float has more integer digits than this (1.8e308), so a longer JSON
+# integer is out of every range we accept; refusing it while parsing also keeps clear
+# of Python's int <-> str digit limit (4300), which raises ValueError.
+_INT_DIGITS_MAX: Final = 320
+_LOG10_2: Final = math.log10(2)
 _FLOATS: Final = {float}
 
 
@@ -70,16 +75,20 @@ def decode_payload(
             RejectReason.TOO_LARGE,
             f"{len(payload)} bytes > max_payload_bytes {limits.max_payload_bytes}",
         )
+    slow = False
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
         doc = _parse_slow(payload)
+        slow = True
     if type(doc) is not dict:
         raise PayloadError(RejectReason.SCHEMA, "payload must be a JSON object")
     ts = doc.get("ts")
     values = doc.get("values")
     if type(values) is not dict or not values:
         raise PayloadError(RejectReason.SCHEMA, "'values' must be a non-empty object")
+    if slow:
+        _check_names(values)
     if rename:
         values = _renamed(values, rename)
     if type(ts) is list:
@@ -252,7 +261,7 @@ def _parse_slow(payload: bytes) -> Any:
         return float(token)
 
     try:
-        doc = json.loads(text, parse_constant=constant)
+        doc = json.loads(text, parse_constant=constant, parse_int=_bounded_int)
     except (ValueError, RecursionError) as exc:
         raise PayloadError(RejectReason.INVALID_JSON, clip_detail(str(exc))) from None
     if constants:
@@ -260,6 +269,26 @@ def _parse_slow(payload: bytes) -> Any:
     # Valid JSON orjson refuses (lone surrogates, huge numbers) goes on to the schema
     # checks, which reject whatever is still wrong with it.
     return doc
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > _INT_DIGITS_MAX:
+        raise PayloadError(RejectReason.NON_FINITE, f"a number of {digits} digits is out of range")
+    return int(text)
+
+
+def _check_names(values: dict[str, Any]) -> None:
+    # Only the stdlib parser lets "\ud800" escapes through as lone surrogates: such a
+    # name cannot be stored (SQLite and orjson want valid UTF-8) and would fail a
+    # whole commit further down instead of this one message.
+    for name in values:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PayloadError(
+                RejectReason.SCHEMA, f"sensor name {sensor_name(name)} is not valid Unicode"
+            ) from None
 
 
 def _int_value(name: str, value: int) -> float:
@@ -290,6 +319,8 @@ def _renamed(values: dict[str, Any], rename: Mapping[str, str]) -> dict[str, Any
 
 
 def _ms(delta: int) -> str:
-    # Absurd timestamps make absurdly long numbers; the order of magnitude is enough.
-    text = str(delta)
-    return text if len(text) <= 16 else f"~1e{len(text) - 1}"
+    # Absurd timestamps make absurdly long numbers; the order of magnitude is enough,
+    # and str() of one past 4300 digits raises ValueError.
+    if delta.bit_length() <= 53:
+        return str(delta)
+    return f"~1e{int(delta.bit_length() * _LOG10_2)}"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Protocol
+from typing import Final, Protocol
 
 from agent.domain import Inbound, RejectReason, dead_letter
 from agent.errors import PayloadError
@@ -19,6 +21,9 @@ from .link import RawMessage
 from .topics import TopicMatcher
 
 log = logging.getLogger(__name__)
+
+_DECODER_FAILURE_LOG_INTERVAL_S: Final = 60.0
+_LOG_TOPIC_CHARS: Final = 200
 
 
 class MessageSource(Protocol):
@@ -56,6 +61,8 @@ class Subscriber:
         self._stopping = False
         self._busy = False
         self._task: asyncio.Task[None] | None = None
+        self._decoder_failures = 0
+        self._decoder_failure_logged_at = -math.inf
 
     def stop(self) -> None:
         """Stop taking messages; what is already on ``out`` stays there to be drained.
@@ -108,7 +115,7 @@ class Subscriber:
         except PayloadError as exc:
             return self._reject(message, exc, asset)
         except Exception as exc:  # no input may stop ingest
-            log.exception("decoder failed on a message", extra=fields(topic=message.topic[:200]))
+            self._log_decoder_failure(message)
             return self._reject(
                 message, PayloadError(RejectReason.SCHEMA, f"decoder error: {exc!r}"), asset
             )
@@ -118,6 +125,21 @@ class Subscriber:
             readings=readings,
             topic=message.topic,
             payload=message.payload,
+        )
+
+    def _log_decoder_failure(self, message: RawMessage) -> None:
+        # A decoder bug is worth its traceback, but one hostile publisher repeating
+        # the message must not write one per message.
+        self._decoder_failures += 1
+        now = time.monotonic()
+        if now - self._decoder_failure_logged_at < _DECODER_FAILURE_LOG_INTERVAL_S:
+            return
+        self._decoder_failure_logged_at = now
+        log.exception(
+            "decoder failed on a message",
+            extra=fields(
+                topic=repr(message.topic[:_LOG_TOPIC_CHARS]), failures=self._decoder_failures
+            ),
         )
 
     def _reject(self, message: RawMessage, error: PayloadError, asset: str | None) -> Inbound:

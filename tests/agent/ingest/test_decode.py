@@ -184,16 +184,93 @@ def test_rejected_with_reason(
 
 def test_every_reason_but_the_stateful_ones_is_covered() -> None:
     covered = {reason for _, _, reason, _ in REJECTS}
-    # unknown_topic is the topic matcher's; out_of_order and missing_sensor need
-    # per-asset history (windowing), too_many_assets the windowing's asset count;
-    # unknown_sensor is no longer given (extras are ignored and counted).
+    # unknown_topic and bad_asset_name are the topic matcher's; out_of_order and
+    # missing_sensor need per-asset history (windowing), too_many_assets the
+    # windowing's asset count; unknown_sensor is no longer given (extras are ignored
+    # and counted).
     assert set(RejectReason) - covered == {
         RejectReason.UNKNOWN_TOPIC,
+        RejectReason.BAD_ASSET_NAME,
         RejectReason.OUT_OF_ORDER,
         RejectReason.MISSING_SENSOR,
         RejectReason.UNKNOWN_SENSOR,
         RejectReason.TOO_MANY_ASSETS,
     }
+
+
+HUGE = "9" * 4300  # Python's int <-> str limit: str() of anything longer raises
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        f'{{"ts": {HUGE}, "values": {{"x": 1}}}}',
+        f'{{"ts": -{HUGE}, "values": {{"x": 1}}}}',
+        f'{{"ts": {HUGE}9, "values": {{"x": 1}}}}',  # over the limit while parsing
+        f'{{"ts": [{HUGE}], "values": {{"x": [1]}}}}',
+        f'{{"ts": 1, "values": {{"x": {HUGE}}}}}',
+        f'{{"ts": 1, "values": {{"x": [1, {HUGE}]}}}}',
+        '{"ts": ' + "9" * 400 + ', "values": {"x": 1}}',
+    ],
+    ids=["ts", "negative ts", "ts past the limit", "batch ts", "value", "batch value", "400"],
+)
+def test_integers_of_thousands_of_digits_are_out_of_range(payload: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        decode(payload.encode(), DecodeLimits(max_payload_bytes=10_000))
+    assert caught.value.reason == RejectReason.NON_FINITE
+    assert "digits is out of range" in caught.value.detail
+    assert len(caught.value.detail) < 100
+
+
+def test_long_integers_that_fit_a_float_keep_their_verdict() -> None:
+    with pytest.raises(PayloadError) as caught:
+        decode(b'{"ts": 1' + b"0" * 300 + b', "values": {"x": 1}}')
+    assert caught.value.reason == RejectReason.TS_FUTURE
+    assert "~1e30" in caught.value.detail  # the order of magnitude, not 300 digits
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"ts": 1, "values": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "invalid_json"),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "invalid_json"),
+        (b'{"ts": 1e400, "values": {"x": 1}}', "non_finite"),
+        (b'{"ts": -Infinity, "values": {"x": 1}}', "non_finite"),
+        (b'{"ts": 1, "values": {"x": 1e999}}', "non_finite"),
+        (b'{"ts": 1, "values": {"\\ud800": 1}}', "schema"),
+        (b'{"ts": "2026-09-21T14:13:20\\udfffZ", "values": {"x": 1}}', "schema"),
+        (b"\xef\xbb\xbf{}", "invalid_json"),
+        (b"[]", "schema"),
+        (b"null", "schema"),
+        (b'"x"', "schema"),
+        (b'{"ts": true, "values": {"x": 1}}', "schema"),
+        (b'{"ts": {"a": 1}, "values": {"x": 1}}', "schema"),
+        (b'{"ts": "9999-12-31T23:59:59-23:59", "values": {"x": 1}}', "ts_future"),
+        (b'{"ts": "0001-01-01T00:00:00+23:59", "values": {"x": 1}}', "ts_past"),
+    ],
+    ids=[
+        "deep list",
+        "deep object",
+        "huge float ts",
+        "Infinity ts",
+        "huge float value",
+        "lone surrogate sensor",
+        "lone surrogate ts",
+        "BOM",
+        "list",
+        "null",
+        "string",
+        "bool ts",
+        "object ts",
+        "year 9999",
+        "year 1",
+    ],
+)
+def test_hostile_json(payload: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        decode(payload, DecodeLimits(max_payload_bytes=1_000_000, max_past_ms=86_400_000))
+    assert caught.value.reason == reason
+    caught.value.detail.encode("utf-8")  # storable as it is
 
 
 def test_limits_from_settings() -> None:
@@ -272,3 +349,63 @@ def test_json_documents_only_raise_payload_error(doc: Any) -> None:
             assert stamps == sorted(set(stamps))
             for reading in readings:
                 assert all(type(v) is float and math.isfinite(v) for v in reading.values.values())
+
+
+# Raw JSON text, so that it can hold what json.dumps never writes: integers past the
+# int <-> str limit, NaN/Infinity tokens, lone surrogate escapes, deep nesting.
+hostile_numbers = st.one_of(
+    st.integers(min_value=1, max_value=6000).map(lambda n: "9" * n),
+    st.integers(min_value=1, max_value=6000).map(lambda n: "-1" + "0" * n),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1e-400", "0.0"]),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers().map(str),
+    st.just(str(NOW_S)),
+)
+hostile_strings = st.one_of(
+    st.text(max_size=12).map(json.dumps),
+    st.sampled_from(['"\\ud800"', '"\\udfff x"', '"2026-09-21T14:13:20Z"', '""', '"\\u0000"']),
+)
+
+
+def _nest(depth: int, inner: str) -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+hostile_values = st.recursive(
+    hostile_numbers | hostile_strings | st.sampled_from(["true", "null", "{}", "[]"]),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+        st.lists(st.tuples(hostile_strings, inner), max_size=4).map(
+            lambda pairs: "{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}"
+        ),
+        st.builds(_nest, st.integers(min_value=1, max_value=5000), inner),
+    ),
+    max_leaves=10,
+)
+hostile_docs = st.one_of(
+    hostile_values,
+    st.builds(
+        '{{"ts": {}, "values": {{{}: {}}}}}'.format,
+        hostile_values,
+        hostile_strings,
+        hostile_values,
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=hostile_docs)
+def test_hostile_json_text_only_raises_payload_error(text: str) -> None:
+    limits = DecodeLimits(max_payload_bytes=1_000_000, max_past_ms=10**15)
+    raw = text.encode("utf-8", "surrogatepass")
+    for rename in (None, RENAME):
+        try:
+            readings = decode(raw, limits, rename=rename)
+        except PayloadError as exc:
+            assert exc.reason in set(RejectReason)
+            exc.detail.encode("utf-8")  # a dead letter's detail is stored as it is
+        else:
+            for reading in readings:
+                assert all(type(v) is float and math.isfinite(v) for v in reading.values.values())
+                for name in reading.values:
+                    name.encode("utf-8")

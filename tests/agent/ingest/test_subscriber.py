@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 
 import aiomqtt
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +20,8 @@ from agent.ingest.link import MqttLink, RawMessage
 from agent.ingest.subscriber import Subscriber
 from agent.ingest.topics import TopicMatcher
 from agent.metrics import Metrics
+from agent.profiles import Profiles
+from agent.settings import ModelSettings
 from tests.agent.ingest.helpers import WAIT_S, make_settings, unique
 from tests.support import Broker
 
@@ -176,3 +180,81 @@ def test_any_message_becomes_one_inbound(topic: str, payload: bytes) -> None:
     assert sum(metrics.dead_letters.values()) == (inbound.rejected is not None)
     if inbound.rejected is not None:
         assert len(inbound.rejected.payload) <= 16
+
+
+async def test_hostile_names_and_numbers_are_dead_letters(
+    mqtt_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.ingest")
+    site = unique("site")
+    config = make_settings(mqtt_broker, site=site)
+    metrics = Metrics()
+    out: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=100)
+    good = orjson.dumps({"ts": time.time(), "values": {"t": 1.0}})
+    huge_ts = b'{"ts": ' + b"9" * 4300 + b', "values": {"t": 1}}'
+    # Mosquitto itself refuses topics with C0/C1 control characters (newlines): the
+    # topic matcher's tests cover those for brokers that do not.
+    sent: list[tuple[str, bytes]] = [
+        ("pump-1\u2028ERROR forged log line", good),
+        ("pump-1\u202e", good),
+        ("p" * 129, good),
+        (" pump-1", good),
+        ("pump-1", huge_ts),
+        ("pump-1", b'{"ts": 1, "values": {"\\ud800": 1}}'),
+        ("pump-1", good),
+    ]
+    async with asyncio.timeout(WAIT_S), MqttLink(config, metrics) as link:
+        subscriber = Subscriber(
+            link, link.matcher, DecodeLimits.from_settings(config.ingest), out, metrics, 64
+        )
+        task = asyncio.create_task(subscriber.run())
+        assert await link.wait_connected()
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as device:
+            for asset, payload in sent:
+                await device.publish(f"edgewatch/{site}/{asset}/telemetry", payload, qos=1)
+        got = [await out.get() for _ in sent]
+        subscriber.stop()
+        await task
+    *rejected, last = got
+    reasons = [i.rejected.reason if i.rejected else None for i in rejected]
+    assert reasons == [RejectReason.BAD_ASSET_NAME] * 4 + [
+        RejectReason.NON_FINITE,
+        RejectReason.SCHEMA,
+    ]
+    assert all(i.rejected is not None and i.rejected.asset is None for i in rejected[:4])
+    assert [r.asset for r in last.readings] == ["pump-1"]  # still running, still decoding
+    assert metrics.dead_letters == {"bad_asset_name": 4, "non_finite": 1, "schema": 1}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class _BrokenProfiles(Profiles):
+    """Profiles whose lookup fails: stands in for a bug anywhere in decoding."""
+
+    def renames(self, asset: str) -> Mapping[str, str] | None:
+        raise RuntimeError("bug")
+
+
+def test_a_decoder_bug_is_a_dead_letter_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.ingest")
+    metrics = Metrics()
+    subscriber = Subscriber(
+        FakeSource([]),
+        TopicMatcher(TEMPLATE, "s"),
+        DecodeLimits(),
+        asyncio.Queue(),
+        metrics,
+        16,
+        profiles=_BrokenProfiles([], ModelSettings.model_validate({})),
+    )
+    for _ in range(50):
+        inbound = subscriber.handle(
+            RawMessage("edgewatch/s/pump-1/telemetry", b"{}", 1, False, None, NOW_MS)
+        )
+        assert inbound.rejected is not None
+        assert inbound.rejected.reason is RejectReason.SCHEMA
+    assert metrics.dead_letters == {"schema": 50}
+    failures = [r for r in caplog.records if r.getMessage() == "decoder failed on a message"]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
