@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -53,6 +54,8 @@ class LocalBroker:
     """``with LocalBroker(workdir) as broker: ...``; ``stop()``/``start()`` for outages.
 
     ``kind`` says which broker runs once started: "mosquitto" or "embedded".
+    ``embedded_options`` are extra command-line options for the embedded broker
+    (``--max-queued 10``, ``--session-expiry-s 60``: see ``python -m agent.minibroker -h``).
     """
 
     def __init__(
@@ -62,11 +65,13 @@ class LocalBroker:
         port: int | None = None,
         host: str = "127.0.0.1",
         choice: BrokerChoice = "mosquitto",
+        embedded_options: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.host = host
         self.port = port or free_port(host)
         self.choice: BrokerChoice = choice
+        self.embedded_options = tuple(embedded_options)
         self.kind: Literal["mosquitto", "embedded"] = "mosquitto"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -105,7 +110,14 @@ class LocalBroker:
                 hint="install it: sudo apt-get install -y mosquitto",
             )
         self.kind = "embedded"
-        return [sys.executable, "-m", "agent.minibroker", "--host", self.host]
+        return [
+            sys.executable,
+            "-m",
+            "agent.minibroker",
+            "--host",
+            self.host,
+            *self.embedded_options,
+        ]
 
     @property
     def log_path(self) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import queue
 import socket
 import struct
+import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import localbroker
 from agent.errors import BrokerError
 from agent.localbroker import LocalBroker
-from agent.minibroker import CONNECT, packet, topic_matches, valid_filter
+from agent.minibroker import (
+    CONNECT,
+    DISCONNECT,
+    SUBACK,
+    SUBSCRIBE,
+    Broker,
+    BrokerLimits,
+    Message,
+    packet,
+    topic_matches,
+    valid_filter,
+)
 
 TIMEOUT_S = 10.0
 
@@ -225,3 +238,162 @@ def test_auto_falls_back_to_the_embedded_broker_without_mosquitto(
 def test_embedded_broker_logs_to_its_workdir(broker: LocalBroker) -> None:
     assert broker.log_path == Path(broker.workdir) / "minibroker.log"
     assert "listening on" in broker.log_path.read_text()
+
+
+# ------------------------------------------------------------- slow clients, expiry
+
+FLOOD_MESSAGES = 400
+#: Large enough that the flood overruns any socket buffer of a client that never reads.
+FLOOD_PAYLOAD = b"x" * 64 * 1024
+
+
+def stuck_subscriber(broker: LocalBroker, client_id: str, pattern: str, qos: int) -> socket.socket:
+    """A client that subscribes, reads its SUBACK and then never reads again."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(TIMEOUT_S)
+    sock.connect((broker.host, broker.port))
+    sock.sendall(packet(CONNECT, connect_body(client_id)))
+    assert sock.recv(4) == b"\x20\x02\x00\x00"
+    topic = pattern.encode()
+    body = struct.pack("!H", 1) + struct.pack("!H", len(topic)) + topic + bytes([qos])
+    sock.sendall(packet(SUBSCRIBE, body, flags=2))
+    assert sock.recv(5) == bytes([SUBACK << 4, 3, 0, 1, qos])
+    return sock
+
+
+def wait_for_log(broker: LocalBroker, text: str) -> str:
+    """The broker's log once it holds ``text`` (the broker is another process)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        log = broker.log_path.read_text()
+        if text in log:
+            return log
+        time.sleep(0.05)  # polling a foreign process's file
+    raise AssertionError(f"{text!r} not in {broker.log_path}:\n{broker.log_path.read_text()}")
+
+
+def test_a_subscriber_that_never_reads_stalls_nobody(broker: LocalBroker) -> None:
+    stuck = [stuck_subscriber(broker, f"stuck-q{q}", "flood/#", q) for q in (0, 1)]
+    reader = Client(broker, "flood-reader")
+    reader.subscribe("flood/#")
+    pub = Client(broker, "flood-publisher")
+    pub.wait_connected()
+    for i in range(FLOOD_MESSAGES):
+        # The broker acknowledges each publish only after routing it to every subscriber:
+        # a broker that waits for the stuck clients' sockets never acknowledges.
+        info = pub.client.publish("flood/m", FLOOD_PAYLOAD + str(i).encode(), qos=1)
+        info.wait_for_publish(TIMEOUT_S)
+        assert info.is_published(), f"publish {i} not acknowledged"
+    got = reader.receive(FLOOD_MESSAGES)
+    assert [m.payload[len(FLOOD_PAYLOAD) :] for m in got] == [
+        str(i).encode() for i in range(FLOOD_MESSAGES)
+    ]
+    # What could not be sent to the QoS 0 subscriber was dropped and counted.
+    wait_for_log(broker, "'stuck-q0': outgoing buffer full, 1 QoS 0 message dropped")
+    for sock in stuck:
+        sock.close()
+    pub.close()
+    reader.close()
+
+
+def tuned_broker(tmp_path: Path, *options: str) -> LocalBroker:
+    return LocalBroker(tmp_path, choice="embedded", embedded_options=options)
+
+
+def test_a_returning_client_gets_the_newest_queued_messages(tmp_path: Path) -> None:
+    with tuned_broker(tmp_path, "--max-queued", "10") as broker:
+        returning_client_gets_the_newest(broker)
+
+
+def returning_client_gets_the_newest(broker: LocalBroker) -> None:
+    away = Client(broker, "away", clean=False)
+    away.subscribe("away/#")
+    away.close()
+    pub = Client(broker, "away-publisher")
+    pub.wait_connected()
+    for i in range(20):
+        pub.publish("away/m", str(i).encode())
+    wait_for_log(broker, "'away': queue full, 10 QoS 1 messages dropped")
+    back = Client(broker, "away", clean=False)
+    assert back.wait_connected() == (True, 0)
+    # The bound keeps the newest: the oldest ten were dropped.
+    assert [m.payload for m in back.receive(10)] == [str(i).encode() for i in range(10, 20)]
+    pub.publish("away/m", b"after")
+    assert back.receive(1)[0].payload == b"after"
+    back.close()
+    pub.close()
+
+
+def test_a_persistent_session_expires_when_its_client_stays_away(tmp_path: Path) -> None:
+    with tuned_broker(tmp_path, "--session-expiry-s", "0.5") as broker:
+        persistent_session_expires(broker)
+
+
+def persistent_session_expires(broker: LocalBroker) -> None:
+    gone = Client(broker, "gone", clean=False)
+    gone.subscribe("gone/#")
+    gone.close()
+    wait_for_log(broker, "session 'gone' expired")
+    pub = Client(broker, "gone-publisher")
+    pub.wait_connected()
+    pub.publish("gone/m", b"to nobody")
+    back = Client(broker, "gone", clean=False)
+    assert back.wait_connected() == (False, 0)  # no session present: subscriptions forgotten
+    back.subscribe("gone/#")
+    pub.publish("gone/m", b"after")
+    assert back.receive(1)[0].payload == b"after"
+    back.close()
+    pub.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_session_expiry_follows_the_clock() -> None:
+    import asyncio
+
+    clock = FakeClock()
+    broker = Broker(BrokerLimits(session_expiry_s=3600.0), clock=clock)
+    server = await broker.serve("127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+
+        async def session(client_id: str, *, disconnect: bool) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            body = connect_body(client_id)
+            # clean session 0: the flags byte follows the 6-byte protocol name and level
+            body = body[:7] + bytes([0]) + body[8:]
+            writer.write(packet(CONNECT, body))
+            connack = await asyncio.wait_for(reader.readexactly(4), TIMEOUT_S)
+            topic = b"t/#"
+            sub = struct.pack("!H", 1) + struct.pack("!H", len(topic)) + topic + b"\x01"
+            writer.write(packet(SUBSCRIBE, sub, flags=2))
+            await asyncio.wait_for(reader.readexactly(5), TIMEOUT_S)
+            if disconnect:
+                writer.write(packet(DISCONNECT, b""))
+                # The broker closes the connection once the session is detached from it.
+                assert await asyncio.wait_for(reader.read(), TIMEOUT_S) == b""
+            writer.close()
+            return connack
+
+        assert await session("p1", disconnect=True) == b"\x20\x02\x00\x00"
+        for i in range(3):
+            broker.route(Message("t/x", str(i).encode(), 1))
+        assert len(broker.sessions["p1"].queue) == 3
+        clock.now += 3599.0
+        assert broker.expire_sessions() == []
+        clock.now += 2.0
+        assert broker.expire_sessions() == ["p1"]
+        assert "p1" not in broker.sessions
+        # Back after expiry: a new session, nothing present.
+        assert await session("p1", disconnect=True) == b"\x20\x02\x00\x00"
+        assert broker.sessions["p1"].queue == deque()
+    finally:
+        server.close()
+        await server.wait_closed()
