@@ -88,6 +88,9 @@ VACUUM_PAGES = 1024
 #: Drop rounds in a row that free nothing before the pass gives up (a reader holding
 #: the WAL, pages only partly emptied): never delete on and on for no gain.
 MAX_IDLE_ROUNDS = 3
+#: Above this the one-time VACUUM of :func:`prepare` could outlast a service start
+#: timeout on an SD card; such a database keeps the used-pages budget only.
+PREPARE_MAX_BYTES = 256 * MB
 #: How often the runtime's budget duty runs.
 BUDGET_INTERVAL_S = 60.0
 #: Outbox kinds never dropped for space.
@@ -168,6 +171,14 @@ def prepare(engine: Engine) -> bool:
     with engine.connect() as conn:
         mode = int(conn.exec_driver_sql("PRAGMA auto_vacuum").scalar_one())
     if mode == 2:
+        return False
+    size = Path(engine.url.database or "").stat().st_size if engine.url.database else 0
+    if size > PREPARE_MAX_BYTES:
+        log.warning(
+            "database too large to switch to incremental vacuum at start; the budget "
+            "holds its used pages, the file does not shrink (run VACUUM once by hand)",
+            extra=fields(bytes=size),
+        )
         return False
     t0 = time.monotonic()
     try:
