@@ -295,6 +295,7 @@ class Agent:
                 max_commissioning=s.model.max_commissioning,
                 threads=s.model.threads,
                 threshold_for=lambda asset: profiles.alerts(asset).anomaly_threshold,
+                hop=hop,
             ),
             self.metrics,
             baselines,

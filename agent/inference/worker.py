@@ -43,6 +43,7 @@ from agent.errors import EdgewatchError
 from agent.inference.alerting import AlertTracker
 from agent.inference.baselines import BaselineStore, baseline_version
 from agent.inference.commissioner import ChildCommissioner
+from agent.inference.held import HeldWindows
 from agent.logs import fields
 from agent.metrics import Metrics
 
@@ -64,9 +65,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-#: Windows held for all assets being commissioned together (about 1 KB each for 8
-#: sensors x 32 samples); past it the newest are dropped and counted.
-MAX_HELD_WINDOWS = 8192
+#: Bytes of windows held for all assets being commissioned together: stored without
+#: their overlap, about 50 bytes per window of 8 sensors at hop 1, so some 600,000
+#: windows; past it the newest are dropped and counted.
+MAX_HELD_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -79,6 +81,9 @@ class InferenceConfig:
     threads: int = 1
     #: Per-asset threshold (an asset profile's), over ``threshold_override``.
     threshold_for: Callable[[str], float | None] | None = None
+    #: Samples between consecutive windows of one stream (held windows share the rest).
+    hop: int = 1
+    max_held_bytes: int = MAX_HELD_BYTES
 
 
 @dataclass
@@ -118,8 +123,7 @@ class InferenceStage:
         #: How each asset is scored; assets commissioned before a restart come with one.
         self.plans: dict[str, AssetPlan] = dict(plans or {})
         #: Windows of assets whose baseline is being learnt, in arrival order.
-        self._held: dict[str, list[Window]] = {}
-        self._held_count = 0
+        self._held = HeldWindows(config.hop, config.max_held_bytes)
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -130,7 +134,7 @@ class InferenceStage:
         """Drop the asset's baseline and close its alerts (baseline reset)."""
         self.baselines.pop(asset, None)
         self.plans.pop(asset, None)
-        self._held_count -= len(self._held.pop(asset, []))
+        self._held.release(asset)
         task = self._commissioning.pop(asset, None)
         if task is not None:
             task.cancel()
@@ -272,13 +276,9 @@ class InferenceStage:
         out: asyncio.Queue[Result],
     ) -> None:
         if isinstance(item, Window):
-            held = self._held.get(item.asset)
-            if held is None:
+            if not self._held.holding(item.asset):
                 batch.append(item)
-            elif self._held_count < MAX_HELD_WINDOWS:
-                held.append(item)
-                self._held_count += 1
-            else:
+            elif not self._held.add(item):
                 self.metrics.windows_held_dropped += 1
             return
         asset = item.asset
@@ -288,7 +288,7 @@ class InferenceStage:
             self._ready(asset, out)
             return
         if asset not in self._commissioning:
-            self._held.setdefault(asset, [])
+            self._held.hold(asset)
             task = asyncio.create_task(self._commission(item, out), name=f"commission-{asset}")
             self._commissioning[asset] = task
 
@@ -302,14 +302,9 @@ class InferenceStage:
     async def _release(self, asset: str, out: asyncio.Queue[Result]) -> None:
         """Score the windows held while ``asset`` was commissioned, oldest first, until
         none is left; windows arriving meanwhile join the end, so order is kept."""
-        held = self._held.get(asset)
-        while held:
-            batch = held[: self.config.batch_max]
-            del held[: len(batch)]
-            self._held_count -= len(batch)
+        while batch := self._held.take(asset, self.config.batch_max):
             await self._score_batch(batch, out)
-            held = self._held.get(asset)
-        self._held.pop(asset, None)
+        self._held.release(asset)
 
     async def _score_batch(self, batch: list[Window], out: asyncio.Queue[Result]) -> None:
         loop = asyncio.get_running_loop()
@@ -367,7 +362,7 @@ class InferenceStage:
             # Any failure here must leave the agent running: the asset is retried
             # with fresh samples (its held windows go: no baseline will judge them).
             self._commissioning.pop(asset, None)
-            self._held_count -= len(self._held.pop(asset, []))
+            self._held.release(asset)
             # Back to collecting: the windowing stage may evict it (ingest.max_assets)
             # and nothing must stay behind here; the next request brings the plan.
             self.plans.pop(asset, None)
