@@ -135,5 +135,5 @@ class HeldWindows:
 def _run_bytes(run: _Run) -> int:
     """What :meth:`HeldWindows.add` charged for ``run``'s windows."""
     n = len(run.ends)
-    sensors = run.columns.shape[0]
+    sensors = int(run.columns.shape[0])
     return sensors * (run.window + (n - 1) * run.hop) * _FLOAT_BYTES + n * _STAMP_BYTES
