@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 
 from agent import schema as t
 from agent.errors import DatasetError
+from models.datasets import parse_labels
 from models.metrics import DetectionCounts
 
 VERDICTS = ("window", "alert")
@@ -98,12 +99,10 @@ def read_truth(path: Path, label: str) -> dict[str, tuple[npt.NDArray[np.int64],
             f"truth file {path} lacks column(s) {', '.join(missing)} "
             f"(has {', '.join(map(str, frame.columns))})"
         )
-    values = frame[label]
-    if values.dtype == object:
-        flags = values.fillna("").astype(str).str.strip().ne("") & ~values.isin(["0", "False"])
-    else:
-        flags = values.fillna(0).astype(float).ne(0)
-    frame = frame.assign(_flag=flags.to_numpy(bool), _ms=(frame["ts"] * 1000).round())
+    # The same reading of labels as `evaluate anomaly`: numbers, booleans or words
+    # (a fleet run's fault column says "none" or the fault's name).
+    flags, _ = parse_labels(frame[label])
+    frame = frame.assign(_flag=flags, _ms=(frame["ts"] * 1000).round())
     out: dict[str, tuple[npt.NDArray[np.int64], Any]] = {}
     for asset, rows in frame.sort_values("_ms").groupby("asset", sort=True):
         out[str(asset)] = (rows["_ms"].to_numpy(np.int64), rows["_flag"].to_numpy(bool))
