@@ -210,6 +210,10 @@ class AssetPlan:
     from_bundle: bool
     rul: bool
     baseline: bool = True
+    #: An own model's run condition: windows where this sensor is below ``run_min_fraction``
+    #: of its baseline median are not judged (None: every window is).
+    run_sensor: str | None = None
+    run_min_fraction: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +306,20 @@ def sensor_names(names: set[str] | frozenset[str]) -> str:
 def truncate_for_storage(payload: bytes, max_bytes: int) -> bytes:
     """The first ``max_bytes`` of a payload: enough to diagnose, bounded on disk."""
     return payload if len(payload) <= max_bytes else payload[:max_bytes]
+
+
+#: PUBLISH bytes besides the payload that the Maximum Packet Size allows for: fixed
+#: header (5), topic (2 + its length; ours are well under 1 KiB), packet id (2) and
+#: properties (the publisher's user properties, content type, ...).
+PACKET_HEADROOM_BYTES: Final = 4096
+#: The largest packet MQTT can frame (a 4-byte remaining length, plus the fixed header).
+MQTT_MAX_PACKET_BYTES: Final = 268_435_455
+
+
+def max_packet_bytes(max_payload_bytes: int) -> int:
+    """The largest MQTT packet that can carry a payload the agent accepts: what the
+    agent announces as its MQTT 5 Maximum Packet Size, and the demo broker's limit."""
+    return min(max_payload_bytes + PACKET_HEADROOM_BYTES, MQTT_MAX_PACKET_BYTES)
 
 
 def dead_letter(

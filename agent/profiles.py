@@ -97,7 +97,15 @@ class Profiles:
         if profile.bundle == "auto" and covers and (bundle.has_anomaly or rul):
             return AssetPlan(bundle.sensors, from_bundle=True, rul=rul, baseline=bundle.has_anomaly)
         ordered = names if self.fixed_sensors(asset) is not None else learnt_sensor_order(names)
-        return AssetPlan(ordered, from_bundle=False, rul=False, baseline=True)
+        run = profile.run_sensor if profile.run_sensor in ordered else None
+        return AssetPlan(
+            ordered,
+            from_bundle=False,
+            rul=False,
+            baseline=True,
+            run_sensor=run,
+            run_min_fraction=profile.run_min_fraction,
+        )
 
     def resumed_plan(
         self, asset: str, sensors: Sequence[str], from_bundle: bool, bundle: BundleShape

@@ -393,6 +393,19 @@ class ProfileSettings(_Section):
     incident_quiet_s: Annotated[float, Field(ge=0, le=30 * 86400)] | None = Field(
         None, description="Quiet time that ends an incident (default: model.incident_quiet_s)."
     )
+    run_sensor: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "For an asset learning its own model: the sensor that says the machine runs "
+            "(motor current, speed). A window where it drops below run_min_fraction of "
+            "its baseline median is not judged: a stopped machine is not assessed "
+            "(a bundle's own run condition applies to assets it covers)."
+        ),
+    )
+    run_min_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.2, description="Share of the run sensor's baseline median that counts as running."
+    )
 
     @field_validator("match")
     @classmethod

@@ -291,6 +291,7 @@ def commission(
     sensors: Sequence[str] | None = None,
     asset: str | None = None,
     scratch: bool = False,
+    run_condition: RunCondition | None = None,
     rule: ThresholdRule | None = None,
     cpu_budget_s: float = DEFAULT_CPU_BUDGET_S,
     epochs: int = 60,
@@ -305,6 +306,8 @@ def commission(
     the bundle's sensors (any order; columns are reordered to the bundle's), fine-tuning
     starts from the bundle's fleet autoencoder; otherwise a fresh autoencoder with the
     bundle's architecture is trained from scratch (always, with ``scratch``).
+    ``run_condition`` (an asset profile's run sensor) makes an own model judge only
+    windows where the machine runs; the bundle's condition applies otherwise.
     ``cpu_budget_s`` bounds the CPU time of the calling thread spent training; ``threads``
     is passed to
     ``torch.set_num_threads`` (process-wide). NaNs are forward/back-filled.
@@ -380,7 +383,10 @@ def commission(
         progress=progress,
         stage="commission",
     )
-    run = fleet.run_condition if fleet is not None else None
+    # The caller's condition (an asset profile's) for an own model; otherwise the
+    # bundle's, where the asset has its sensor.
+    bundle_run = fleet.run_condition if fleet is not None else None
+    run = bundle_run if from_fleet else (run_condition or bundle_run)
     run_level: float | None = None
     if run is not None and run.sensor in names:
         run_level = float(np.median(train_rows[:, list(names).index(run.sensor)]))

@@ -68,6 +68,8 @@ def commission_one(argv: list[str]) -> int:
     parser.add_argument(
         "--scratch", action="store_true", help="never start from the bundle's fleet weights"
     )
+    parser.add_argument("--run-sensor", help="own model: the sensor that says the machine runs")
+    parser.add_argument("--run-min-fraction", type=float, default=0.2)
     args = parser.parse_args(argv)
     try:
         import torch
@@ -75,6 +77,7 @@ def commission_one(argv: list[str]) -> int:
         from models.bundle import load_bundle
         from models.commission import commission
         from models.onnx_export import export_baseline
+        from models.scoring import RunCondition
 
         torch.set_num_threads(args.threads)
         samples = np.load(args.samples, allow_pickle=False)
@@ -85,6 +88,9 @@ def commission_one(argv: list[str]) -> int:
             sensors=sensors,
             asset=args.asset,
             scratch=args.scratch,
+            run_condition=(
+                RunCondition(args.run_sensor, args.run_min_fraction) if args.run_sensor else None
+            ),
             cpu_budget_s=args.cpu_budget,
             threads=args.threads,
         )

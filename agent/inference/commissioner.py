@@ -156,6 +156,11 @@ class ChildCommissioner:
                 "--threads",
                 str(self.threads),
                 *([] if request.plan.from_bundle else ["--scratch"]),
+                *(
+                    ["--run-sensor", run, "--run-min-fraction", str(request.plan.run_min_fraction)]
+                    if (run := request.plan.run_sensor) is not None
+                    else []
+                ),
             ],
             "commissioning",
             request.asset,

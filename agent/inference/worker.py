@@ -401,6 +401,7 @@ class InferenceStage:
     def _fit(self, request: CommissionRequest) -> AssetBaseline:
         from models.commission import commission
         from models.predictor import Predictor
+        from models.scoring import RunCondition
 
         assert isinstance(self.predictor, Predictor), "in-process commissioning needs torch"
         baseline = commission(
@@ -409,6 +410,11 @@ class InferenceStage:
             sensors=request.sensors,
             asset=request.asset,
             scratch=not request.plan.from_bundle,
+            run_condition=(
+                RunCondition(plan.run_sensor, plan.run_min_fraction)
+                if (plan := request.plan).run_sensor is not None
+                else None
+            ),
             cpu_budget_s=self.config.commission_cpu_budget_s,
             threads=self.config.threads,
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.domain import AssetPlan, CommissionRequest
 from agent.inference.baselines import BaselineStore
 from agent.inference.commissioner import ChildCommissioner
 from models.bundle import load_bundle
@@ -48,3 +49,26 @@ def test_torch_baselines_are_converted_and_score_alike(tmp_path: Path) -> None:
     expected = baseline.score(windows)
     assert np.max(np.abs(lean.score(windows) - expected)) <= 1e-4
     assert not (store.root / ".incoming").exists() or not any((store.root / ".incoming").iterdir())
+
+
+def test_a_profiles_run_sensor_reaches_the_childs_own_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    t = np.arange(n)
+    current = 50.0 + 10.0 * np.sin(t / 15.0) + rng.normal(0, 0.5, n)
+    samples = np.stack(
+        [current, 0.3 + 0.002 * current + rng.normal(0, 0.01, n), 40 + rng.normal(0, 0.1, n)],
+        axis=1,
+    ).astype(np.float32)
+    plan = AssetPlan(
+        ("current_a", "temp_c", "vib_g"), from_bundle=False, rul=False, run_sensor="current_a"
+    )
+    store = BaselineStore(tmp_path / "baselines")
+    commissioner = ChildCommissioner(PUMP, store, cpu_budget_s=10)
+    lean = asyncio.run(commissioner.fit(CommissionRequest("m1", plan, samples, 0, n * 1000)))
+    assert lean.run_condition is not None and lean.run_condition.sensor == "current_a"
+    assert lean.run_level is not None and abs(lean.run_level - 50.0) < 5.0
+    running = samples[:32].T[None]
+    stopped = running.copy()
+    stopped[0, 0, -5:] = 0.0  # the motor stops for the window's last five samples
+    assert lean.judged(np.concatenate([running, stopped])).tolist() == [True, False]
