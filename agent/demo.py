@@ -136,7 +136,11 @@ async def run_demo(
 ) -> DemoResult:
     """Run until ``duration_s`` of wall time has passed or ``stop`` is set."""
     data_dir = base.storage.data_dir
-    with LocalBroker(data_dir / "demo-broker", choice=options.broker) as broker:
+    with LocalBroker(
+        data_dir / "demo-broker",
+        choice=options.broker,
+        max_payload_bytes=base.ingest.max_payload_bytes,
+    ) as broker:
         settings = demo_settings(base, broker.port, broker.kind)
         agent = Agent(settings)
         agent_task = asyncio.create_task(agent.run(), name="agent")

@@ -18,13 +18,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from agent.domain import max_packet_bytes
 from agent.errors import BrokerError
+from agent.settings import IngestSettings
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 #: "auto": Mosquitto when installed, else the embedded broker.
 BrokerChoice = Literal["auto", "mosquitto", "embedded"]
 _SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+_DEFAULT_MAX_PAYLOAD_BYTES: int = IngestSettings.model_fields["max_payload_bytes"].default
 
 
 def find_mosquitto() -> str | None:
@@ -56,6 +59,9 @@ class LocalBroker:
     ``kind`` says which broker runs once started: "mosquitto" or "embedded".
     ``embedded_options`` are extra command-line options for the embedded broker
     (``--max-queued 10``, ``--session-expiry-s 60``: see ``python -m agent.minibroker -h``).
+    ``max_payload_bytes`` is the agent's ``ingest.max_payload_bytes``: Mosquitto
+    disconnects a client sending a packet bigger than the agent would accept, as a
+    plant broker configured to match would.
     """
 
     def __init__(
@@ -66,12 +72,14 @@ class LocalBroker:
         host: str = "127.0.0.1",
         choice: BrokerChoice = "mosquitto",
         embedded_options: Sequence[str] = (),
+        max_payload_bytes: int = _DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.workdir = workdir
         self.host = host
         self.port = port or free_port(host)
         self.choice: BrokerChoice = choice
         self.embedded_options = tuple(embedded_options)
+        self.max_packet_bytes = max_packet_bytes(max_payload_bytes)
         self.kind: Literal["mosquitto", "embedded"] = "mosquitto"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -89,7 +97,7 @@ class LocalBroker:
                 "persistence false",
                 "max_queued_messages 1000000",
                 "max_inflight_messages 1000",
-                "max_packet_size 1048576",
+                f"max_packet_size {self.max_packet_bytes}",
                 f"log_dest file {self.workdir / 'mosquitto.log'}",
                 "log_type error",
                 "log_type warning",

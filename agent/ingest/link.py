@@ -40,7 +40,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+# The packet-size rule is re-exported from the foundation layer so that the demo
+# broker (agent.localbroker) refuses exactly the packets the agent announces it refuses.
+from agent.domain import PACKET_HEADROOM_BYTES as PACKET_HEADROOM_BYTES
 from agent.domain import MessageRef
+from agent.domain import max_packet_bytes as max_packet_bytes
 from agent.errors import BrokerError
 from agent.logs import fields
 from agent.metrics import Metrics
@@ -70,12 +74,6 @@ _SHED_LOG_INTERVAL_S: Final = 60.0
 # MQTT 5 CONNACK "Unsupported Protocol Version"; MQTT 3.1.1 return code 1 says the same.
 _VERSION_REFUSED: Final = frozenset({0x84, 1})
 _MS_PER_NS: Final = 1_000_000
-#: PUBLISH bytes besides the payload that the Maximum Packet Size allows for: fixed
-#: header (5), topic (2 + its length; ours are well under 1 KiB), packet id (2) and
-#: properties (the publisher's user properties, content type, ...).
-PACKET_HEADROOM_BYTES: Final = 4096
-#: The largest packet MQTT can frame (a 4-byte remaining length, plus the fixed header).
-_MQTT_MAX_PACKET_BYTES: Final = 268_435_455
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +121,6 @@ class _OncePerInterval(logging.Filter):
 
 _client_log = logging.getLogger("agent.ingest.mqtt")
 _client_log.addFilter(_OncePerInterval())
-
-
-def max_packet_bytes(max_payload_bytes: int) -> int:
-    """The MQTT 5 Maximum Packet Size announced for a payload limit."""
-    return min(max_payload_bytes + PACKET_HEADROOM_BYTES, _MQTT_MAX_PACKET_BYTES)
 
 
 def is_loopback(host: str) -> bool:
