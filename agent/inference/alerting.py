@@ -8,10 +8,12 @@ stays below ``rul_below`` for ``open_after`` windows and closes once it stays ab
 the limit (plus a margin) for ``close_after`` windows (e.g. after maintenance).
 
 One alert is one *incident*: when the hysteresis clears, the alert stays open for
-``quiet_ms`` (reading time); an alarm within it continues the same incident (its
-severity only ever escalates), and only a quiet period without one closes it. So a
-fault whose score hovers around the threshold is one incident, not a string of
-open-close-open alerts. ``quiet_ms = 0`` closes as soon as the hysteresis clears.
+``quiet_ms`` of reading time while the machine is judged (time stopped does not
+count: a fault that shows only under load is not gone because the machine stood
+still overnight); an alarm within it continues the same incident (its severity only
+ever escalates), and only a quiet period without one closes it. So a fault whose
+score hovers around the threshold is one incident, not a string of open-close-open
+alerts. ``quiet_ms = 0`` closes as soon as the hysteresis clears.
 
 Severity: anomaly alerts are ``warning`` and become ``critical`` when the score
 reaches ``CRITICAL_SCORE_FACTOR`` times the threshold; RUL alerts are ``warning``
@@ -54,6 +56,10 @@ class _Track:
     reported_peak: float = 0.0
     #: When the alarm of the open incident cleared (None: it is alarming).
     cleared_ms: int | None = None
+    #: Judged reading time since it cleared: what the quiet period counts.
+    quiet_ms: int = 0
+    #: End of the previous judged window (None: none yet, or a stop came between).
+    last_ms: int | None = None
 
 
 class AlertTracker:
@@ -96,6 +102,10 @@ class AlertTracker:
         """Alerts that opened, escalated or closed with this prediction."""
         changes = []
         policy = self.policy_of(p.asset)
+        if not p.judged:
+            # A stopped machine says nothing about whether its fault has gone: the
+            # quiet period that ends an incident counts judged time only.
+            self._tracks.setdefault((p.asset, AlertKind.ANOMALY), _Track()).last_ms = None
         anomaly = (
             None
             if not p.judged
@@ -142,6 +152,8 @@ class AlertTracker:
         severity: Severity,
     ) -> Alert | None:
         track = self._tracks.setdefault((p.asset, kind), _Track())
+        elapsed = 0 if track.last_ms is None else max(0, p.window_end_ms - track.last_ms)
+        track.last_ms = p.window_end_ms
         track.above = track.above + 1 if hot else 0
         track.below = track.below + 1 if cool else 0
         alert = track.alert
@@ -163,9 +175,12 @@ class AlertTracker:
             return track.alert
         if track.cleared_ms is None and track.below >= policy.close_after:
             track.cleared_ms = p.window_end_ms
+            track.quiet_ms = 0
         elif track.cleared_ms is not None and track.above >= policy.open_after:
             track.cleared_ms = None  # alarming again within the quiet period: same incident
-        if track.cleared_ms is not None and p.window_end_ms - track.cleared_ms >= policy.quiet_ms:
+        elif track.cleared_ms is not None:
+            track.quiet_ms += elapsed
+        if track.cleared_ms is not None and track.quiet_ms >= policy.quiet_ms:
             closed = replace(
                 alert,
                 closed_ms=p.window_end_ms,

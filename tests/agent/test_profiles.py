@@ -12,7 +12,9 @@ PUMP = BundleShape(("flow", "speed"), has_rul=True, has_anomaly=True)
 
 
 def _profiles(*tables: dict[str, object]) -> Profiles:
-    return Profiles([ProfileSettings.model_validate(t) for t in tables], ModelSettings.model_validate({}))
+    return Profiles(
+        [ProfileSettings.model_validate(t) for t in tables], ModelSettings.model_validate({})
+    )
 
 
 def test_an_own_models_run_sensor_comes_from_its_profile() -> None:

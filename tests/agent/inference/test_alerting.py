@@ -102,6 +102,24 @@ def test_an_alarm_within_the_quiet_period_continues_the_same_incident() -> None:
     ]
 
 
+def test_time_stopped_does_not_count_as_quiet() -> None:
+    # A fault that shows only while the machine runs, and a night stopped between two
+    # runs: the stop is longer than the quiet period, yet the incident goes on.
+    tracker = AlertTracker(POLICY, lambda asset: replace(POLICY, quiet_ms=10))
+    changes = []
+    for i, score in enumerate([3, 3, 3, 1, 1, 1]):  # opens at 2, clears at 4
+        changes += [(i, a.is_open) for a in tracker.update(p(i, score))]
+    for i in range(6, 50):  # stopped: not judged
+        assert tracker.update(Prediction("p1", i, "m1", 0.5, 2.0, False, 100.0, judged=False)) == []
+    for i, score in enumerate([1, 1, 1, 3, 3, 3], start=50):  # running again, fault again
+        changes += [(i, a.is_open) for a in tracker.update(p(i, score))]
+    assert changes == [(2, True)]
+    # Quiet while running: closes after 10 ms of judged time without an alarm.
+    for i in range(56, 80):
+        changes += [(i, a.is_open) for a in tracker.update(p(i, 1.0))]
+    assert changes == [(2, True), (67, False)]  # cleared at 57
+
+
 def test_without_a_quiet_period_the_alert_closes_when_the_alarm_clears() -> None:
     tracker = AlertTracker(POLICY)
     changes = run(tracker, [3, 3, 3, 1, 1, 3, 3, 3])
