@@ -33,6 +33,17 @@ VIEW_INTERVAL_S = 1.0
 DEMO_MARKER = ".edgewatch-demo"
 #: What a demo run leaves behind besides the database files.
 DEMO_FOLDERS = ("baselines", "outbox", "cloud", "demo-broker", "backups")
+#: What the simulator sent and which faults it had, for `edgewatch evaluate live`.
+DEMO_TRUTH = "demo-truth.csv"
+#: The simulated compressors as a plant would describe them in a profile: the motor
+#: stops on standby (a stopped machine is not judged), and plant demand changes from
+#: day to day, so their baseline spans three of the pumps' baselines (three days).
+COMPRESSOR_PROFILE: dict[str, Any] = {
+    "name": "air compressors",
+    "match": "comp-*",
+    "run_sensor": "motor_current_a",
+}
+COMPRESSOR_BASELINE_FACTOR = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,7 @@ class DemoResult:
     simulator: RunReport | None
     health: dict[str, Any] = field(default_factory=dict)
     broker: str = ""
+    truth: Path | None = None
 
 
 def bundle_rul_unit(path: Path) -> str:
@@ -110,6 +122,7 @@ def prepare_data_dir(settings: Settings) -> bool:
             if (data_dir / name).is_dir():
                 shutil.rmtree(data_dir / name)
                 cleared = True
+        (data_dir / DEMO_TRUTH).unlink(missing_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text("made by `edgewatch demo`: the next demo clears this directory\n")
     return cleared
@@ -125,6 +138,9 @@ def demo_settings(base: Settings, port: int, broker_kind: str = "mosquitto") -> 
     # Twelve pumps finish their baselines at about the same time; learning two at
     # once keeps the wait short on a 2-core machine.
     data["model"]["max_commissioning"] = max(2, data["model"]["max_commissioning"])
+    if not data["profiles"]:  # the user's own profiles replace the demo's
+        samples = COMPRESSOR_BASELINE_FACTOR * data["model"]["commission_samples"]
+        data["profiles"] = [{**COMPRESSOR_PROFILE, "commission_samples": samples}]
     return Settings.model_validate(data)
 
 
@@ -175,6 +191,7 @@ async def run_demo(
                 topic_template=settings.mqtt.telemetry_topic,
                 site=settings.identity.site,
                 pacing=Pacing(speedup=options.speedup),
+                truth_path=data_dir / DEMO_TRUTH,
                 on_progress=progress,
                 stop=sim_stop,
             ),
@@ -221,4 +238,5 @@ async def run_demo(
         simulator=report,
         health=agent.metrics.snapshot(),
         broker=broker.kind,
+        truth=report.truth_path if report is not None else None,
     )

@@ -144,3 +144,8 @@ def demo(
         console.print(f"cloud copy (sync target): {cloud} ({synced} objects)")
     console.print("next: `edgewatch records alerts` lists the alerts (`--open`: still open);")
     console.print("      `edgewatch report --fleet --out fleet.png` draws the fleet's health")
+    if result.truth is not None and result.truth.is_file():
+        console.print(
+            f"      `edgewatch evaluate live --truth {result.truth} --label fault` scores "
+            "the alerts against the faults the simulator planted"
+        )

@@ -42,3 +42,16 @@ def test_a_real_agent_database_is_refused_and_left_alone(tmp_path: Path) -> None
         prepare_data_dir(_settings(data))
     assert (data / "edgewatch.db").read_bytes() == b"precious"
     assert not (data / DEMO_MARKER).exists()
+
+
+def test_the_demo_describes_its_compressors_unless_the_user_has_profiles(tmp_path: Path) -> None:
+    from agent.demo import demo_settings
+    from simulators.compressor import SENSORS
+
+    base = _settings(tmp_path / "d")
+    demo = demo_settings(base, 1884)
+    (profile,) = demo.profiles
+    assert profile.match == "comp-*" and profile.run_sensor in SENSORS
+    assert profile.commission_samples == 3 * base.model.commission_samples
+    own = load_settings(None, {"profiles": [{"match": "fan-*"}]})
+    assert [p.match for p in demo_settings(own, 1884).profiles] == ["fan-*"]
