@@ -24,6 +24,15 @@ so that the next good message is in order whatever the agent did with it:
 - every other kind is half a sample period after the last good reading, i.e. between
   two good readings, and valid in every other respect.
 
+No two bad messages are the same topic and payload: the agent stores a dead letter it
+already has once (a QoS 1 redelivery), so two equal ones would be one in its table.
+
+``bad_asset_name`` sends a good payload for a name derived from the asset that the
+agent refuses (see :func:`agent.domain.name_problem`): too long, ending in a space, or
+holding a right-to-left override. Only such names: a broker refuses topics with
+control characters or wildcards, and an empty level or ``.`` would name no asset of
+this stream's template at all, so the message would never reach the agent as sent.
+
 The record is written as JSON Lines (``.jsonl``), CSV or Parquet, one row per bad
 message: ``seq, topic, asset, ts, kind, reason, detail, payload_bytes,
 payload_sha256``. ``seq`` counts every message of the run from 0 in publish order.
@@ -70,6 +79,13 @@ class BadKind(enum.StrEnum):
     DUPLICATE = "duplicate"
     OUT_OF_ORDER = "out_of_order"
     UNKNOWN_TOPIC = "unknown_topic"
+    BAD_ASSET_NAME = "bad_asset_name"
+
+
+#: Longer than the agent's 128 characters (agent.domain.NAME_MAX_CHARS).
+LONG_NAME_CHARS = 200
+#: U+202E: shows the rest of a name reversed in a terminal or a report.
+RIGHT_TO_LEFT_OVERRIDE = "\u202e"
 
 
 EXPECTED_REASON: dict[BadKind, RejectReason] = {kind: RejectReason(kind.value) for kind in BadKind}
@@ -249,7 +265,9 @@ class BadInputInjector:
             payload = _dumps({"ts": between, "values": values})
             detail = f"no {pick}"
         elif kind is BadKind.EMPTY_BATCH:
-            payload = _dumps({"ts": [], "values": {s: [] for s in sensors}})
+            # "sent" (a key the agent ignores) tells two empty batches of an asset
+            # apart: the agent stores a message it already has once, as a redelivery.
+            payload = _dumps({"ts": [], "values": {s: [] for s in sensors}, "sent": between})
             ts = None
             detail = "no readings"
         elif kind is BadKind.BATCH_MISMATCH:
@@ -284,6 +302,19 @@ class BadInputInjector:
             topic = self._template.replace("{site}", UNKNOWN_SITE).replace("{asset}", asset)
             payload = _dumps({"ts": between, "values": values})
             detail = f"site {UNKNOWN_SITE!r}"
+        elif kind is BadKind.BAD_ASSET_NAME:
+            variant = int(rng.integers(3))
+            if variant == 0:
+                asset = f"{asset}-".ljust(LONG_NAME_CHARS, "x")
+                detail = f"{LONG_NAME_CHARS} characters"
+            elif variant == 1:
+                asset = f"{asset} "
+                detail = "trailing space"
+            else:
+                asset = f"{RIGHT_TO_LEFT_OVERRIDE}{asset}"
+                detail = "right-to-left override"
+            topic = self._template.replace("{site}", self._site).replace("{asset}", asset)
+            payload = _dumps({"ts": between, "values": values})
         else:  # pragma: no cover - exhaustive over BadKind
             raise AssertionError(kind)
         return BadMessage(topic, payload, asset, ts, kind, detail)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from agent.domain import RejectReason
+from agent.errors import PayloadError
+from agent.ingest.topics import TopicMatcher
 from simulators.badinput import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     BadInputInjector,
@@ -30,6 +33,7 @@ START_TS = 1_767_225_600.0
 MAX_FUTURE_S = 300.0
 MAX_PAST_S = 30 * 86_400.0
 REORDER_SAMPLES = 4
+NAME_MAX_CHARS = 128
 
 
 class ReferenceValidator:
@@ -45,6 +49,12 @@ class ReferenceValidator:
         if len(parts) != 4 or parts[0] != "edgewatch" or parts[1] != SITE:
             return RejectReason.UNKNOWN_TOPIC
         asset = parts[2]
+        if (
+            len(asset) > NAME_MAX_CHARS
+            or asset != asset.strip()
+            or any(unicodedata.category(c) in ("Cc", "Cf") for c in asset)
+        ):
+            return RejectReason.BAD_ASSET_NAME
         if len(payload) > DEFAULT_MAX_PAYLOAD_BYTES:
             return RejectReason.TOO_LARGE
         try:
@@ -141,9 +151,29 @@ def test_record_names_exactly_the_bad_messages(batch: int) -> None:
             assert record.payload_sha256 == hashlib.sha256(payload).hexdigest()
             assert record.payload_bytes == len(payload)
             assert readings == 0
+    # The agent keeps one dead letter per topic and payload (a redelivery is no news).
+    assert len({(r.topic, r.payload_sha256) for r in records.values()}) == len(records)
     share = len(records) / len(sink.sent)
     assert 0.07 < share < 0.13, share
     assert {r.kind for r in records.values()} == {k.value for k in BadKind}
+
+
+def test_bad_asset_names_are_refused_by_the_agents_topic_matcher() -> None:
+    _sink, injector = _run(0.3, 1, (BadKind.BAD_ASSET_NAME,))
+    matcher = TopicMatcher(DEFAULT_TOPIC_TEMPLATE, SITE)
+    assert {r.detail for r in injector.records} == {
+        "200 characters",
+        "trailing space",
+        "right-to-left override",
+    }
+    for record in injector.records:
+        with pytest.raises(PayloadError) as refused:
+            matcher.asset_of(record.topic)
+        assert refused.value.reason == RejectReason.BAD_ASSET_NAME == record.reason
+        assert record.topic.split("/")[2] == record.asset
+        # Names a broker forwards: no control character, wildcard or empty level.
+        assert not any(unicodedata.category(c) == "Cc" or c in "+#" for c in record.topic)
+        assert all(record.topic.split("/"))
 
 
 def test_non_finite_uses_python_json_tokens() -> None:
