@@ -96,6 +96,11 @@ def test_foreign_rigs_are_scored_live_as_offline(
     assert scalar(db, "select count(*) from readings") == ROWS * 2
     learnt = query(db, "select message from events where kind = 'sensors_learnt'")
     assert len(learnt) == 2 and all("own model" in m for (m,) in learnt)
+    # Own models are trained in children; the agent itself never loads torch.
+    beat = scalar(db, "select health_json from heartbeats")
+    assert beat is not None and json.loads(beat)["torch_loaded"] is False
+    costs = query(db, "select message from events where kind = 'commissioned'")
+    assert len(costs) == 2 and all("peak RSS" in m for (m,) in costs)
 
     offline = evaluate_anomaly_csv(
         load_bundle(default_bundle_path("pump")),
