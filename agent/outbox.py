@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from agent import schema as t
@@ -245,6 +246,58 @@ def record_loss(
         created_ms=ts,
     )
     return ledger_id
+
+
+def quarantined(conn: Connection, newest: int) -> tuple[int, list[dict[str, Any]]]:
+    """How many items the target refused for good, and the ``newest`` of them (kind,
+    key, error and since when), newest first."""
+    o = t.outbox
+    count = conn.execute(
+        select(func.count()).select_from(o).where(o.c.state == QUARANTINED)
+    ).scalar_one()
+    rows = conn.execute(
+        select(o.c.kind, o.c.object_key, o.c.last_error, o.c.done_ms)
+        .where(o.c.state == QUARANTINED)
+        .order_by(o.c.done_ms.desc(), o.c.id.desc())
+        .limit(newest)
+    ).all()
+    items = [
+        {"kind": kind, "key": key, "error": error, "since_ms": since}
+        for kind, key, error, since in rows
+    ]
+    return int(count), items
+
+
+#: Keys per statement when requeueing named items (SQLite bounds bound parameters).
+_KEYS_PER_STATEMENT: Final = 500
+
+
+def requeue_quarantined(conn: Connection, keys: Collection[str] | None = None) -> list[str]:
+    """Put quarantined items back in line, all of them or those with the given object
+    keys; returns the keys requeued (a key not quarantined is left as it is).
+
+    They are due at once and keep their age, so TTL and the disk budget treat them as
+    before; a target that still refuses one sets it aside again.
+    """
+    o = t.outbox
+    back = {"state": PENDING, "next_attempt_ms": 0, "done_ms": None}
+    if keys is None:
+        chosen = conn.execute(
+            update(o).where(o.c.state == QUARANTINED).values(**back).returning(o.c.object_key)
+        ).scalars()
+        return sorted(str(key) for key in chosen)
+    wanted = sorted(set(keys))
+    done: list[str] = []
+    for start in range(0, len(wanted), _KEYS_PER_STATEMENT):
+        batch = wanted[start : start + _KEYS_PER_STATEMENT]
+        chosen = conn.execute(
+            update(o)
+            .where(o.c.state == QUARANTINED, o.c.object_key.in_(batch))
+            .values(**back)
+            .returning(o.c.object_key)
+        ).scalars()
+        done += (str(key) for key in chosen)
+    return sorted(done)
 
 
 def get_state(conn: Connection, key: str) -> Any:

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from agent import outbox
 from agent.cli._common import console, emit_json, invocation
+from agent.cli.sync_cmd import QUARANTINE_LISTED, print_quarantined
 from agent.logs import printable
 from agent.settings import Settings
 from agent.sqlite import open_engine
@@ -41,6 +43,8 @@ def collect(settings: Settings) -> tuple[dict[str, Any], int]:
         beat = queries.latest_heartbeat(engine, settings.identity.agent)
         states = Counter(queries.asset_states(engine, settings.identity.site).values())
         backlog = queries.outbox_backlog(engine)
+        with engine.connect() as conn:
+            quarantined, newest = outbox.quarantined(conn, QUARANTINE_LISTED)
     finally:
         engine.dispose()
     now_ms = time.time_ns() // 1_000_000
@@ -75,6 +79,9 @@ def collect(settings: Settings) -> tuple[dict[str, Any], int]:
         "windows_shed": health.get("windows_shed", 0),
         "assets": dict(states),
         "sync_backlog": backlog,
+        # Items the target refused for good: they wait for an operator, not for the link.
+        "sync_quarantined": quarantined,
+        "sync_quarantined_newest": newest,
         "disk_mb": disk_mb,
         "disk_budget_mb": settings.storage.disk_budget_mb,
         "database": str(db),
@@ -110,6 +117,7 @@ def status(
             "windows_shed",
             "assets",
             "sync_backlog",
+            "sync_quarantined",
             "disk_mb",
             "disk_budget_mb",
             "database",
@@ -117,4 +125,6 @@ def status(
             # The heartbeat is a document the agent wrote from what it received.
             table.add_row(key.replace("_", " "), printable(str(doc[key])))
         console.print(table)
+        if doc["sync_quarantined"]:
+            print_quarantined(doc["sync_quarantined"], doc["sync_quarantined_newest"])
     raise typer.Exit(code)

@@ -1,4 +1,4 @@
-"""``edgewatch sync status|now|bench``: thin commands over :mod:`agent.sync`."""
+"""``edgewatch sync status|now|retry|bench``: thin commands over :mod:`agent.sync`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -25,18 +25,28 @@ from agent.errors import SyncError
 from agent.logs import printable
 from agent.storage import migrate
 from agent.sync.bench import bench_sync
-from agent.sync.service import SyncService, sync_status
+from agent.sync.service import SyncService, retry_quarantined, sync_status
 
 MIB = 1024 * 1024
+#: Quarantined items listed in the readable status (the JSON has more).
+QUARANTINE_LISTED = 5
 
-app = typer.Typer(help="Cloud sync: backlog, drain now.", no_args_is_help=True)
+app = typer.Typer(help="Cloud sync: backlog, drain now, retry refused items.", no_args_is_help=True)
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
 def _age(ms: int | None) -> str:
     if ms is None:
         return "never"
     seconds = max(0.0, time.time() - ms / 1000)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ms / 1000))} ({seconds:.0f} s ago)"
+    return f"{_when(ms)} ({seconds:.0f} s ago)"
 
 
 @app.command("status")
@@ -44,7 +54,7 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Backlog by kind, oldest item, last success and last error."""
+    """Backlog by kind, oldest item, last success and error, items the target refused."""
     settings = invocation(ctx).settings()
     engine = migrate.ensure_current(settings.storage.database_path)
     try:
@@ -74,12 +84,77 @@ def status(
         console.print(line, highlight=False)
     else:
         console.print("last error: none")
+    print_quarantined(info["quarantined_items"], info["quarantined"])
     used, budget = info["disk_used_bytes"] / MIB, info["disk_budget_bytes"] / MIB
     console.print(
         f"disk: {used:.1f} MiB of {budget:.0f} MiB"
         f" budget; loss ledger: {info['ledger_entries']} entries,"
         f" {info['ledger_items_dropped']} items dropped"
     )
+
+
+def print_quarantined(count: int, newest: list[dict[str, Any]]) -> None:
+    """The count of items the target refused for good and a table of the newest."""
+    if not count:
+        console.print("quarantined: none")
+        return
+    console.print(
+        Text.assemble(
+            ("quarantined: ", "bold red"),
+            f"{_items(count)} the target refused for good; once it is fixed, "
+            "`edgewatch sync retry --all` puts them back in line",
+        ),
+        highlight=False,
+    )
+    shown = newest[:QUARANTINE_LISTED]
+    table = Table("since", "kind", "key", "error", title=f"newest {len(shown)} of {count}")
+    for item in shown:
+        # Keys carry asset names and errors quote keys: publisher text.
+        table.add_row(
+            "-" if item["since_ms"] is None else _when(item["since_ms"]),
+            printable(str(item["kind"])),
+            printable(str(item["key"])),
+            printable(str(item["error"] or "")),
+        )
+    console.print(table)
+
+
+@app.command("retry")
+def retry(
+    ctx: typer.Context,
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(help="Object keys of quarantined items.", show_default=False),
+    ] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every quarantined item.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Put items the target refused for good back in line, once the target is fixed.
+
+    The agent's next sync pass (or `edgewatch sync now`) uploads them; one the target
+    still refuses is set aside again. Exit 1 when a given key was not quarantined.
+    """
+    if everything == bool(keys):
+        raise typer.BadParameter(
+            "name the quarantined items to retry (their keys) or give --all", param_hint="KEYS"
+        )
+    settings = invocation(ctx).settings()
+    engine = migrate.ensure_current(settings.storage.database_path)
+    try:
+        result = retry_quarantined(engine, None if everything else keys)
+    finally:
+        engine.dispose()
+    if as_json:
+        emit_json({"requeued": result.requeued, "not_quarantined": result.not_quarantined})
+    else:
+        console.print(f"{_items(len(result.requeued))} back in line for upload")
+    if result.not_quarantined:
+        shown = ", ".join(result.not_quarantined[:QUARANTINE_LISTED])
+        more = len(result.not_quarantined) - QUARANTINE_LISTED
+        raise SyncError(
+            f"not quarantined: {shown}" + (f" and {more} more" if more > 0 else ""),
+            hint="`edgewatch sync status` lists the quarantined items",
+        )
 
 
 @app.command("now")
@@ -118,9 +193,12 @@ def now(
     if as_json:
         emit_json({**produced, **vars(report)})
     else:
+        refused = ""
+        if report.quarantined:
+            refused = f"; {_items(report.quarantined)} refused for good, set aside"
         console.print(
             f"uploaded {report.uploaded} items ({report.bytes:,} bytes) in "
-            f"{report.seconds:.1f} s; backlog {report.remaining}"
+            f"{report.seconds:.1f} s; backlog {report.remaining}{refused}"
         )
     if report.error is not None:
         raise SyncError(report.error + "; backlog kept")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from agent import outbox
 from agent import schema as t
 from agent.errors import SyncError
+from agent.logs import fields
 from agent.settings import Settings
 from agent.sync.budget import disk_usage, housekeeper
 from agent.sync.failures import FailureLog
@@ -163,15 +165,7 @@ def sync_status(engine: Engine, settings: Settings, now_ms: int | None = None) -
         ledger = conn.execute(
             select(func.count(), func.coalesce(func.sum(t.loss_ledger.c["items"]), 0))
         ).one()
-        refused = conn.execute(
-            select(o.c.kind, o.c.object_key, o.c.last_error, o.c.done_ms)
-            .where(o.c.state == outbox.QUARANTINED)
-            .order_by(o.c.done_ms.desc(), o.c.id.desc())
-            .limit(QUARANTINE_SHOWN)
-        ).all()
-        refused_count = conn.execute(
-            select(func.count()).select_from(o).where(o.c.state == outbox.QUARANTINED)
-        ).scalar_one()
+        refused_count, refused = outbox.quarantined(conn, QUARANTINE_SHOWN)
         success = outbox.get_state(conn, "last_success")
         error = outbox.get_state(conn, "last_error")
     backlog = {str(kind): {"items": int(n), "bytes": int(size or 0)} for kind, n, size, _ in rows}
@@ -188,16 +182,34 @@ def sync_status(engine: Engine, settings: Settings, now_ms: int | None = None) -
         "last_error": None if error is None else error["message"],
         "last_error_ms": None if error is None else error["ts_ms"],
         "healthy": healthy,
-        "quarantined_items": int(refused_count),
-        "quarantined": [
-            {"kind": kind, "key": key, "error": error, "since_ms": since}
-            for kind, key, error, since in refused
-        ],
+        "quarantined_items": refused_count,
+        "quarantined": refused,
         "ledger_entries": int(ledger[0]),
         "ledger_items_dropped": int(ledger[1]),
         "disk_used_bytes": disk_usage(engine, Path(settings.storage.data_dir)),
         "disk_budget_bytes": settings.storage.disk_budget_mb * MB,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """What ``sync retry`` did: the keys back in line, and those asked for that were
+    not set aside (unknown, uploaded, dropped or already pending)."""
+
+    requeued: list[str]
+    not_quarantined: list[str]
+
+
+def retry_quarantined(engine: Engine, keys: Sequence[str] | None = None) -> Requeued:
+    """Put items the target refused back in line once it is fixed: all of them, or
+    those with the given object keys. The agent's next pass (or ``sync now``) takes
+    them; one still refused is set aside again."""
+    with engine.begin() as conn:
+        requeued = outbox.requeue_quarantined(conn, keys)
+    if requeued:
+        log.info("sync: quarantined items put back in line", extra=fields(items=len(requeued)))
+    missing = sorted(set(keys or ()) - set(requeued))
+    return Requeued(requeued, missing)
 
 
 def _describe_target(settings: Settings) -> str:
