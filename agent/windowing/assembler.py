@@ -374,12 +374,15 @@ class WindowAssembler:
         # judges their order as it would have live (they are already kept).
         assert state.stream is not None
         usable = set(plan.sensors)
+        if sensors != usable:
+            # The set it was learnt from carries sensors the plan does not use (a
+            # bundle's subset): those are ignored from the start, not a change later.
+            state.other = state.reported = sensors
         for reading in learnt:
-            if (
-                usable <= reading.values.keys()
-                and state.stream.add(reading).accepted
-                and state.phase is Phase.COLLECTING
-            ):
+            if not usable <= reading.values.keys():
+                continue
+            self.metrics.sensor_values_ignored += len(reading.values) - len(usable)
+            if state.stream.add(reading).accepted and state.phase is Phase.COLLECTING:
                 self._collect(asset, state, reading, out)
 
     def _sensors_fit(self, inbound: Inbound, state: _Asset, out: _Out) -> bool:

@@ -132,6 +132,23 @@ def test_a_rul_only_bundle_scores_from_the_first_window_without_baseline() -> No
     assert [w.end_ms for w in out.windows] == [4000]
 
 
+def test_extras_from_the_first_message_are_counted_and_never_a_sensor_change() -> None:
+    metrics = Metrics()
+    rul_only = BundleShape(SENSORS, has_rul=True, has_anomaly=False)
+    asm = assembler(set(), 50, bundle=rul_only, metrics=metrics)
+    events: list[str] = []
+    windows = 0
+    for i in range(40):
+        values = {"a": float(i), "b": 1.0, "setting": 0.5, "s01": 2.0}
+        out = asm.process(_single("engine-1", 1000 * (i + 1), values, mid=i + 1))
+        events.extend(e.kind for e in out.events)
+        windows += len(out.windows)
+    assert asm.plan_of("engine-1") == AssetPlan(SENSORS, from_bundle=True, rul=True, baseline=False)
+    # Every reading's two extras, those of the learning vote included.
+    assert metrics.sensor_values_ignored == 2 * 40
+    assert "sensor_set_changed" not in events and windows > 0
+
+
 def _single(asset: str, ts: int, values: dict[str, float], mid: int = 1) -> Inbound:
     return Inbound(
         MessageRef(mid, 1, 0),
