@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,12 @@ import orjson
 import typer
 from rich.console import Console
 from rich.text import Text
+from sqlalchemy import Engine
 
 from agent.errors import EdgewatchError
 from agent.logs import printable
 from agent.settings import Settings, load_settings
+from agent.storage import migrate
 
 # Markup off: what the CLI prints is full of text publishers chose (asset names,
 # topics, payloads), and "[/]" in it must show as "[/]", not raise or restyle the line.
@@ -54,6 +58,16 @@ def invocation(ctx: typer.Context) -> Invocation:
         obj = Invocation()
         ctx.find_root().obj = obj
     return obj
+
+
+@contextmanager
+def current_database(settings: Settings) -> Iterator[Engine]:
+    """The database migrated to the newest schema (a backup taken first), closed after."""
+    engine = migrate.ensure_current(settings.storage.database_path)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def emit_json(obj: Any) -> None:

@@ -35,3 +35,10 @@ def parse_when(text: str, *, now_ms: int | None = None, option: str = "--since")
     if moment.tzinfo is None:
         moment = moment.astimezone()  # naive: the local zone
     return int(moment.timestamp() * 1000)
+
+
+def local_time(ms: int | None, missing: str = "-") -> str:
+    """Epoch milliseconds as the operator's clock shows them, to the second."""
+    if ms is None:
+        return missing
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))

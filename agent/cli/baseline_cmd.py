@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from agent.cli._common import console, emit_json, invocation
+from agent.cli._common import console, current_database, emit_json, invocation
+from agent.cli._time import local_time
 from agent.domain import AssetState
 from agent.errors import EdgewatchError
 from agent.inference.baselines import BaselineStore
 from agent.logs import printable
-from agent.storage import migrate, queries
+from agent.storage import queries
 
 app = typer.Typer(help="Show or reset the per-asset healthy baselines.", no_args_is_help=True)
-
-
-def _local(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
 @app.command("list")
@@ -31,11 +25,8 @@ def list_baselines(
 ) -> None:
     """Every asset's state (commissioning, healthy, alerting) and baseline."""
     settings = invocation(ctx).settings()
-    engine = migrate.ensure_current(settings.storage.database_path)
-    try:
+    with current_database(settings) as engine:
         rows = queries.asset_baselines(engine, settings.identity.site)
-    finally:
-        engine.dispose()
     store = BaselineStore(settings.storage.data_dir / "baselines")
     for row in rows:
         row["baseline_on_disk"] = store.exists(row["asset"])
@@ -48,8 +39,8 @@ def list_baselines(
             printable(row["asset"]),
             printable(row["state"]),
             row["baseline_version"] or ("on disk" if row["baseline_on_disk"] else "-"),
-            _local(row["commissioned_ms"]),
-            _local(row["last_seen_ms"]),
+            local_time(row["commissioned_ms"]),
+            local_time(row["last_seen_ms"]),
         )
     console.print(table)
 
@@ -66,13 +57,10 @@ def reset(
     """
     settings = invocation(ctx).settings()
     store = BaselineStore(settings.storage.data_dir / "baselines")
-    engine = migrate.ensure_current(settings.storage.database_path)
-    try:
+    with current_database(settings) as engine:
         known = queries.set_asset_state(
             engine, settings.identity.site, asset, AssetState.COMMISSIONING
         )
-    finally:
-        engine.dispose()
     retired = store.retire(asset)
     if not known and retired is None:
         raise EdgewatchError(

@@ -20,7 +20,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli._common import console, emit_json, err_console, invocation
+from agent.cli._common import console, current_database, emit_json, err_console, invocation
+from agent.cli._time import local_time
 from agent.errors import SyncError
 from agent.logs import printable
 from agent.storage import migrate
@@ -38,15 +39,11 @@ def _items(n: int) -> str:
     return f"{n} item" if n == 1 else f"{n} items"
 
 
-def _when(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
-
-
 def _age(ms: int | None) -> str:
     if ms is None:
         return "never"
     seconds = max(0.0, time.time() - ms / 1000)
-    return f"{_when(ms)} ({seconds:.0f} s ago)"
+    return f"{local_time(ms)} ({seconds:.0f} s ago)"
 
 
 @app.command("status")
@@ -56,11 +53,8 @@ def status(
 ) -> None:
     """Backlog by kind, oldest item, last success and error, items the target refused."""
     settings = invocation(ctx).settings()
-    engine = migrate.ensure_current(settings.storage.database_path)
-    try:
+    with current_database(settings) as engine:
         info = sync_status(engine, settings)
-    finally:
-        engine.dispose()
     if as_json:
         emit_json(info)
         return
@@ -111,7 +105,7 @@ def print_quarantined(count: int, newest: list[dict[str, Any]]) -> None:
     for item in shown:
         # Keys carry asset names and errors quote keys: publisher text.
         table.add_row(
-            "-" if item["since_ms"] is None else _when(item["since_ms"]),
+            local_time(item["since_ms"]),
             printable(str(item["kind"])),
             printable(str(item["key"])),
             printable(str(item["error"] or "")),
@@ -138,12 +132,8 @@ def retry(
         raise typer.BadParameter(
             "name the quarantined items to retry (their keys) or give --all", param_hint="KEYS"
         )
-    settings = invocation(ctx).settings()
-    engine = migrate.ensure_current(settings.storage.database_path)
-    try:
+    with current_database(invocation(ctx).settings()) as engine:
         result = retry_quarantined(engine, None if everything else keys)
-    finally:
-        engine.dispose()
     if as_json:
         emit_json({"requeued": result.requeued, "not_quarantined": result.not_quarantined})
     else:
@@ -167,8 +157,7 @@ def now(
 ) -> None:
     """Produce what is due and run one drain pass now (retries wait for nothing)."""
     settings = invocation(ctx).settings()
-    engine = migrate.ensure_current(settings.storage.database_path)
-    try:
+    with current_database(settings) as engine:
         service = SyncService(settings, engine)
         produced = service.produce()
         bar = Progress(
@@ -188,8 +177,6 @@ def now(
                 bar.update(task, completed=done, total=total)
 
             report = asyncio.run(service.drain(ignore_backoff=True, on_progress=update))
-    finally:
-        engine.dispose()
     if as_json:
         emit_json({**produced, **vars(report)})
     else:
