@@ -62,7 +62,7 @@ def invocation(ctx: typer.Context) -> Invocation:
 
 @contextmanager
 def current_database(settings: Settings) -> Iterator[Engine]:
-    """The database migrated to the newest schema (a backup taken first), closed after."""
+    """The existing database, refused unless at the newest schema; closed after."""
     engine = migrate.ensure_current(settings.storage.database_path)
     try:
         yield engine
