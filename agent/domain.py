@@ -146,8 +146,11 @@ class Prediction:
     rul_cycles: float | None
     scored_ms: int = 0  # when the model produced it (latency = scored_ms - window_end_ms)
     #: False when the machine was not running: the score says nothing about health,
-    #: and alert state is left as it was.
+    #: alert state is left as it was, and the RUL estimate holds its last running value.
     judged: bool = True
+    #: The RUL estimate's interval (None: no RUL, or a model without one).
+    rul_low: float | None = None
+    rul_high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

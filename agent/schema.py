@@ -77,6 +77,11 @@ predictions = Table(
     Column("is_anomaly", Integer, nullable=False),
     Column("rul", Float, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
+    # 1: the machine ran (window judged), 0: stopped (RUL held); NULL before 0006.
+    Column("judged", Integer, nullable=True),
+    # The RUL estimate's 80 % interval (NULL: no RUL or a model without one).
+    Column("rul_low", Float, nullable=True),
+    Column("rul_high", Float, nullable=True),
     UniqueConstraint("asset_id", "window_end_ms", "model_version"),
 )
 

@@ -125,6 +125,8 @@ class InferenceStage:
         #: Windows of assets whose baseline is being learnt, in arrival order.
         self._held = HeldWindows(config.hop, config.max_held_bytes)
         self._background: set[asyncio.Task[None]] = set()
+        #: Each asset's last RUL estimate made while it ran: held while it stands still.
+        self._running_rul: dict[str, tuple[float, float | None, float | None]] = {}
 
     @property
     def commissioning(self) -> set[str]:
@@ -134,6 +136,7 @@ class InferenceStage:
         """Drop the asset's baseline and close its alerts (baseline reset)."""
         self.baselines.pop(asset, None)
         self.plans.pop(asset, None)
+        self._running_rul.pop(asset, None)
         self._held.release(asset)
         task = self._commissioning.pop(asset, None)
         if task is not None:
@@ -161,15 +164,18 @@ class InferenceStage:
             # Each backend is given baselines loaded for it (see runtime and commissioner).
             out = self.predictor.predict(x, rows)  # type: ignore[arg-type]
             for i, w in enumerate(bundled):
-                rul = out.rul is not None and self.plans[w.asset].rul
+                ran = True if out.judged is None else bool(out.judged[i])
+                rul = None
+                if out.rul is not None and self.plans[w.asset].rul:
+                    rul = self._hold_rul(w.asset, ran, (float(out.rul[i]), None, None))
                 created.append(
                     self._prediction(
                         w,
                         out.model_version,
                         score=None if out.anomaly_score is None else float(out.anomaly_score[i]),
                         threshold=None if out.threshold is None else float(out.threshold[i]),
-                        judged=True if out.judged is None else bool(out.judged[i]),
-                        rul=float(out.rul[i]) if rul and out.rul is not None else None,
+                        judged=ran,
+                        rul=rul,
                         scored_ms=scored_ms,
                     )
                 )
@@ -196,6 +202,17 @@ class InferenceStage:
                 )
         return created
 
+    def _hold_rul(
+        self, asset: str, judged: bool, estimate: tuple[float, float | None, float | None]
+    ) -> tuple[float, float | None, float | None] | None:
+        """The estimate while the machine runs; its last running one while it stands
+        still (a stopped machine does not heal: windows of idle sensors would read as
+        a fresh engine). None before it has ever run."""
+        if judged:
+            self._running_rul[asset] = estimate
+            return estimate
+        return self._running_rul.get(asset)
+
     def _prediction(
         self,
         w: Window,
@@ -204,7 +221,7 @@ class InferenceStage:
         score: float | None,
         threshold: float | None,
         judged: bool,
-        rul: float | None,
+        rul: tuple[float, float | None, float | None] | None,
         scored_ms: int,
     ) -> Prediction:
         override = self.config.threshold_override
@@ -222,9 +239,11 @@ class InferenceStage:
             anomaly_score=value,
             anomaly_threshold=limit,
             is_anomaly=judged and value > limit,
-            rul_cycles=rul,
+            rul_cycles=None if rul is None else rul[0],
             scored_ms=scored_ms,
             judged=judged,
+            rul_low=None if rul is None else rul[1],
+            rul_high=None if rul is None else rul[2],
         )
 
     async def run(

@@ -50,6 +50,8 @@ class AssetData:
     model_version: str | None
     rul_unit: str
     rul_alert_below: float | None = None
+    #: The newest window was not judged: the machine stands still, its RUL is held.
+    stopped: bool = False
 
 
 @dataclass
@@ -61,6 +63,7 @@ class FleetRow:
     rul: float | None
     open_alerts: int
     last_seen_ms: int | None
+    stopped: bool = False
 
     @property
     def ratio(self) -> float | None:
@@ -113,12 +116,13 @@ def load_asset(
                 .order_by(x.c.opened_ms)
             )
         ]
-        model = conn.execute(
-            select(t.predictions.c.model_version)
+        newest = conn.execute(
+            select(t.predictions.c.model_version, t.predictions.c.judged)
             .where(t.predictions.c.asset_id == asset_id)
             .order_by(t.predictions.c.window_end_ms.desc())
             .limit(1)
-        ).scalar()
+        ).first()
+        model, judged = newest if newest is not None else (None, None)
     return AssetData(
         asset=asset,
         state=state,
@@ -133,6 +137,7 @@ def load_asset(
         model_version=model,
         rul_unit=records.rul_unit(engine),
         rul_alert_below=rul_alert_below,
+        stopped=judged == 0,
     )
 
 
@@ -201,6 +206,7 @@ def load_fleet(engine: Engine, now_ms: int) -> FleetData:
                     rul=doc["rul"],
                     open_alerts=int(doc["open_alerts"] or 0),
                     last_seen_ms=doc["last_seen"],
+                    stopped=bool(doc["stopped"]),
                 )
             )
     rows.sort(key=_severity_key)

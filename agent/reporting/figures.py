@@ -109,7 +109,7 @@ def _asset_figure(data: AssetData) -> Figure:
     version = f", model {data.model_version}" if data.model_version else ""
     fig.suptitle(
         plain(
-            f"{data.asset}: {data.state.upper()}   "
+            f"{data.asset}: {data.state.upper()}{', STOPPED' if data.stopped else ''}   "
             f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} ({zone}){version}"
         ),
         fontsize=13,
@@ -181,6 +181,17 @@ def _rul_panel(ax: Any, data: AssetData) -> None:
     ax.grid(alpha=0.3)
     pairs = zip(data.rul.ts_ms, data.rul.values, strict=True)
     latest = next(((ts, v) for ts, v in reversed(list(pairs)) if v is not None), None)
+    if data.stopped and latest is not None:
+        ax.annotate(
+            plain(f"stopped: RUL held at {latest[1]:.0f} {data.rul_unit}".rstrip()),
+            xy=(0.01, 0.9),
+            xycoords="axes fraction",
+            ha="left",
+            va="top",
+            fontsize=9,
+            color="#555555",
+            bbox={"boxstyle": "round", "fc": "white", "ec": "#999999", "alpha": 0.9},
+        )
     hours = {"h": 1.0, "hours": 1.0, "d": 24.0, "days": 24.0, "min": 1 / 60}.get(data.rul_unit)
     if latest is not None and hours is not None:
         # The failure horizon: where the newest estimate says the machine will fail.

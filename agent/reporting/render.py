@@ -94,7 +94,13 @@ def asset_html(data: AssetData, png: bytes) -> bytes:
         if rows
         else "<p>No alerts in this range.</p>"
     )
-    return _page(f"edgewatch report: {data.asset}", png, "<h2>Alerts</h2>" + table)
+    status = (
+        f"<p>Stopped: the machine is not running; the RUL estimate holds its last running "
+        f"value ({html.escape(data.state)} when it last ran).</p>"
+        if data.stopped
+        else ""
+    )
+    return _page(f"edgewatch report: {data.asset}", png, status + "<h2>Alerts</h2>" + table)
 
 
 def fleet_html(fleet: FleetData, png: bytes) -> bytes:
@@ -103,7 +109,7 @@ def fleet_html(fleet: FleetData, png: bytes) -> bytes:
         (
             [
                 r.asset,
-                r.state,
+                f"{r.state}, stopped" if r.stopped else r.state,
                 _num(r.score),
                 _num(r.threshold),
                 _num(r.ratio, ".1f"),

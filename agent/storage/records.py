@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Select, and_, case, func, or_, select
+from sqlalchemy import Boolean, Engine, Select, and_, case, func, or_, select, type_coerce
 
 from agent import schema as t
 from agent.errors import StorageError
@@ -88,6 +88,12 @@ def _range(column: Any, f: Filters) -> list[Any]:
     return out
 
 
+def _stopped(p: Any) -> Any:
+    """1 where the window was not judged (the machine stood still), else 0 (NULL rows
+    written before the flag existed count as running)."""
+    return type_coerce(case((p.c.judged == 0, 1), else_=0), Boolean).label("stopped")
+
+
 def _assets(f: Filters) -> Select[Any]:
     a = t.assets
     open_alerts = (
@@ -113,6 +119,7 @@ def _assets(f: Filters) -> Select[Any]:
             p.c.anomaly_score,
             p.c.anomaly_threshold,
             p.c.rul,
+            _stopped(p),
             open_alerts.label("open_alerts"),
             a.c.commissioned_ms,
             a.c.first_seen_ms,
@@ -133,6 +140,9 @@ def _predictions(f: Filters) -> Select[Any]:
             p.c.anomaly_threshold,
             p.c.is_anomaly,
             p.c.rul,
+            p.c.rul_low,
+            p.c.rul_high,
+            _stopped(p),
             p.c.model_version,
         )
         .select_from(p)
@@ -244,6 +254,7 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 score,
                 threshold,
                 Field("rul", Kind.FLOAT, rul_unit),
+                Field("stopped", Kind.BOOL),
                 Field("open_alerts", Kind.INT),
                 Field("commissioned", Kind.TIME, table=False),
                 Field("first_seen", Kind.TIME, table=False),
@@ -259,6 +270,9 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 threshold,
                 Field("is_anomaly", Kind.BOOL),
                 Field("rul", Kind.FLOAT, rul_unit),
+                Field("rul_low", Kind.FLOAT, rul_unit),
+                Field("rul_high", Kind.FLOAT, rul_unit),
+                Field("stopped", Kind.BOOL),
                 Field("model_version", Kind.TEXT, table=False),
             ],
             _predictions,

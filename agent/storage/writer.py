@@ -185,6 +185,9 @@ class Writer:
                         "anomaly_threshold": item.anomaly_threshold,
                         "is_anomaly": int(item.is_anomaly),
                         "rul": item.rul_cycles,
+                        "rul_low": item.rul_low,
+                        "rul_high": item.rul_high,
+                        "judged": int(item.judged),
                         "created_ms": item.scored_ms or now_ms,
                     }
                 )

@@ -129,6 +129,9 @@ def test_parquet_round_trip(
         "anomaly_threshold",
         "is_anomaly",
         "rul",
+        "rul_low",
+        "rul_high",
+        "stopped",
         "model_version",
     ]
     assert str(table.schema.field("window_end").type) == "timestamp[ms, tz=UTC]"

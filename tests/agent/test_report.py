@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import sqlite3
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from matplotlib.cbook import is_math_text
 from agent.errors import EdgewatchError
 from agent.reporting.data import load_asset, load_fleet
 from agent.reporting.figures import asset_figure, fleet_figure
-from agent.reporting.render import png_bytes
+from agent.reporting.render import asset_html, fleet_html, png_bytes
 from agent.sqlite import open_engine
 from tests.agent.hostile import MATH, NEWLINE, SENSOR, hostile
 from tests.agent.seed import HOUR, NOW, seeded
@@ -70,6 +71,29 @@ def test_fleet_figure_puts_the_worst_asset_on_top(seeded: Path) -> None:
     assert len(score_ax.patches) == 2 and len(rul_ax.patches) == 2
     assert "2 assets, 1 alerting, 1 open alerts" in figure.get_suptitle()
     assert any("1 open alert" in t.get_text() for t in score_ax.texts)
+
+
+def test_a_machine_standing_still_is_reported_stopped_with_its_rul_held(seeded: Path) -> None:
+    with sqlite3.connect(seeded) as conn:
+        # pump-a's newest window was not judged: it stopped after running.
+        conn.execute(
+            "update predictions set judged = 0 where window_end_ms = "
+            "(select max(window_end_ms) from predictions where asset_id = 1)"
+        )
+    engine = open_engine(seeded, create=False, read_only=True)
+    try:
+        data = load_asset(engine, "pump-a", NOW - 6 * HOUR, NOW, rul_alert_below=None)
+        fleet = load_fleet(engine, NOW)
+    finally:
+        engine.dispose()
+    assert data.stopped
+    assert [(r.asset, r.stopped) for r in fleet.rows] == [("pump-a", True), ("pump-b", False)]
+    figure = asset_figure(data)
+    assert "pump-a: ALERTING, STOPPED" in figure.get_suptitle()
+    rul_ax = figure.get_axes()[-1]
+    assert any(t.get_text().startswith("stopped: RUL held at 120") for t in rul_ax.texts)
+    assert b"Stopped: the machine is not running" in asset_html(data, b"")
+    assert b"<td>alerting, stopped</td>" in fleet_html(fleet, b"")
 
 
 def test_unknown_asset_names_the_known_ones(seeded: Path) -> None:

@@ -236,3 +236,36 @@ async def test_commissioning_is_bounded_by_max_commissioning(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_rul_holds_its_last_running_value_while_the_machine_stands_still(
+    tmp_path: Path,
+) -> None:
+    pump = Predictor(load_bundle(default_bundle_path("pump")))
+    fleet = pump.bundle.anomaly
+    assert fleet is not None and fleet.run_condition is not None
+    inference = stage(pump, tmp_path)
+    inference.plans["pump-1"] = AssetPlan(pump.sensors, from_bundle=True, rul=True, baseline=False)
+    run = pump.sensors.index(fleet.run_condition.sensor)
+    level = np.asarray(fleet.scaler.offset, np.float32)
+    rng = np.random.default_rng(3)
+
+    def window(end: int, running: bool, wear: float = 0.0) -> Window:
+        data = np.repeat(level[:, None], pump.window, axis=1)
+        data = data + rng.normal(0, 0.01, data.shape).astype(np.float32) * np.abs(data)
+        data[0] += wear  # vibration: what wear looks like to the RUL head
+        if not running:
+            data[run] = 0.0
+        return Window("pump-1", end - pump.window + 1, end, np.ascontiguousarray(data))
+
+    # Stopped before it ever ran: nothing to hold yet.
+    (first,) = inference.score([window(100, running=False)])
+    assert not first.judged and first.rul_cycles is None
+    ran = inference.score([window(200 + i, running=True, wear=w) for i, w in enumerate((0.0, 2.0))])
+    assert all(p.judged and p.rul_cycles is not None for p in ran)
+    stopped = inference.score([window(300 + i, running=False) for i in range(3)])
+    # Idle sensors read as a fresh machine; the estimate stays where running left it.
+    assert all(not p.judged for p in stopped)
+    assert [p.rul_cycles for p in stopped] == [ran[-1].rul_cycles] * 3
+    again = inference.score([window(400, running=True, wear=4.0)])
+    assert again[0].judged and again[0].rul_cycles != ran[-1].rul_cycles
