@@ -32,6 +32,11 @@ evaluate_app = typer.Typer(
 )
 
 
+def _metric(v: Any) -> str:
+    """A score to three decimals; '-' where there is none (None or NaN)."""
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
 @contextmanager
 def _bar(description: str, enabled: bool = True) -> Iterator[Any]:
     """A rich progress bar fed by the library's progress callback (stderr, transient)."""
@@ -338,19 +343,16 @@ def evaluate_anomaly(
     for col in ("file", "rows", "anomalous", "precision", "recall", "F1", "FAR", "MAR", "init"):
         table.add_column(col, justify="left" if col in ("file", "init") else "right")
 
-    def fmt(v: Any) -> str:
-        return "-" if v is None or v != v else f"{v:.3f}"
-
     for f in out["files"]:
         table.add_row(
             printable(f["file"]),
             str(f["rows"]),
             str(f["anomalous_rows"]),
-            fmt(f["precision"]),
-            fmt(f["recall"]),
-            fmt(f["f1"]),
-            fmt(f["far"]),
-            fmt(f["mar"]),
+            _metric(f["precision"]),
+            _metric(f["recall"]),
+            _metric(f["f1"]),
+            _metric(f["far"]),
+            _metric(f["mar"]),
             f["initialised_from"].split("@")[0],
         )
     p = out["pooled"]
@@ -358,11 +360,11 @@ def evaluate_anomaly(
         Text("pooled", style="bold"),
         str(p["rows"]),
         str(p["anomalous_rows"]),
-        fmt(p["precision"]),
-        fmt(p["recall"]),
-        fmt(p["f1"]),
-        fmt(p["far"]),
-        fmt(p["mar"]),
+        _metric(p["precision"]),
+        _metric(p["recall"]),
+        _metric(p["f1"]),
+        _metric(p["far"]),
+        _metric(p["mar"]),
         "",
     )
     console.print(table)
@@ -452,9 +454,6 @@ def evaluate_live(
     for col in ("verdict", "rows", "anomalous", "precision", "recall", "F1", "FAR", "detected"):
         table.add_column(col, justify="left" if col == "verdict" else "right")
 
-    def fmt(v: Any) -> str:
-        return "-" if v is None or v != v else f"{v:.3f}"
-
     for verdict in VERDICTS:
         p = out["pooled"][verdict]
         delay = "-" if p["median_delay_s"] is None else f"{p['median_delay_s']:.0f} s"
@@ -462,10 +461,10 @@ def evaluate_live(
             verdict,
             str(p["rows"]),
             str(p["anomalous_rows"]),
-            fmt(p["precision"]),
-            fmt(p["recall"]),
-            fmt(p["f1"]),
-            fmt(p["far"]),
+            _metric(p["precision"]),
+            _metric(p["recall"]),
+            _metric(p["f1"]),
+            _metric(p["far"]),
             f"{p['assets_detected']}/{p['assets_with_anomalies']}, median delay {delay}",
         )
     console.print(table)
