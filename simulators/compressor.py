@@ -36,15 +36,17 @@ from simulators.physics import (
     AssetSpec,
     FaultPlan,
     FloatArray,
+    Lag,
     MachineKind,
     MachineRun,
+    RandomBlocks,
+    RunInfo,
     Sampled,
+    StepProfile,
     Timeline,
     daily_swing_c,
-    first_order_lag,
     is_night,
     severity,
-    step_profile,
 )
 
 SENSORS: tuple[str, ...] = (
@@ -193,156 +195,179 @@ class _Cycle:
     running_share: FloatArray
 
 
-def _duty_cycle(
-    p: CompressorParams,
-    demand: FloatArray,
-    delivery: FloatArray,
-    dt_s: float,
-    initial_bar: float,
-    initial_loaded: bool,
-) -> _Cycle:
-    """Integrate the receiver exactly; inputs hold over the interval ending at each sample.
+class _DutyCycle:
+    """Integrate the receiver exactly, a chunk of samples at a time.
 
-    dp/dt = fill_rate * (delivery - demand * p_abs / p_abs_nominal) while loaded (no
-    delivery otherwise): an exponential relaxation towards an equilibrium, so the
-    time to each switching point has a closed form.
+    Inputs hold over the interval ending at each sample. dp/dt = fill_rate *
+    (delivery - demand * p_abs / p_abs_nominal) while loaded (no delivery otherwise):
+    an exponential relaxation towards an equilibrium, so the time to each switching
+    point has a closed form. The receiver pressure, the mode and the time unloaded
+    carry from one chunk to the next.
     """
-    n = demand.shape[0]
-    pressure = np.empty(n)
-    mode_at = np.empty(n, dtype=np.int8)
-    loaded_share = np.empty(n)
-    running_share = np.empty(n)
-    nominal_abs = p.cut_in_bar + 0.5 * p.band_bar + ATM_BAR
-    cut_in, cut_out = p.cut_in_bar, p.cut_out_bar
-    bar = initial_bar
-    mode = _LOADED if initial_loaded else _UNLOADED
-    unloaded_s = 0.0
-    pressure[0], mode_at[0] = bar, mode
-    loaded_share[0], running_share[0] = float(initial_loaded), 1.0
-    for i in range(1, n):
-        draw, supply = float(demand[i]), float(delivery[i])
-        tau = nominal_abs / (draw * p.fill_rate_bar_s)
-        loaded_s = running_s = 0.0
-        left = dt_s
-        while left > 0.0:
-            standby_due = math.inf
-            if mode == _LOADED:
-                eq = supply / draw * nominal_abs - ATM_BAR
-                if bar >= cut_out:
-                    due = 0.0
-                elif eq > cut_out:
-                    due = tau * math.log((eq - bar) / (eq - cut_out))
+
+    def __init__(
+        self, p: CompressorParams, dt_s: float, initial_bar: float, initial_loaded: bool
+    ) -> None:
+        self.p, self.dt_s = p, dt_s
+        self.initial_loaded = initial_loaded
+        self.bar = initial_bar
+        self.mode = _LOADED if initial_loaded else _UNLOADED
+        self.unloaded_s = 0.0
+        self.started = False
+
+    def __call__(self, demand: FloatArray, delivery: FloatArray) -> _Cycle:
+        p, dt_s = self.p, self.dt_s
+        n = demand.shape[0]
+        pressure = np.empty(n)
+        mode_at = np.empty(n, dtype=np.int8)
+        loaded_share = np.empty(n)
+        running_share = np.empty(n)
+        nominal_abs = p.cut_in_bar + 0.5 * p.band_bar + ATM_BAR
+        cut_in, cut_out = p.cut_in_bar, p.cut_out_bar
+        bar, mode, unloaded_s = self.bar, self.mode, self.unloaded_s
+        first = 0
+        if not self.started and n:
+            # The run's first sample: the initial state, no interval before it.
+            pressure[0], mode_at[0] = bar, mode
+            loaded_share[0], running_share[0] = float(self.initial_loaded), 1.0
+            self.started, first = True, 1
+        for i in range(first, n):
+            draw, supply = float(demand[i]), float(delivery[i])
+            tau = nominal_abs / (draw * p.fill_rate_bar_s)
+            loaded_s = running_s = 0.0
+            left = dt_s
+            while left > 0.0:
+                standby_due = math.inf
+                if mode == _LOADED:
+                    eq = supply / draw * nominal_abs - ATM_BAR
+                    if bar >= cut_out:
+                        due = 0.0
+                    elif eq > cut_out:
+                        due = tau * math.log((eq - bar) / (eq - cut_out))
+                    else:
+                        due = math.inf  # delivery cannot reach cut-out: the receiver sags
                 else:
-                    due = math.inf  # delivery cannot reach cut-out: the receiver sags
-            else:
-                eq = -ATM_BAR
-                due = 0.0 if bar <= cut_in else tau * math.log((bar - eq) / (cut_in - eq))
-                if mode == _UNLOADED:
-                    standby_due = max(p.standby_after_s - unloaded_s, 0.0)
-            step = min(left, due, standby_due)
-            bar = eq + (bar - eq) * math.exp(-step / tau)
-            loaded_s += step if mode == _LOADED else 0.0
-            running_s += step if mode != _STANDBY else 0.0
-            unloaded_s += step if mode == _UNLOADED else 0.0
-            left -= step
-            if due <= step:  # reached a switching pressure
-                bar = cut_out if mode == _LOADED else cut_in
-                mode = _UNLOADED if mode == _LOADED else _LOADED
-                unloaded_s = 0.0
-            elif standby_due <= step:  # unloaded long enough: the motor stops
-                mode = _STANDBY
-        pressure[i], mode_at[i] = bar, mode
-        loaded_share[i], running_share[i] = loaded_s / dt_s, running_s / dt_s
-    return _Cycle(pressure, mode_at, loaded_share, running_share)
+                    eq = -ATM_BAR
+                    due = 0.0 if bar <= cut_in else tau * math.log((bar - eq) / (cut_in - eq))
+                    if mode == _UNLOADED:
+                        standby_due = max(p.standby_after_s - unloaded_s, 0.0)
+                step = min(left, due, standby_due)
+                bar = eq + (bar - eq) * math.exp(-step / tau)
+                loaded_s += step if mode == _LOADED else 0.0
+                running_s += step if mode != _STANDBY else 0.0
+                unloaded_s += step if mode == _UNLOADED else 0.0
+                left -= step
+                if due <= step:  # reached a switching pressure
+                    bar = cut_out if mode == _LOADED else cut_in
+                    mode = _UNLOADED if mode == _LOADED else _LOADED
+                    unloaded_s = 0.0
+                elif standby_due <= step:  # unloaded long enough: the motor stops
+                    mode = _STANDBY
+            pressure[i], mode_at[i] = bar, mode
+            loaded_share[i], running_share[i] = loaded_s / dt_s, running_s / dt_s
+        self.bar, self.mode, self.unloaded_s = bar, mode, unloaded_s
+        return _Cycle(pressure, mode_at, loaded_share, running_share)
 
 
-def _model(
-    spec: AssetSpec, rng: np.random.Generator, timeline: Timeline
-) -> Sampled[CompressorParams]:
-    """The compressor's physics: nameplate draws, duty cycle, faults, clean values."""
-    p = _draw_params(rng)
-    t, dt, hour = timeline.t, timeline.dt_s, timeline.hour
-    n = t.shape[0]
+class _Compressor:
+    """The compressor's physics a chunk at a time: nameplate, duty cycle, faults.
 
-    # Plant demand: shifts by the site clock and random steps.
-    shift = np.where(is_night(hour), NIGHT_DEMAND, DAY_DEMAND)
-    demand = np.clip(
-        shift + DEMAND_STEP * step_profile(rng, t, timeline.duration_s, _MAX_DEMAND_STEPS),
-        MIN_DEMAND,
-        MAX_DEMAND,
-    )
-    initial_bar = p.cut_in_bar + p.band_bar * float(rng.random())
-    initial_loaded = bool(rng.random() < DAY_DEMAND)
-    # Noise is drawn unconditionally so that twins stay aligned.
-    noise = {s: rng.standard_normal(n) for s in SENSORS}
+    The random stream is drawn in the order the whole-run model always drew it:
+    nameplate, demand steps, the initial receiver state, then whole-run blocks of
+    noise per sensor (served per chunk by :class:`RandomBlocks`).
+    """
 
-    # Machine faults; every term is exactly neutral before onset.
-    plan: FaultPlan | None = spec.fault
-    delivery = np.ones(n)
-    vib_scale = np.ones(n)
-    filter_scale = np.ones(n)
-    current_scale = np.ones(n)
-    approach_scale = np.ones(n)
-    discharge_add = np.zeros(n)
-    if plan is not None:
-        if plan.kind is CompressorFault.BEARING_WEAR:
-            d = severity(t, plan, 2.5)
-            vib_scale = 1.0 + 6.0 * d
-            discharge_add = 12.0 * d
-            current_scale = 1.0 + 0.04 * d
-        elif plan.kind is CompressorFault.INTAKE_RESTRICTION:
-            d = severity(t, plan, 2.0)
-            filter_scale = 1.0 + 6.0 * d
-            delivery = 1.0 - 0.5 * d
-            current_scale = 1.0 + 0.06 * d  # a higher pressure ratio per m3 delivered
-            discharge_add = 10.0 * d
-        elif plan.kind is CompressorFault.OIL_COOLER_FOULING:
-            approach_scale = 1.0 + 7.0 * severity(t, plan, 1.5)
-        elif plan.kind is CompressorFault.VALVE_LEAK:
-            delivery = 1.0 - 0.75 * severity(t, plan, 1.5)
+    def __init__(self, spec: AssetSpec, rng: np.random.Generator, run: RunInfo) -> None:
+        self.spec = spec
+        self.params = p = _draw_params(rng)
+        dt = run.dt_s
+        # Plant demand: shifts by the site clock and random steps.
+        self.steps = StepProfile(rng, run.duration_s, _MAX_DEMAND_STEPS)
+        initial_bar = p.cut_in_bar + p.band_bar * float(rng.random())
+        initial_loaded = bool(rng.random() < DAY_DEMAND)
+        # Noise is drawn unconditionally so that twins stay aligned.
+        self.noise = RandomBlocks(rng, run.n_full, [(s, ("normal",)) for s in SENSORS])
+        self.cycle = _DutyCycle(p, dt, initial_bar, initial_loaded)
+        self.oil_lag = Lag(dt, OIL_TAU_S)
+        self.rise_lag = Lag(dt, DISCHARGE_TAU_S)
+        self.load_lag = Lag(dt, LOAD_PCT_TAU_S)
 
-    cycle = _duty_cycle(p, demand, delivery, dt, initial_bar, initial_loaded)
-    loaded = cycle.mode == _LOADED
-    running = cycle.mode != _STANDBY
-    unloaded_share = cycle.running_share - cycle.loaded_share
-    heat = cycle.loaded_share + UNLOADED_HEAT * unloaded_share
+    def chunk(self, timeline: Timeline) -> Sampled[CompressorParams]:
+        p, spec = self.params, self.spec
+        t, hour = timeline.t, timeline.hour
+        n = t.shape[0]
 
-    ambient = p.ambient_c + daily_swing_c(hour)
-    # Running, the thermostat holds the oil at its setting unless the cooler cannot
-    # keep up; stopped, the oil cools towards the room.
-    cooled = ambient + p.cooler_approach_c * approach_scale * heat
-    oil_target = ambient + cycle.running_share * (np.maximum(p.thermostat_c, cooled) - ambient)
-    oil = first_order_lag(oil_target, dt, OIL_TAU_S, initial=float(oil_target[0]))
-    rise_target = p.discharge_rise_c * heat + discharge_add * cycle.running_share
-    rise = first_order_lag(rise_target, dt, DISCHARGE_TAU_S, initial=float(rise_target[0]))
-    load_frac = first_order_lag(cycle.loaded_share, dt, LOAD_PCT_TAU_S, initial=float(demand[0]))
+        shift = np.where(is_night(hour), NIGHT_DEMAND, DAY_DEMAND)
+        demand = np.clip(shift + DEMAND_STEP * self.steps(t), MIN_DEMAND, MAX_DEMAND)
+        noise = {s: self.noise.take(s, n) for s in SENSORS}
 
-    position = (cycle.pressure_bar - p.cut_in_bar) / p.band_bar
-    loaded_current = p.rated_current_a * (
-        LOADED_CURRENT_AT_CUT_IN + LOADED_CURRENT_RISE * np.clip(position, 0.0, 1.0)
-    )
-    current = np.where(loaded, loaded_current, np.where(running, p.unloaded_current_a, 0.0))
-    current = current * current_scale
-    vib_mode = np.where(loaded, 1.0, UNLOADED_VIB)
-    vib = np.where(running, p.base_vib_g * vib_mode * vib_scale, STANDBY_VIB_G)
-    filter_mode = np.where(loaded, 1.0, np.where(running, UNLOADED_FILTER_DP, 0.0))
-    filter_dp = p.filter_dp_mbar * filter_mode * filter_scale
+        # Machine faults; every term is exactly neutral before onset.
+        plan: FaultPlan | None = spec.fault
+        delivery = np.ones(n)
+        vib_scale = np.ones(n)
+        filter_scale = np.ones(n)
+        current_scale = np.ones(n)
+        approach_scale = np.ones(n)
+        discharge_add = np.zeros(n)
+        if plan is not None:
+            if plan.kind is CompressorFault.BEARING_WEAR:
+                d = severity(t, plan, 2.5)
+                vib_scale = 1.0 + 6.0 * d
+                discharge_add = 12.0 * d
+                current_scale = 1.0 + 0.04 * d
+            elif plan.kind is CompressorFault.INTAKE_RESTRICTION:
+                d = severity(t, plan, 2.0)
+                filter_scale = 1.0 + 6.0 * d
+                delivery = 1.0 - 0.5 * d
+                current_scale = 1.0 + 0.06 * d  # a higher pressure ratio per m3 delivered
+                discharge_add = 10.0 * d
+            elif plan.kind is CompressorFault.OIL_COOLER_FOULING:
+                approach_scale = 1.0 + 7.0 * severity(t, plan, 1.5)
+            elif plan.kind is CompressorFault.VALVE_LEAK:
+                delivery = 1.0 - 0.75 * severity(t, plan, 1.5)
 
-    clean: dict[str, FloatArray] = {
-        "comp_vib_rms_g": np.abs(vib * (1.0 + 0.06 * noise["comp_vib_rms_g"])),
-        "discharge_temp_c": oil + rise + 0.2 * noise["discharge_temp_c"],
-        "oil_temp_c": oil + 0.15 * noise["oil_temp_c"],
-        "motor_current_a": np.abs(current * (1.0 + 0.01 * noise["motor_current_a"])),
-        "receiver_pressure_bar": cycle.pressure_bar + 0.01 * noise["receiver_pressure_bar"],
-        "load_pct": np.clip(100.0 * load_frac + 0.3 * noise["load_pct"], 0.0, 100.0),
-        "filter_dp_mbar": np.abs(filter_dp + 0.3 * noise["filter_dp_mbar"] * running),
-    }
-    return Sampled(p, clean, running)
+        cycle = self.cycle(demand, delivery)
+        loaded = cycle.mode == _LOADED
+        running = cycle.mode != _STANDBY
+        unloaded_share = cycle.running_share - cycle.loaded_share
+        heat = cycle.loaded_share + UNLOADED_HEAT * unloaded_share
+
+        ambient = p.ambient_c + daily_swing_c(hour)
+        # Running, the thermostat holds the oil at its setting unless the cooler cannot
+        # keep up; stopped, the oil cools towards the room.
+        cooled = ambient + p.cooler_approach_c * approach_scale * heat
+        oil_target = ambient + cycle.running_share * (np.maximum(p.thermostat_c, cooled) - ambient)
+        oil = self.oil_lag(oil_target)
+        rise_target = p.discharge_rise_c * heat + discharge_add * cycle.running_share
+        rise = self.rise_lag(rise_target)
+        load_frac = self.load_lag(cycle.loaded_share, initial=float(demand[0]))
+
+        position = (cycle.pressure_bar - p.cut_in_bar) / p.band_bar
+        loaded_current = p.rated_current_a * (
+            LOADED_CURRENT_AT_CUT_IN + LOADED_CURRENT_RISE * np.clip(position, 0.0, 1.0)
+        )
+        current = np.where(loaded, loaded_current, np.where(running, p.unloaded_current_a, 0.0))
+        current = current * current_scale
+        vib_mode = np.where(loaded, 1.0, UNLOADED_VIB)
+        vib = np.where(running, p.base_vib_g * vib_mode * vib_scale, STANDBY_VIB_G)
+        filter_mode = np.where(loaded, 1.0, np.where(running, UNLOADED_FILTER_DP, 0.0))
+        filter_dp = p.filter_dp_mbar * filter_mode * filter_scale
+
+        clean: dict[str, FloatArray] = {
+            "comp_vib_rms_g": np.abs(vib * (1.0 + 0.06 * noise["comp_vib_rms_g"])),
+            "discharge_temp_c": oil + rise + 0.2 * noise["discharge_temp_c"],
+            "oil_temp_c": oil + 0.15 * noise["oil_temp_c"],
+            "motor_current_a": np.abs(current * (1.0 + 0.01 * noise["motor_current_a"])),
+            "receiver_pressure_bar": cycle.pressure_bar + 0.01 * noise["receiver_pressure_bar"],
+            "load_pct": np.clip(100.0 * load_frac + 0.3 * noise["load_pct"], 0.0, 100.0),
+            "filter_dp_mbar": np.abs(filter_dp + 0.3 * noise["filter_dp_mbar"] * running),
+        }
+        return Sampled(p, clean, running)
 
 
 #: The compressor as a machine kind: ``comp-001`` ..., on its own branch of the seed tree.
 COMPRESSOR: MachineKind[CompressorParams] = MachineKind(
-    "comp", COMPRESSOR_STREAM, SENSOR_DECIMALS, CompressorFault, _model
+    "comp", COMPRESSOR_STREAM, SENSOR_DECIMALS, CompressorFault, _Compressor
 )
 asset_name = COMPRESSOR.asset_name
 #: Which compressors fail, how and when: :meth:`simulators.physics.MachineKind.plan_fleet`.

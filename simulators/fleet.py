@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ from typing import Any
 from simulators import compressor, pump
 from simulators.badinput import BadInputInjector
 from simulators.compressor import CompressorRun
-from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE
-from simulators.physics import MachineKind
+from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE, Chunk
+from simulators.physics import DEFAULT_CHUNK_SAMPLES, AssetSpec, MachineKind
 from simulators.publisher import (
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_RECONNECT_TIMEOUT_S,
@@ -53,7 +53,7 @@ from simulators.stream import (
     Series,
     StreamStats,
     TruthTable,
-    interleave,
+    interleave_lazily,
     publish_to_broker,
     run_stream,
 )
@@ -95,52 +95,103 @@ def default_start_ts(span_s: float, pacing: Pacing, now: float | None = None) ->
     return round(now - lead, 3)
 
 
-def simulate_runs(config: FleetConfig, start_ts: float) -> list[FleetRun]:
-    """Every asset's run: the pumps first, then the compressors."""
+def fleet_plan(config: FleetConfig) -> list[tuple[MachineKind[Any], AssetSpec]]:
+    """Every asset's machine and plan: the pumps first, then the compressors."""
     machines: tuple[tuple[MachineKind[Any], int], ...] = (
         (pump.PUMP, config.assets),
         (compressor.COMPRESSOR, config.compressors),
     )
-    runs: list[FleetRun] = []
-    for machine, count in machines:
-        specs = machine.plan_fleet(
+    return [
+        (machine, spec)
+        for machine, count in machines
+        for spec in machine.plan_fleet(
             count,
             config.seed,
             config.duration_s,
             fault_fraction=config.fault_fraction,
             sensor_fault_fraction=config.sensor_fault_fraction,
         )
-        runs.extend(
-            machine.simulate_asset(
-                spec,
-                seed=config.seed,
-                start_ts=start_ts,
-                duration_s=config.duration_s,
-                rate_hz=config.rate_hz,
-            )
-            for spec in specs
+    ]
+
+
+def simulate_runs(config: FleetConfig, start_ts: float) -> list[FleetRun]:
+    """Every asset's whole run: the pumps first, then the compressors."""
+    return [
+        machine.simulate_asset(
+            spec,
+            seed=config.seed,
+            start_ts=start_ts,
+            duration_s=config.duration_s,
+            rate_hz=config.rate_hz,
         )
-    return runs
+        for machine, spec in fleet_plan(config)
+    ]
+
+
+def iter_run_chunks(
+    config: FleetConfig, start_ts: float, chunk_samples: int = DEFAULT_CHUNK_SAMPLES
+) -> list[Iterator[FleetRun]]:
+    """Every asset's run a chunk at a time (:meth:`MachineKind.iter_chunks`), lazily:
+    nothing is simulated before an iterator is first advanced."""
+    return [
+        machine.iter_chunks(
+            spec,
+            seed=config.seed,
+            start_ts=start_ts,
+            duration_s=config.duration_s,
+            rate_hz=config.rate_hz,
+            chunk_samples=chunk_samples,
+        )
+        for machine, spec in fleet_plan(config)
+    ]
+
+
+def planned_messages(config: FleetConfig) -> int:
+    """Good messages the fleet sends (every asset's samples in ``config.batch`` s)."""
+    return sum(
+        -(
+            -machine.planned_samples(spec, duration_s=config.duration_s, rate_hz=config.rate_hz)
+            // config.batch
+        )
+        for machine, spec in fleet_plan(config)
+    )
+
+
+def run_to_series(run: FleetRun) -> Series:
+    """A run (or a chunk of one) as a stream series; truth columns ``fault``, ``rul``
+    (s), ``sensor_fault``. Each series carries its own machine's sensors."""
+    return Series(
+        asset=run.spec.asset,
+        ts=run.ts,
+        values={s: run.values[s] for s in run.sensors},
+        truth={
+            "fault": list(run.fault),
+            "rul": run.rul_s.tolist(),
+            "sensor_fault": list(run.sensor_fault),
+        },
+    )
 
 
 def runs_to_series(runs: Sequence[FleetRun]) -> list[Series]:
-    """The runs as stream series; truth columns ``fault``, ``rul`` (s), ``sensor_fault``.
+    """The runs as stream series (:func:`run_to_series`)."""
+    return [run_to_series(run) for run in runs]
 
-    Each series carries its own machine's sensors.
+
+def fleet_messages(
+    config: FleetConfig, start_ts: float, chunk_samples: int = DEFAULT_CHUNK_SAMPLES
+) -> Iterator[Chunk]:
+    """The fleet's messages in time order, simulated a chunk per asset at a time.
+
+    The same messages as :func:`simulators.stream.interleave` of the whole runs;
+    memory is bounded by ``chunk_samples`` per asset, whatever the duration.
     """
-    return [
-        Series(
-            asset=run.spec.asset,
-            ts=run.ts,
-            values={s: run.values[s] for s in run.sensors},
-            truth={
-                "fault": list(run.fault),
-                "rul": run.rul_s.tolist(),
-                "sensor_fault": list(run.sensor_fault),
-            },
-        )
-        for run in runs
-    ]
+    return interleave_lazily(
+        [
+            (run_to_series(chunk) for chunk in chunks)
+            for chunks in iter_run_chunks(config, start_ts, chunk_samples)
+        ],
+        config.batch,
+    )
 
 
 def stream_fleet(
@@ -161,17 +212,15 @@ def stream_fleet(
     start_ts = config.start_ts
     if start_ts is None:
         start_ts = default_start_ts(config.duration_s, pacing)
-    runs = simulate_runs(config, start_ts)
-    chunks, total = interleave(runs_to_series(runs), config.batch)
     return run_stream(
-        chunks,
+        fleet_messages(config, start_ts),
         sink,
         topic_template=topic_template,
         site=site,
         pacing=pacing,
         bad=bad,
         count=count,
-        total=total,
+        total=planned_messages(config),
         truth=truth,
         on_progress=on_progress,
         stop=stop,

@@ -10,15 +10,27 @@ Thermal lags, severity curves, load steps and the plant clock are here for model
 
 Each machine kind draws from its own branch of the seed tree (``stream``), so adding
 compressors to a fleet moves no pump's samples, and vice versa.
+
+Lazy generation: :meth:`MachineKind.iter_chunks` computes a run a chunk of samples at
+a time, with memory bounded by the chunk, and gives the same samples bit for bit as
+the whole run (:meth:`MachineKind.simulate_asset`, which is the same code with one
+chunk). What carries from one chunk to the next: the filters' outputs
+(:class:`Lag`), a model's own sequential state, the value a stuck sensor holds, and
+the random streams. A model draws its noise as whole-run blocks, one after the
+other (all of one sensor's, then the next sensor's); :class:`RandomBlocks` serves
+each block a chunk at a time from its own copy of the generator, positioned at the
+block's start by drawing through the blocks before it (in bounded pieces, values
+discarded). That walk is the only work before the first chunk that grows with the
+run's length: about 13 ns per sample and noise block on a 2020s x86 core.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +49,13 @@ NO_FAULT = "none"
 DEFAULT_CLOCK_START_H = 8.0
 
 P = TypeVar("P")
+
+#: Samples per chunk of lazy generation. A chunk in flight takes about 700 bytes a
+#: sample as a message stream holds it (arrays, and the lists messages are cut
+#: from): about 9 MB for 50 assets.
+DEFAULT_CHUNK_SAMPLES = 256
+#: Draws per piece when a random stream is walked to a block's start.
+_WALK_PIECE = 65536
 
 
 class SensorFault(enum.StrEnum):
@@ -220,6 +239,28 @@ def first_order_lag(target: FloatArray, dt_s: float, tau_s: float, initial: floa
     return out
 
 
+class Lag:
+    """:func:`first_order_lag` a chunk at a time: the output carries to the next chunk.
+
+    The first chunk starts from ``initial``, or from its own first target when None,
+    as the whole-run filter does.
+    """
+
+    __slots__ = ("dt_s", "tau_s", "y")
+
+    def __init__(self, dt_s: float, tau_s: float) -> None:
+        self.dt_s, self.tau_s = dt_s, tau_s
+        self.y: float | None = None
+
+    def __call__(self, target: FloatArray, initial: float | None = None) -> FloatArray:
+        if self.y is None:
+            self.y = float(target[0]) if initial is None else initial
+        out = first_order_lag(target, self.dt_s, self.tau_s, self.y)
+        if out.shape[0]:
+            self.y = float(out[-1])
+        return out
+
+
 def piecewise_levels(
     rng: np.random.Generator, duration_s: float, mean_interval_s: float, max_events: int
 ) -> tuple[FloatArray, FloatArray]:
@@ -238,9 +279,86 @@ def step_profile(
 
     The mean time between steps is a sixth of the run, at least 30 s and at most 2 h.
     """
-    interval = min(max(duration_s / 6.0, 30.0), 7200.0)
-    starts, levels = piecewise_levels(rng, duration_s, interval, max_events)
-    return levels[np.searchsorted(starts, t, side="right") - 1]
+    return StepProfile(rng, duration_s, max_events)(t)
+
+
+class StepProfile:
+    """:func:`step_profile` drawn once and read at any sample times (chunk by chunk)."""
+
+    __slots__ = ("levels", "starts")
+
+    def __init__(self, rng: np.random.Generator, duration_s: float, max_events: int) -> None:
+        interval = min(max(duration_s / 6.0, 30.0), 7200.0)
+        self.starts, self.levels = piecewise_levels(rng, duration_s, interval, max_events)
+
+    def __call__(self, t: FloatArray) -> FloatArray:
+        return self.levels[np.searchsorted(self.starts, t, side="right") - 1]
+
+
+#: How a block of draws is made: ``standard_normal(n)``, ``random(n)``, or
+#: ``uniform(low, high, n)`` (the last two take one 64-bit draw per value).
+Draw = tuple[Literal["normal", "random"]] | tuple[Literal["uniform"], float, float]
+
+
+class RandomBlocks:
+    """Whole-run blocks of draws, served a chunk at a time, as one stream drew them.
+
+    A model used to draw ``n`` values of each block in turn from ``rng``; this gives
+    block ``name`` out ``take(name, count)`` at a time, bit for bit the same values.
+    Only the blocks in ``needed`` are served, and the stream is walked only as far
+    as the last of them starts (a block of uniform draws is skipped in O(1)).
+    """
+
+    __slots__ = ("_gens", "_kinds", "_left")
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        n: int,
+        blocks: Sequence[tuple[str, Draw]],
+        needed: frozenset[str] | None = None,
+    ) -> None:
+        want = {name for name, _ in blocks} if needed is None else set(needed)
+        self._gens: dict[str, np.random.Generator] = {}
+        self._kinds = dict(blocks)
+        self._left = {name: n for name in want}
+        last = max((i for i, (name, _) in enumerate(blocks) if name in want), default=-1)
+        walker = rng
+        for i, (name, draw) in enumerate(blocks[: last + 1]):
+            if name in want:
+                self._gens[name] = _copy(walker)
+            if i == last:
+                break
+            if draw[0] == "normal":
+                done = 0
+                while done < n:  # the ziggurat takes a varying number of draws
+                    piece = min(_WALK_PIECE, n - done)
+                    walker.standard_normal(piece)
+                    done += piece
+            else:
+                bits = walker.bit_generator
+                if not isinstance(bits, np.random.PCG64):
+                    raise TypeError("skipping draws needs PCG64 (the asset streams' generator)")
+                bits.advance(n)
+        # ``rng`` itself is left wherever the walk ended: the model draws nothing after.
+
+    def take(self, name: str, count: int) -> FloatArray:
+        left = self._left[name]
+        if count > left:
+            raise ValueError(f"block {name!r} has {left} draws left, not {count}")
+        self._left[name] = left - count
+        gen, draw = self._gens[name], self._kinds[name]
+        if draw[0] == "normal":
+            return gen.standard_normal(count)
+        if draw[0] == "random":
+            return gen.random(count)
+        return gen.uniform(draw[1], draw[2], size=count)
+
+
+def _copy(rng: np.random.Generator) -> np.random.Generator:
+    bits = type(rng.bit_generator)()
+    bits.state = rng.bit_generator.state
+    return np.random.Generator(bits)
 
 
 def plant_hour(t: FloatArray, clock_start_h: float) -> FloatArray:
@@ -273,94 +391,120 @@ def fault_labels(t: FloatArray, plan: FaultPlan | None) -> ObjectArray:
     return labels
 
 
+def _time_at(k: int, rate_hz: float) -> float:
+    """Run seconds of sample ``k``, computed as :func:`sample_times` computes it."""
+    return float(np.float64(k) * (1.0 / rate_hz))
+
+
+def _first_at_or_after(limit_s: float, rate_hz: float, n_full: int) -> int:
+    """The first sample index whose time is >= ``limit_s`` (``n_full`` if none)."""
+    if not limit_s > 0:
+        return 0
+    k = min(max(math.ceil(limit_s * rate_hz) - 2, 0), n_full)
+    while k < n_full and _time_at(k, rate_hz) < limit_s:
+        k += 1
+    return k
+
+
+def sensor_fault_range(sf: SensorFaultPlan, rate_hz: float, n_full: int) -> tuple[int, int]:
+    """Sample indices ``[lo, hi)`` the fault covers in a run of ``n_full`` samples.
+
+    Samples at times in ``[start_s, end_s)``; a fault between two samples covers the
+    one at ``int(start_s * rate_hz)`` (the last sample if that is past the end).
+    """
+    lo = _first_at_or_after(sf.start_s, rate_hz, n_full)
+    hi = _first_at_or_after(sf.end_s, rate_hz, n_full)
+    if hi <= lo:
+        lo = min(int(sf.start_s * rate_hz), n_full - 1)
+        hi = lo + 1
+    return lo, hi
+
+
+def failure_cut(plan: FaultPlan | None, duration_s: float, rate_hz: float, n_full: int) -> int:
+    """Samples a run keeps before the cut at failure (``n_full`` when it does not fail)."""
+    if plan is not None and plan.failure_s <= duration_s:
+        return min(math.floor(plan.failure_s * rate_hz + 1e-9) + 1, n_full)
+    return n_full
+
+
+@dataclass
+class _FaultState:
+    """What sensor faults carry from one chunk to the next."""
+
+    #: Plan position -> the value a stuck sensor holds (its first faulty sample's).
+    stuck: dict[int, float] = field(default_factory=dict)
+    #: Plan position -> mean absolute value of the drifting sensor over the whole run.
+    drift_mean: dict[int, float] = field(default_factory=dict)
+
+
 def _apply_sensor_faults(
     values: dict[str, FloatArray],
+    k: npt.NDArray[np.int64],
     t: FloatArray,
     rate_hz: float,
+    n_full: int,
     plans: Sequence[SensorFaultPlan],
     decimals: Mapping[str, int],
+    state: _FaultState,
+    drift_mean: Callable[[int], float],
 ) -> tuple[ObjectArray, BoolArray]:
-    """Corrupt ``values`` in place; the label per sample and which samples are sent."""
-    n_full = t.shape[0]
+    """Corrupt one chunk's ``values`` in place (samples ``k``, times ``t``).
+
+    Returns the label per sample and which samples are sent. ``drift_mean(j)`` is
+    plan ``j``'s whole-run mean absolute value of its sensor (with the plans before
+    it applied).
+    """
+    n = t.shape[0]
     dt = 1.0 / rate_hz
-    sensor_label = np.full(n_full, "", dtype=object)
-    keep = np.ones(n_full, dtype=np.bool_)
-    for sf in plans:
-        mask = (t >= sf.start_s) & (t < sf.end_s)
+    sensor_label = np.full(n, "", dtype=object)
+    keep = np.ones(n, dtype=np.bool_)
+    for j, sf in enumerate(plans):
+        lo, hi = sensor_fault_range(sf, rate_hz, n_full)
+        mask = (k >= lo) & (k < hi)
         if not mask.any():
-            mask[min(int(sf.start_s * rate_hz), n_full - 1)] = True
+            continue
         sensor_label[mask] = sf.label
         series = values[sf.sensor]
-        first = int(np.argmax(mask))
         if sf.kind is SensorFault.STUCK:
-            series[mask] = series[first]
+            if j not in state.stuck:
+                state.stuck[j] = float(series[int(np.argmax(mask))])
+            series[mask] = state.stuck[j]
         elif sf.kind is SensorFault.SPIKE:
             series[mask] = np.round(series[mask] * sf.magnitude + sf.magnitude, 3)
         elif sf.kind is SensorFault.DRIFT:
+            if j not in state.drift_mean:
+                state.drift_mean[j] = drift_mean(j)
             ramp = np.clip((t[mask] - sf.start_s) / max(sf.end_s - sf.start_s, dt), 0.0, 1.0)
-            offset = sf.magnitude * max(float(np.mean(np.abs(series))), 1.0) * ramp
+            offset = sf.magnitude * max(state.drift_mean[j], 1.0) * ramp
             series[mask] = np.round(series[mask] + offset, decimals[sf.sensor])
         elif sf.kind is SensorFault.DROPOUT:
             keep &= ~mask
     return sensor_label, keep
 
 
-def _finish_run(
-    spec: AssetSpec,
-    params: P,
-    *,
-    t: FloatArray,
-    ts: FloatArray,
-    rate_hz: float,
-    duration_s: float,
-    clean: Mapping[str, FloatArray],
-    decimals: Mapping[str, int],
-    fault_label: ObjectArray,
-    running: BoolArray,
-) -> MachineRun[P]:
-    """Quantise, apply sensor faults, cut a failing run at failure, attach ground truth.
-
-    ``decimals`` names the sensors in the order the machine reports them. A failing
-    asset's last sample is the last one at or before its failure time.
-    """
-    sensors = tuple(decimals)
-    # Quantise before sensor faults so that stuck values repeat exactly.
-    values = {s: np.round(clean[s], decimals[s]) for s in sensors}
-    sensor_label, keep = _apply_sensor_faults(values, t, rate_hz, spec.sensor_faults, decimals)
-
-    plan = spec.fault
-    n_full = t.shape[0]
-    n = n_full
-    failed = False
-    if plan is not None and plan.failure_s <= duration_s:
-        n = math.floor(plan.failure_s * rate_hz + 1e-9) + 1
-        n = min(n, n_full)
-        failed = True
-    keep[n:] = False
-    rul = np.full(n_full, math.inf) if not failed or plan is None else plan.failure_s - t
-    return MachineRun(
-        spec=spec,
-        params=params,
-        ts=ts[keep],
-        values={s: values[s][keep] for s in sensors},
-        fault=[str(x) for x in fault_label[keep]],
-        rul_s=np.asarray(rul[keep], dtype=np.float64),
-        sensor_fault=[str(x) for x in sensor_label[keep]],
-        failed=failed,
-        running=running[keep],
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Timeline:
-    """The sample times of a run, as a machine model sees them."""
+    """The sample times of a run, or of one chunk of it, as a machine model sees them."""
 
-    #: Run seconds of every sample of a full (not failing) run.
+    #: Run seconds of every sample (of the chunk).
     t: FloatArray
     dt_s: float
     duration_s: float
     #: Hour of the plant's day at each sample.
     hour: FloatArray
+    #: Index of the first sample in the run, and the run's length in samples.
+    start: int = 0
+    n_full: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What a model knows of the whole run before its first chunk."""
+
+    dt_s: float
+    duration_s: float
+    #: Samples of a full (not failing) run; whole-run random blocks are this long.
+    n_full: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,10 +517,20 @@ class Sampled(Generic[P]):
     running: BoolArray
 
 
+class ChunkModel(Protocol[P]):
+    """One asset's model, ready to compute its run a chunk at a time, in order."""
+
+    @property
+    def params(self) -> P: ...
+
+    def chunk(self, timeline: Timeline) -> Sampled[P]: ...
+
+
 #: A machine model: the asset's plan, its random stream (nameplate draws first) and
-#: the timeline in; nameplate, clean sensor values and running state out. It must
-#: make every draw whether or not the asset has a fault, so that twins stay aligned.
-Model = Callable[[AssetSpec, np.random.Generator, Timeline], Sampled[P]]
+#: the run in; an object that computes clean sensor values and running state a chunk
+#: at a time out. It must make every draw whether or not the asset has a fault, so
+#: that twins stay aligned.
+Model = Callable[[AssetSpec, np.random.Generator, RunInfo], ChunkModel[P]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,21 +601,149 @@ class MachineKind(Generic[P]):
         ambient temperature follow the plant's clock, which reads ``clock_start_h`` at
         the first sample: the samples do not depend on ``start_ts``, so a live run
         started at any time of day gives the same values as the offline dataset.
+
+        The whole run as one chunk of :meth:`iter_chunks`.
         """
-        t = sample_times(duration_s, rate_hz)
-        _check_spec(spec, self.faults, self.sensors)
-        rng = asset_rng(seed, spec.index, self.stream)
-        timeline = Timeline(t, 1.0 / rate_hz, duration_s, plant_hour(t, clock_start_h))
-        sampled = self.model(spec, rng, timeline)
-        return _finish_run(
-            spec,
-            sampled.params,
-            t=t,
-            ts=start_ts + t,
-            rate_hz=rate_hz,
-            duration_s=duration_s,
-            clean=sampled.clean,
-            decimals=self.decimals,
-            fault_label=fault_labels(t, spec.fault),
-            running=sampled.running,
+        n_full = sample_times(duration_s, rate_hz).shape[0] if rate_hz > 0 else 0
+        chunks = list(
+            self.iter_chunks(
+                spec,
+                seed=seed,
+                start_ts=start_ts,
+                duration_s=duration_s,
+                rate_hz=rate_hz,
+                clock_start_h=clock_start_h,
+                chunk_samples=max(n_full, 1),
+            )
         )
+        return concat_runs(chunks)
+
+    def planned_samples(self, spec: AssetSpec, *, duration_s: float, rate_hz: float) -> int:
+        """How many samples :meth:`iter_chunks` yields, without simulating any."""
+        n_full = math.floor(duration_s * rate_hz + 1e-9) + 1
+        cut = failure_cut(spec.fault, duration_s, rate_hz, n_full)
+        dropped = sorted(
+            sensor_fault_range(sf, rate_hz, n_full)
+            for sf in spec.sensor_faults
+            if sf.kind is SensorFault.DROPOUT
+        )
+        gone, reach = 0, 0
+        for lo, hi in dropped:
+            lo, hi = max(lo, reach), min(hi, cut)
+            if hi > lo:
+                gone += hi - lo
+            reach = max(reach, hi)
+        return cut - gone
+
+    def iter_chunks(
+        self,
+        spec: AssetSpec,
+        *,
+        seed: int,
+        start_ts: float,
+        duration_s: float,
+        rate_hz: float,
+        clock_start_h: float = DEFAULT_CLOCK_START_H,
+        chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    ) -> Iterator[MachineRun[P]]:
+        """:meth:`simulate_asset` a chunk of ``chunk_samples`` samples at a time.
+
+        Each chunk is a :class:`MachineRun` of the samples kept in it (dropouts left
+        out, so it may be short or empty); their concatenation is the whole run, bit
+        for bit. Generation stops at the cut at failure.
+        """
+        if chunk_samples < 1:
+            raise ValueError("chunk_samples must be >= 1")
+        if rate_hz <= 0 or duration_s < 0:
+            raise ValueError("rate_hz must be > 0 and duration_s >= 0")
+        _check_spec(spec, self.faults, self.sensors)
+        n_full = math.floor(duration_s * rate_hz + 1e-9) + 1
+        cut = failure_cut(spec.fault, duration_s, rate_hz, n_full)
+        return self._chunks(
+            spec, seed, start_ts, duration_s, rate_hz, clock_start_h, chunk_samples, n_full, cut
+        )
+
+    def _chunks(
+        self,
+        spec: AssetSpec,
+        seed: int,
+        start_ts: float,
+        duration_s: float,
+        rate_hz: float,
+        clock_start_h: float,
+        chunk_samples: int,
+        n_full: int,
+        stop: int,
+    ) -> Iterator[MachineRun[P]]:
+        """Chunks of samples ``[0, stop)``."""
+        dt = 1.0 / rate_hz
+        model = self.model(
+            spec, asset_rng(seed, spec.index, self.stream), RunInfo(dt, duration_s, n_full)
+        )
+        plans = spec.sensor_faults
+        state = _FaultState()
+        failed = spec.fault is not None and spec.fault.failure_s <= duration_s
+
+        def drift_mean(j: int) -> float:
+            # The mean over every sample of the run (none cut or dropped) of the
+            # sensor as the plans before j leave it: a second pass over the whole
+            # run, the first time a chunk reaches the drift.
+            before = tuple(sf for sf in plans[:j] if sf.kind is not SensorFault.DROPOUT)
+            series = np.concatenate(
+                [
+                    c.values[plans[j].sensor]
+                    for c in self._chunks(
+                        replace(spec, sensor_faults=before),
+                        seed,
+                        start_ts,
+                        duration_s,
+                        rate_hz,
+                        clock_start_h,
+                        chunk_samples,
+                        n_full,
+                        n_full,
+                    )
+                ]
+            )
+            return float(np.mean(np.abs(series)))
+
+        for a in range(0, stop, chunk_samples):
+            b = min(a + chunk_samples, stop)
+            k = np.arange(a, b, dtype=np.int64)
+            t = np.arange(a, b, dtype=np.float64) * dt
+            timeline = Timeline(t, dt, duration_s, plant_hour(t, clock_start_h), a, n_full)
+            sampled = model.chunk(timeline)
+            # Quantise before sensor faults so that stuck values repeat exactly.
+            values = {s: np.round(sampled.clean[s], d) for s, d in self.decimals.items()}
+            labels, keep = _apply_sensor_faults(
+                values, k, t, rate_hz, n_full, plans, self.decimals, state, drift_mean
+            )
+            plan = spec.fault
+            rul = np.full(b - a, math.inf) if not failed or plan is None else plan.failure_s - t
+            yield MachineRun(
+                spec=spec,
+                params=model.params,
+                ts=(start_ts + t)[keep],
+                values={s: values[s][keep] for s in self.decimals},
+                fault=[str(x) for x in fault_labels(t, plan)[keep]],
+                rul_s=np.asarray(rul[keep], dtype=np.float64),
+                sensor_fault=[str(x) for x in labels[keep]],
+                failed=failed,
+                running=sampled.running[keep],
+            )
+
+
+def concat_runs(chunks: Sequence[MachineRun[P]]) -> MachineRun[P]:
+    """The chunks of one run (:meth:`MachineKind.iter_chunks`) as one run."""
+    first = chunks[0]
+    return MachineRun(
+        spec=first.spec,
+        params=first.params,
+        ts=np.concatenate([c.ts for c in chunks]),
+        values={s: np.concatenate([c.values[s] for c in chunks]) for s in first.values},
+        fault=[x for c in chunks for x in c.fault],
+        rul_s=np.concatenate([c.rul_s for c in chunks]),
+        sensor_fault=[x for c in chunks for x in c.sensor_fault],
+        failed=first.failed,
+        running=np.concatenate([c.running for c in chunks]),
+    )

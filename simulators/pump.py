@@ -29,19 +29,21 @@ from simulators.physics import (
     BoolArray,
     FaultPlan,
     FloatArray,
+    Lag,
     MachineKind,
     MachineRun,
+    RandomBlocks,
+    RunInfo,
     Sampled,
     SensorFault,
     SensorFaultPlan,
+    StepProfile,
     Timeline,
     asset_rng,
     daily_swing_c,
-    first_order_lag,
     fleet_rng,
     is_night,
     severity,
-    step_profile,
 )
 
 __all__ = [
@@ -165,113 +167,144 @@ _MAX_LOAD_STEPS = 256
 _MAX_STOPS = 8
 
 
-def _model(spec: AssetSpec, rng: np.random.Generator, timeline: Timeline) -> Sampled[PumpParams]:
-    """The pump's physics: nameplate draws, operating point, faults, clean values."""
-    p = _draw_params(rng)
-    t, dt, duration_s, hour = timeline.t, timeline.dt_s, timeline.duration_s, timeline.hour
-    n_full = t.shape[0]
+class _Pump:
+    """The pump's physics a chunk at a time: nameplate draws, operating point, faults.
 
-    # Operating point: shift demand (day/night by site clock), load steps, stops.
-    shift_base = np.where(is_night(hour), 0.55, 0.85)
-    step_offset = 0.15 * step_profile(rng, t, duration_s, _MAX_LOAD_STEPS)
-    load = np.clip(shift_base + step_offset, 0.35, 1.0)
+    The random stream is drawn in the order the whole-run model always drew it:
+    nameplate, load steps, stops, then whole-run blocks of noise per sensor and the
+    cavitation bursts (served per chunk by :class:`RandomBlocks`).
+    """
 
-    stop_count = int(rng.poisson(0.8 if duration_s < 86400 else duration_s / 86400.0))
-    stop_count = min(stop_count, _MAX_STOPS)
-    stop_at = rng.uniform(0.1, 0.9, size=_MAX_STOPS) * duration_s
-    stop_len = rng.uniform(0.01, 0.05, size=_MAX_STOPS) * duration_s
-    running = np.ones(n_full, dtype=np.bool_)
-    for k in range(stop_count):
-        running &= ~((t >= stop_at[k]) & (t < stop_at[k] + max(stop_len[k], 2.0 * dt)))
+    def __init__(self, spec: AssetSpec, rng: np.random.Generator, run: RunInfo) -> None:
+        self.spec = spec
+        self.params = _draw_params(rng)
+        duration_s, dt = run.duration_s, run.dt_s
+        self.dt = dt
+        # Operating point: shift demand (day/night by site clock), load steps, stops.
+        self.steps = StepProfile(rng, duration_s, _MAX_LOAD_STEPS)
+        stop_count = int(rng.poisson(0.8 if duration_s < 86400 else duration_s / 86400.0))
+        self.stop_count = min(stop_count, _MAX_STOPS)
+        self.stop_at = rng.uniform(0.1, 0.9, size=_MAX_STOPS) * duration_s
+        self.stop_len = rng.uniform(0.01, 0.05, size=_MAX_STOPS) * duration_s
+        # Noise and random bursts are drawn unconditionally so that twins stay aligned.
+        cavitation = spec.fault is not None and spec.fault.kind is MachineFault.CAVITATION
+        needed = {*SENSORS, *(("burst_u", "burst_amp") if cavitation else ())}
+        self.noise = RandomBlocks(
+            rng,
+            run.n_full,
+            [
+                *((s, ("normal",)) for s in SENSORS),
+                ("burst_u", ("random",)),
+                ("burst_amp", ("uniform", 0.5, 1.0)),
+            ],
+            frozenset(needed),
+        )
+        self.speed_lag = Lag(dt, tau_s=4.0)
+        self.temp_lag = Lag(dt, tau_s=900.0)
 
-    speed_target = np.where(running, 0.6 + 0.4 * load, 0.0)
-    speed_frac = first_order_lag(speed_target, dt, tau_s=4.0, initial=float(speed_target[0]))
-    on = speed_frac > 0.05  # the pump moves liquid and vibrates only while turning
+    def chunk(self, timeline: Timeline) -> Sampled[PumpParams]:
+        p, spec = self.params, self.spec
+        t, dt, hour = timeline.t, self.dt, timeline.hour
+        n = t.shape[0]
 
-    # Noise and random bursts are drawn unconditionally so that twins stay aligned.
-    noise = {s: rng.standard_normal(n_full) for s in SENSORS}
-    burst_u = rng.random(n_full)
-    burst_amp = rng.uniform(0.5, 1.0, size=n_full)
+        shift_base = np.where(is_night(hour), 0.55, 0.85)
+        step_offset = 0.15 * self.steps(t)
+        load = np.clip(shift_base + step_offset, 0.35, 1.0)
+        running = np.ones(n, dtype=np.bool_)
+        for k in range(self.stop_count):
+            stop_at, stop_len = self.stop_at[k], self.stop_len[k]
+            running &= ~((t >= stop_at) & (t < stop_at + max(stop_len, 2.0 * dt)))
 
-    # Machine faults.
-    vib_add = np.zeros(n_full)
-    kurt_add = np.zeros(n_full)
-    temp_add = np.zeros(n_full)
-    flow_scale = np.ones(n_full)
-    rise_scale = np.ones(n_full)
-    current_scale = np.ones(n_full)
-    pressure_noise_bar = np.full(n_full, 0.015)
-    flow_noise = np.full(n_full, 0.01)
-    plan = spec.fault
-    if plan is not None:
-        lin = severity(t, plan, 1.0)
-        sp2 = speed_frac**2
-        if plan.kind is MachineFault.BEARING_WEAR:
-            d = severity(t, plan, 2.5)  # spalls spread faster as they grow
-            vib_add = 8.0 * d * sp2
-            # Early spalls give sharp impacts (high kurtosis); widespread damage
-            # raises the whole level and kurtosis falls back.
-            kurt_add = (5.0 * np.sqrt(lin) * (1.0 - lin) + 0.6 * lin) * on
-            temp_add = 30.0 * d
-        elif plan.kind is MachineFault.IMPELLER_WEAR:
-            d = severity(t, plan, 1.5)
-            flow_scale = 1.0 - 0.3 * d
-            rise_scale = 1.0 - 0.3 * d
-            current_scale = 1.0 + 0.2 * d  # worn vanes waste power in recirculation
-            vib_add = 1.0 * d * sp2
-        elif plan.kind is MachineFault.CAVITATION:
-            d = severity(t, plan, 1.5)
-            burst = (burst_u < 0.35 * d) & on
-            vib_add = np.where(burst, 9.0 * burst_amp * d, 0.6 * d) * sp2
-            kurt_add = np.where(burst, 10.0 * burst_amp * d, 0.5 * d) * on
-            rise_scale = 1.0 - 0.12 * d
-            flow_scale = 1.0 - 0.08 * d
-            pressure_noise_bar = 0.015 + 0.45 * d
-            flow_noise = 0.01 + 0.05 * d
-        elif plan.kind is MachineFault.SEAL_LEAK:
-            d = severity(t, plan, 2.0)
-            flow_scale = 1.0 - 0.25 * d  # leaked liquid never reaches the flow meter
-            rise_scale = 1.0 - 0.2 * d
-            current_scale = 1.0 + 0.04 * d
-            pressure_noise_bar = 0.015 + 0.05 * d
-        elif plan.kind is MachineFault.MISALIGNMENT:
-            d = severity(t, plan, 1.7)
-            vib_add = 5.5 * d * sp2
-            kurt_add = 0.4 * d * on
-            temp_add = 22.0 * d * speed_frac
-            current_scale = 1.0 + 0.08 * d
+        speed_target = np.where(running, 0.6 + 0.4 * load, 0.0)
+        speed_frac = self.speed_lag(speed_target)
+        on = speed_frac > 0.05  # the pump moves liquid and vibrates only while turning
 
-    # Hydraulics by the affinity laws: flow ~ n, head ~ n^2, power ~ n^3.
-    flow = p.bep_flow_m3_h * p.valve_factor * speed_frac * flow_scale
-    rise = p.shutoff_rise_bar * (1.0 - 0.35 * p.valve_factor**2) * speed_frac**2 * rise_scale
-    pressure = p.suction_bar + rise
-    power_frac = speed_frac**3 * p.valve_factor
-    current = (p.no_load_current_a + (p.rated_current_a - p.no_load_current_a) * power_frac) * (
-        current_scale
-    )
-    current = np.where(on, current, 0.0)
-    daily = daily_swing_c(hour)
-    temp_target = p.ambient_c + daily + p.temp_rise_c * (0.3 + 0.7 * speed_frac**2) * on + temp_add
-    temp = first_order_lag(temp_target, dt, tau_s=900.0, initial=float(temp_target[0]))
-    vib = np.where(on, p.base_vib_mm_s * (0.3 + 0.7 * speed_frac**2), 0.05) + vib_add
+        noise = {s: self.noise.take(s, n) for s in SENSORS}
 
-    clean: dict[str, FloatArray] = {
-        "vib_rms_mm_s": np.abs(vib * (1.0 + 0.04 * noise["vib_rms_mm_s"])),
-        "vib_kurtosis": 3.0 + kurt_add + 0.12 * noise["vib_kurtosis"],
-        "bearing_temp_c": temp + 0.15 * noise["bearing_temp_c"],
-        "motor_current_a": np.abs(current * (1.0 + 0.01 * noise["motor_current_a"]))
-        + 0.05 * np.abs(noise["motor_current_a"]) * on,
-        "discharge_pressure_bar": pressure + pressure_noise_bar * noise["discharge_pressure_bar"],
-        "flow_m3_h": np.abs(flow * (1.0 + flow_noise * noise["flow_m3_h"])),
-        "speed_rpm": np.abs(
-            p.rated_speed_rpm * speed_frac + 2.0 * noise["speed_rpm"] * (speed_frac > 0.01)
-        ),
-    }
-    return Sampled(p, clean, running)
+        # Machine faults.
+        vib_add = np.zeros(n)
+        kurt_add = np.zeros(n)
+        temp_add = np.zeros(n)
+        flow_scale = np.ones(n)
+        rise_scale = np.ones(n)
+        current_scale = np.ones(n)
+        pressure_noise_bar = np.full(n, 0.015)
+        flow_noise = np.full(n, 0.01)
+        plan = spec.fault
+        if plan is not None:
+            lin = severity(t, plan, 1.0)
+            sp2 = speed_frac**2
+            if plan.kind is MachineFault.BEARING_WEAR:
+                d = severity(t, plan, 2.5)  # spalls spread faster as they grow
+                vib_add = 8.0 * d * sp2
+                # Early spalls give sharp impacts (high kurtosis); widespread damage
+                # raises the whole level and kurtosis falls back.
+                kurt_add = (5.0 * np.sqrt(lin) * (1.0 - lin) + 0.6 * lin) * on
+                temp_add = 30.0 * d
+            elif plan.kind is MachineFault.IMPELLER_WEAR:
+                d = severity(t, plan, 1.5)
+                flow_scale = 1.0 - 0.3 * d
+                rise_scale = 1.0 - 0.3 * d
+                current_scale = 1.0 + 0.2 * d  # worn vanes waste power in recirculation
+                vib_add = 1.0 * d * sp2
+            elif plan.kind is MachineFault.CAVITATION:
+                burst_u = self.noise.take("burst_u", n)
+                burst_amp = self.noise.take("burst_amp", n)
+                d = severity(t, plan, 1.5)
+                burst = (burst_u < 0.35 * d) & on
+                vib_add = np.where(burst, 9.0 * burst_amp * d, 0.6 * d) * sp2
+                kurt_add = np.where(burst, 10.0 * burst_amp * d, 0.5 * d) * on
+                rise_scale = 1.0 - 0.12 * d
+                flow_scale = 1.0 - 0.08 * d
+                pressure_noise_bar = 0.015 + 0.45 * d
+                flow_noise = 0.01 + 0.05 * d
+            elif plan.kind is MachineFault.SEAL_LEAK:
+                d = severity(t, plan, 2.0)
+                flow_scale = 1.0 - 0.25 * d  # leaked liquid never reaches the flow meter
+                rise_scale = 1.0 - 0.2 * d
+                current_scale = 1.0 + 0.04 * d
+                pressure_noise_bar = 0.015 + 0.05 * d
+            elif plan.kind is MachineFault.MISALIGNMENT:
+                d = severity(t, plan, 1.7)
+                vib_add = 5.5 * d * sp2
+                kurt_add = 0.4 * d * on
+                temp_add = 22.0 * d * speed_frac
+                current_scale = 1.0 + 0.08 * d
+
+        # Hydraulics by the affinity laws: flow ~ n, head ~ n^2, power ~ n^3.
+        flow = p.bep_flow_m3_h * p.valve_factor * speed_frac * flow_scale
+        rise = p.shutoff_rise_bar * (1.0 - 0.35 * p.valve_factor**2) * speed_frac**2 * rise_scale
+        pressure = p.suction_bar + rise
+        power_frac = speed_frac**3 * p.valve_factor
+        current = (p.no_load_current_a + (p.rated_current_a - p.no_load_current_a) * power_frac) * (
+            current_scale
+        )
+        current = np.where(on, current, 0.0)
+        daily = daily_swing_c(hour)
+        temp_target = (
+            p.ambient_c + daily + p.temp_rise_c * (0.3 + 0.7 * speed_frac**2) * on + temp_add
+        )
+        temp = self.temp_lag(temp_target)
+        vib = np.where(on, p.base_vib_mm_s * (0.3 + 0.7 * speed_frac**2), 0.05) + vib_add
+
+        clean: dict[str, FloatArray] = {
+            "vib_rms_mm_s": np.abs(vib * (1.0 + 0.04 * noise["vib_rms_mm_s"])),
+            "vib_kurtosis": 3.0 + kurt_add + 0.12 * noise["vib_kurtosis"],
+            "bearing_temp_c": temp + 0.15 * noise["bearing_temp_c"],
+            "motor_current_a": np.abs(current * (1.0 + 0.01 * noise["motor_current_a"]))
+            + 0.05 * np.abs(noise["motor_current_a"]) * on,
+            "discharge_pressure_bar": pressure
+            + pressure_noise_bar * noise["discharge_pressure_bar"],
+            "flow_m3_h": np.abs(flow * (1.0 + flow_noise * noise["flow_m3_h"])),
+            "speed_rpm": np.abs(
+                p.rated_speed_rpm * speed_frac + 2.0 * noise["speed_rpm"] * (speed_frac > 0.01)
+            ),
+        }
+        return Sampled(p, clean, running)
 
 
 #: The pump as a machine kind: ``pump-001`` ..., on the root of the seed tree.
-PUMP: MachineKind[PumpParams] = MachineKind("pump", (), SENSOR_DECIMALS, MachineFault, _model)
+PUMP: MachineKind[PumpParams] = MachineKind("pump", (), SENSOR_DECIMALS, MachineFault, _Pump)
 asset_name = PUMP.asset_name
 #: Which pumps fail, how and when: :meth:`simulators.physics.MachineKind.plan_fleet`.
 plan_fleet = PUMP.plan_fleet

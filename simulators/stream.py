@@ -7,10 +7,11 @@ callbacks and the ground-truth table of what was sent.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,60 @@ def interleave(series: list[Series], batch: int = 1) -> tuple[Iterator[Chunk], i
             )
 
     return generate(), len(ends)
+
+
+def interleave_lazily(series: Sequence[Iterable[Series]], batch: int = 1) -> Iterator[Chunk]:
+    """:func:`interleave` for assets whose series come in pieces, in time order.
+
+    ``series[a]`` yields asset ``a``'s samples a piece at a time (each piece follows
+    the one before). Messages come out in the order :func:`interleave` gives the
+    whole series, and are the same; only a piece per asset (and less than a batch
+    of leftover samples) is held at a time.
+    """
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    streams = [_asset_messages(a, pieces, batch) for a, pieces in enumerate(series)]
+    for _end, _owner, chunk in heapq.merge(*streams):
+        yield chunk
+
+
+def _asset_messages(
+    owner: int, pieces: Iterable[Series], batch: int
+) -> Iterator[tuple[float, int, Chunk]]:
+    """One asset's messages as ``(time of the last sample, owner, chunk)``."""
+    asset = ""
+    ts: list[float] = []
+    values: dict[str, list[float]] = {}
+    truth: dict[str, list[object]] = {}
+
+    def message(lo: int, hi: int) -> tuple[float, int, Chunk]:
+        chunk = Chunk(
+            asset=asset,
+            ts=ts[lo:hi],
+            values={k: v[lo:hi] for k, v in values.items()},
+            truth={k: v[lo:hi] for k, v in truth.items()},
+            as_batch=batch > 1,
+        )
+        return chunk.ts[-1], owner, chunk
+
+    for piece in pieces:
+        asset = piece.asset
+        ts.extend(piece.ts.tolist())
+        for k, v in piece.values.items():
+            values.setdefault(k, []).extend(v.tolist())
+        for k, t in piece.truth.items():
+            truth.setdefault(k, []).extend(t)
+        full = len(ts) - len(ts) % batch
+        for lo in range(0, full, batch):
+            yield message(lo, lo + batch)
+        if full:
+            del ts[:full]
+            for col in values.values():
+                del col[:full]
+            for labels in truth.values():
+                del labels[:full]
+    if ts:
+        yield message(0, len(ts))
 
 
 @dataclass(frozen=True, slots=True)
