@@ -9,12 +9,18 @@ the agent as a real ``edgewatch run`` subprocess (so its RSS and CPU are its own
 (c) reading-to-prediction and reading-to-alert latency at a fixed message rate;
 (d) the agent's RSS and CPU under that load, and its cold start to first subscription.
 
+The agent runs with what a default install runs: the shipped pump bundle at its own
+window and hop (hop 1: a window scored for every reading) and the settings' defaults;
+the config sets only where the broker and the data are, and the backend. Other hops
+are extra runs (``extra_hops``), reported apart and labelled with their hop.
+
 Assets start commissioned (one baseline learned once, copied to every asset), so
 the figures describe steady-state streaming, not commissioning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -72,6 +78,8 @@ class BenchOptions:
     inference_seconds: float = 1.0
     #: MQTT version of both the agent and the baseline loop ("5" or "3.1.1").
     protocol: str = "5"
+    #: Hops to measure besides the bundle's own, each in extra agent runs.
+    extra_hops: tuple[int, ...] = ()
 
 
 @dataclass
@@ -79,6 +87,12 @@ class AgentFigures:
     """What one agent run (one inference backend) measured."""
 
     backend: str = ""
+    #: The hop the agent reported at its start (from its log).
+    hop: int = 0
+    #: Windows sent to inference per reading stored during (b), single and batched,
+    #: and windows shed (dropped, inference queue full) per reading: together 1 / hop.
+    windows_per_reading: float = 0.0
+    shed_per_reading: float = 0.0
     agent_msg_s: float = 0.0
     ratio: float = 0.0
     lost: int = 0
@@ -104,8 +118,11 @@ class BenchReport:
     ceiling_msg_s: float = 0.0
     protocol: str = ""
     window: int = 0
+    #: The shipped bundle's own hop, which the default runs use.
     hop: int = 0
     backends: dict[str, AgentFigures] = field(default_factory=dict)
+    #: Runs at other hops (``BenchOptions.extra_hops``), one per hop and backend.
+    extra: list[AgentFigures] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -298,13 +315,19 @@ class Bench:
 
         self.progress("preparing: one healthy baseline for every asset")
         bundle = load_bundle(default_bundle_path("pump"))
-        self.report.window, self.report.hop = bundle.window, bundle.window // 4
+        self.report.window, self.report.hop = bundle.window, bundle.hop
         samples = np.stack([values[0][s][:600] for s in bundle.sensors], axis=1)
         return commission(samples, bundle, asset="template", cpu_budget_s=20)
 
     def prepare_agent(
-        self, data_dir: Path, broker: LocalBroker, baseline: AssetBaseline, backend: str
+        self,
+        data_dir: Path,
+        broker: LocalBroker,
+        baseline: AssetBaseline,
+        backend: str,
+        hop: int | None,
     ) -> Path:
+        """The agent's config: the shipped defaults, plus a hop override if ``hop``."""
         from agent.inference.baselines import BaselineStore
 
         store = BaselineStore(data_dir / "baselines")
@@ -315,7 +338,7 @@ class Bench:
 
                 export_baseline(baseline, folder)
         migrate.upgrade(data_dir / "edgewatch.db")
-        config = self.workdir / f"bench-{backend}.toml"
+        config = self.workdir / f"{self.site}.toml"
         config.write_text(
             "\n".join(
                 [
@@ -330,7 +353,7 @@ class Bench:
                     "[storage]",
                     f'data_dir = "{data_dir}"',
                     "[model]",
-                    f"hop = {self.report.hop}",
+                    *([f"hop = {hop}"] if hop is not None else []),
                     f'backend = "{backend}"',
                     "[sync]",
                     "enabled = false",
@@ -343,9 +366,23 @@ class Bench:
         )
         return config
 
+    def agent_log(self) -> Path:
+        return self.workdir / f"agent-{self.site}.log"
+
+    def reported_hop(self) -> int:
+        """The hop in the agent's "agent starting" log event."""
+        for line in self.agent_log().read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "agent starting":
+                return int(event.get("hop", 0))
+        return 0
+
     def start_agent(self, config: Path) -> tuple[subprocess.Popen[str], float]:
         exe = Path(sys.executable).with_name("edgewatch")
-        log_path = self.workdir / f"agent-{self.site}.log"
+        log_path = self.agent_log()
         log_file = log_path.open("w")
         t0 = time.monotonic()
         process = subprocess.Popen(
@@ -384,7 +421,8 @@ class Bench:
         # with the agent, and making them is not what is measured.
         singles = list(self.single_messages(n, values, start))
         before = _count(db, "select count(*) from readings")
-        commits0 = self._fresh_heartbeat(db).get("commits", 0)
+        health0 = self._fresh_heartbeat(db)
+        commits0 = health0.get("commits", 0)
         cpu0, t0 = stats.cpu_s(), time.monotonic()
         threading.Thread(target=self.publish, args=(broker, singles), daemon=True).start()
         self._wait_stored(db, singles, "readings")
@@ -410,7 +448,12 @@ class Bench:
         fig.batched_readings_s = round(target / (time.monotonic() - t0), 1)
         commits = self._fresh_heartbeat(db).get("commits", 0) - commits0
         fig.batched_commits_per_s = round(commits / (time.monotonic() - t0), 1)
+        after = self._fresh_heartbeat(db)
         fig.batched_lost = target - (_count(db, "select count(*) from readings") - before)
+        windows = after.get("windows_emitted", 0) - health0.get("windows_emitted", 0)
+        shed = after.get("windows_shed", 0) - health0.get("windows_shed", 0)
+        fig.windows_per_reading = round(windows / (n + target), 4)
+        fig.shed_per_reading = round(shed / (n + target), 4)
 
     @staticmethod
     def _fresh_heartbeat(db: Path) -> dict[str, Any]:
@@ -489,9 +532,23 @@ class Bench:
                     k, self.topic_for(names[i]), encode_single(round(time.time(), 3), row)
                 )
             publisher.flush(timeout_s=60)
-        _wait_for(
-            lambda: len({a["asset"] for _, a in arrivals}) >= len(faulty), 30, "alerts"
-        ) if faulty else None
+
+        def fresh(alert: dict[str, Any]) -> bool:
+            # An alert of this phase's faults: at hop 1 an agent still behind on (b)'s
+            # readings also opens alerts on them now, hours of data time ago.
+            return (
+                alert.get("state") == "open"
+                and alert.get("asset") in faulty
+                and alert["opened_ts"] * 1000 >= start_ms
+            )
+
+        # An agent too far behind times out here: "(c) alerts seen" shows how many came.
+        with contextlib.suppress(EdgewatchError):
+            _wait_for(
+                lambda: len({a["asset"] for _, a in arrivals if fresh(a)}) >= len(faulty),
+                30,
+                "alerts",
+            )
         client.loop_stop()
         client.disconnect()
         rows = _rows(
@@ -499,9 +556,7 @@ class Bench:
             f"select created_ms - window_end_ms from predictions where window_end_ms >= {start_ms}",
         )
         fig.prediction_latency_ms = _percentiles([float(r) for r in rows])
-        opened = [
-            (t * 1000 - a["opened_ts"] * 1000) for t, a in arrivals if a.get("state") == "open"
-        ]
+        opened = [(t * 1000 - a["opened_ts"] * 1000) for t, a in arrivals if fresh(a)]
         fig.alert_latency_ms = _percentiles(opened)
         fig.alerts = len(opened)
 
@@ -533,15 +588,27 @@ class Bench:
         broker: LocalBroker,
         baseline: AssetBaseline,
         values: list[dict[str, np.ndarray]],
+        hop: int | None = None,
     ) -> AgentFigures:
-        fig = AgentFigures(backend=backend, inference=self.inference(backend))
-        self.site = f"{SITE}-{backend}"
-        data_dir = self.workdir / "data" / backend
-        config = self.prepare_agent(data_dir, broker, baseline, backend)
+        """One agent run at the shipped defaults, or at ``hop`` instead of the bundle's.
+
+        The predictor-alone figures do not depend on the hop: only the default run
+        measures them.
+        """
+        fig = AgentFigures(backend=backend)
+        if hop is None:
+            fig.inference = self.inference(backend)
+            self.site = f"{SITE}-{backend}"
+        else:
+            self.site = f"{SITE}-{backend}-hop{hop}"
+        data_dir = self.workdir / "data" / self.site
+        config = self.prepare_agent(data_dir, broker, baseline, backend, hop)
         db = data_dir / "edgewatch.db"
-        self.progress(f"{backend}: starting the agent")
+        label = f"{backend}" if hop is None else f"{backend} at hop {hop}"
+        self.progress(f"{label}: starting the agent")
         process, cold = self.start_agent(config)
         fig.cold_start_s = round(cold, 3)
+        fig.hop = self.reported_hop()
         try:
             with _ProcStats(process.pid) as stats:
                 self.throughput(fig, broker, db, stats, values)
@@ -566,6 +633,11 @@ class Bench:
             baseline = self.learn_baseline(values)
             for backend in self.options.backends:
                 self.report.backends[backend] = self.agent_run(backend, broker, baseline, values)
+            for hop in self.options.extra_hops:
+                for backend in self.options.backends:
+                    self.report.extra.append(
+                        self.agent_run(backend, broker, baseline, values, hop=hop)
+                    )
         return self.report
 
 

@@ -6,6 +6,10 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from models.bundle import load_bundle
+from models.bundles import default_bundle_path
 from tests.conftest import CliRunner
 
 
@@ -98,6 +102,15 @@ def test_bench_prints_its_figures(cli: CliRunner) -> None:
     assert report["ceiling_msg_s"] > 0
     assert list(report["backends"]) == ["onnx"]
     onnx = report["backends"]["onnx"]
+    # The bench measures what a default install runs: the shipped bundle's own hop,
+    # as the agent itself reports it, cutting a window every hop readings (scored,
+    # or shed when inference falls behind).
+    shipped_hop = load_bundle(default_bundle_path("pump")).hop
+    assert report["hop"] == shipped_hop
+    assert onnx["hop"] == shipped_hop
+    cut = onnx["windows_per_reading"] + onnx["shed_per_reading"]
+    assert cut == pytest.approx(1 / shipped_hop, rel=0.1)
+    assert report["extra"] == []
     assert onnx["lost"] == 0 and onnx["batched_lost"] == 0
     assert onnx["agent_msg_s"] > 0 and onnx["prediction_latency_ms"]["n"] > 0
     assert onnx["cold_start_s"] > 0
