@@ -13,6 +13,7 @@ import numpy as np
 
 from agent.errors import DatasetError
 from models.bundle import AnomalyHead, RulHead, save_bundle
+from models.cv import RulCrossValidation, cross_validate_rul, train_rul_final
 from models.datasets import AssetTable, read_csv_dir, read_simulator_output
 from models.preprocessing import CmapssData, Unit, load_cmapss
 from models.scoring import RunCondition, ThresholdRule
@@ -66,6 +67,53 @@ def train_rul_bundle_cmapss(
         metrics=result.metrics,
     )
     return path, result.metrics
+
+
+def train_rul_bundle_cv(
+    data: str | Path,
+    out: str | Path,
+    config: RulTrainConfig,
+    *,
+    folds: int,
+    name: str = "cmapss",
+    progress: ProgressCallback | None = None,
+) -> tuple[Path, dict[str, Any], RulCrossValidation]:
+    """Cross-validate ``config`` over the file's units, then train it on every unit for
+    the epoch count the folds chose and write a RUL-only bundle whose manifest records
+    the cross-validation (figures in ``metrics``, folds under ``training``)."""
+    dataset = load_cmapss(data)
+    cv = cross_validate_rul(dataset, config, folds, progress)
+    result = train_rul_final(dataset, config, cv.epochs, progress)
+    head = RulHead(result.network, tuple(result.models), result.scaler, config.cap, "cycles")
+    metrics = {**result.metrics, **cv.metrics()}
+    training = {
+        "data": {
+            "source": Path(data).name,
+            "format": "cmapss",
+            "units": len(dataset.units),
+            "rows": int(sum(u.n_cycles for u in dataset.units)),
+        },
+        "split": f"{folds}-fold cross-validation by unit chose the epochs; "
+        "the model is trained on every unit",
+        "train_units": result.train_units,
+        "validation_units": [],
+        "config": result.config.to_json(),
+        "cross_validation": cv.as_dict(),
+        "history_tail": result.history[-3:],
+    }
+    path = save_bundle(
+        out,
+        name=name,
+        sensors=result.sensors,
+        sensor_units=result.sensor_units,
+        window=config.window,
+        hop=config.hop,
+        rul=head,
+        anomaly=None,
+        training=training,
+        metrics=metrics,
+    )
+    return path, metrics, cv
 
 
 def load_tables(

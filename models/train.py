@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -99,6 +100,10 @@ class RulTrainConfig:
     rul_per_row: float = 1.0
     #: Shortest prefix a validation cut keeps (rows); C-MAPSS test units start at 31.
     min_val_rows: int = 31
+    #: What the learning-rate plateau schedule watches: the validation RMSE, or the
+    #: training loss (cross-validation: the final model, trained on every unit, has no
+    #: validation units, so the folds must train the way it will).
+    plateau_on: Literal["val", "train"] = "val"
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -144,6 +149,69 @@ def predict_rul(models: Sequence[RulCNN], x: FloatArray, batch_size: int = 4096)
     return mean
 
 
+@dataclass
+class PreparedRul:
+    """Training windows of some units, and the sensors and scaler fitted on them only."""
+
+    sensors: list[str]
+    columns: list[int]
+    scaler: Scaler
+    x_train: FloatArray
+    y_train: FloatArray
+
+
+def prepare_rul(data: CmapssData, cfg: RulTrainConfig, train_u: Sequence[Unit]) -> PreparedRul:
+    """Choose the sensors that are not constant on ``train_u``, fit the scaler on them,
+    and slide windows with capped RUL targets (nothing here sees other units)."""
+    candidates = list(data.columns if cfg.include_settings else data.columns[data.n_settings :])
+    cand_idx = data.column_indices(candidates)
+    train_stack = np.concatenate([u.data for u in train_u])
+    sensors = select_sensors(candidates, train_stack[:, cand_idx])
+    cols = data.column_indices(sensors)
+    scaler = Scaler.fit(train_stack[:, cols], cfg.scaler)
+    xs, ys = [], []
+    for u in train_u:
+        x = sliding_windows(u.data[:, cols], cfg.window, cfg.hop)
+        y = rul_targets(u.n_cycles, cap=cfg.cap, end_rul=u.end_rul, per_row=cfg.rul_per_row)
+        # a window's target is the RUL at its last row; short units yield one window.
+        pad = max(0, cfg.window - u.n_cycles)
+        ends = np.arange(cfg.window - 1, u.n_cycles + pad, cfg.hop) - pad
+        xs.append(scaler.transform(x, axis=1))
+        ys.append(y[ends].astype(np.float32))
+    return PreparedRul(
+        sensors, list(cols), scaler, np.concatenate(xs), np.concatenate(ys).astype(np.float32)
+    )
+
+
+def cut_last_windows(
+    units: Sequence[Unit], prep: PreparedRul, cfg: RulTrainConfig, seed: int
+) -> tuple[FloatArray, npt.NDArray[np.float64]]:
+    """The test-split protocol on held-out units: each cut at random points
+    (``cfg.val_cuts_per_unit`` times), its last window scaled, its true RUL capped."""
+    cut = truncate_units(
+        units,
+        seed,
+        cuts_per_unit=cfg.val_cuts_per_unit,
+        min_cycles=cfg.min_val_rows,
+        per_row=cfg.rul_per_row,
+    )
+    x = prep.scaler.transform(last_windows(cut, prep.columns, cfg.window), axis=1)
+    y: npt.NDArray[np.float64] = np.minimum(np.array([u.end_rul for u in cut]), cfg.cap)
+    return x, y
+
+
+def rul_network(cfg: RulTrainConfig, n_sensors: int) -> RulConfig:
+    return RulConfig(
+        n_sensors=n_sensors,
+        window=cfg.window,
+        channels=cfg.channels,
+        kernel=cfg.kernel,
+        squeeze=cfg.squeeze,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+    )
+
+
 def train_rul_cmapss(
     data: CmapssData,
     config: RulTrainConfig | None = None,
@@ -171,63 +239,14 @@ def train_rul_cmapss(
         # the last-window RMSE (validation RMSE is slightly optimistic, it picked the epoch).
         units, test_u = split_units(units, cfg.test_fraction, cfg.seed + 7)
     train_u, val_u = split_units(units, cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
-    candidates = list(data.columns if cfg.include_settings else data.columns[data.n_settings :])
-    cand_idx = data.column_indices(candidates)
-    train_stack = np.concatenate([u.data for u in train_u])
-    sensors = select_sensors(candidates, train_stack[:, cand_idx])
-    cols = data.column_indices(sensors)
-    scaler = Scaler.fit(train_stack[:, cols], cfg.scaler)
+    prep = prepare_rul(data, cfg, train_u)
+    sensors, cols, scaler = prep.sensors, prep.columns, prep.scaler
+    y_train = prep.y_train
+    x_val, y_val = cut_last_windows(val_u, prep, cfg, cfg.seed + 1)
 
-    xs, ys = [], []
-    for u in train_u:
-        x = sliding_windows(u.data[:, cols], cfg.window, cfg.hop)
-        y = rul_targets(u.n_cycles, cap=cfg.cap, end_rul=u.end_rul, per_row=cfg.rul_per_row)
-        # a window's target is the RUL at its last row; short units yield one window.
-        pad = max(0, cfg.window - u.n_cycles)
-        ends = np.arange(cfg.window - 1, u.n_cycles + pad, cfg.hop) - pad
-        xs.append(scaler.transform(x, axis=1))
-        ys.append(y[ends].astype(np.float32))
-    x_train = np.concatenate(xs)
-    y_train = np.concatenate(ys)
-
-    val_cut = truncate_units(
-        val_u,
-        cfg.seed + 1,
-        cuts_per_unit=cfg.val_cuts_per_unit,
-        min_cycles=cfg.min_val_rows,
-        per_row=cfg.rul_per_row,
-    )
-    x_val = scaler.transform(last_windows(val_cut, cols, cfg.window), axis=1)
-    y_val = np.minimum(np.array([u.end_rul for u in val_cut]), cfg.cap)
-
-    net_cfg = RulConfig(
-        n_sensors=len(sensors),
-        window=cfg.window,
-        channels=cfg.channels,
-        kernel=cfg.kernel,
-        squeeze=cfg.squeeze,
-        hidden=cfg.hidden,
-        dropout=cfg.dropout,
-    )
-    models: list[RulCNN] = []
-    history: list[dict[str, float]] = []
-    total = cfg.epochs * cfg.ensemble
+    net_cfg = rul_network(cfg, len(sensors))
     started = time.perf_counter()
-    for member in range(cfg.ensemble):
-        model, hist = _fit_rul_member(
-            net_cfg,
-            x_train,
-            y_train,
-            x_val,
-            y_val,
-            cfg,
-            cfg.seed + 1000 * member,
-            member,
-            report,
-            total,
-        )
-        models.append(model)
-        history.extend(hist)
+    models, history = fit_rul_members(prep, cfg, x_val, y_val, progress=report)
 
     pred_val = np.clip(predict_rul(models, x_val), 0.0, cfg.cap)
     metrics = {
@@ -275,14 +294,23 @@ def _fit_rul_member(
     net_cfg: RulConfig,
     x_train: FloatArray,
     y_train: FloatArray,
-    x_val: FloatArray,
-    y_val: np.ndarray[Any, Any],
+    x_val: FloatArray | None,
+    y_val: np.ndarray[Any, Any] | None,
     cfg: RulTrainConfig,
     seed: int,
     member: int,
     report: ProgressCallback,
     total: int,
+    *,
+    early_stop: bool = True,
+    val_predictions: list[FloatArray] | None = None,
+    stage: str = "rul",
+    offset: int | None = None,
 ) -> tuple[RulCNN, list[dict[str, float]]]:
+    """One ensemble member. With validation windows and ``early_stop``, the best epoch's
+    weights are kept (patience ``cfg.patience``); otherwise all ``cfg.epochs`` run and
+    the last weights are kept. ``val_predictions`` collects the member's validation
+    predictions after every epoch (cross-validation picks epochs from them)."""
     seed_everything(seed)
     model = RulCNN(net_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -292,6 +320,8 @@ def _fit_rul_member(
     best_rmse, best_state, best_epoch = math.inf, copy.deepcopy(model.state_dict()), 0
     history: list[dict[str, float]] = []
     loss_fn = nn.MSELoss()
+    start = member * cfg.epochs if offset is None else offset
+    has_val = x_val is not None and y_val is not None and len(x_val) > 0
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(xt), generator=gen)
@@ -304,24 +334,81 @@ def _fit_rul_member(
             opt.step()
             running += loss.item() * len(idx)
             seen += len(idx)
-        val = rmse(np.clip(predict_rul([model], x_val), 0, cfg.cap), y_val)
-        sched.step(val)
+        train_loss = running / max(seen, 1)
+        val = math.nan
+        if has_val:
+            assert x_val is not None and y_val is not None
+            pred = predict_rul([model], x_val)
+            if val_predictions is not None:
+                val_predictions.append(pred)
+            val = rmse(np.clip(pred, 0, cfg.cap), y_val)
+        sched.step(val if cfg.plateau_on == "val" and has_val else train_loss)
         row = {
             "member": float(member),
             "epoch": float(epoch + 1),
-            "train_loss": running / max(seen, 1),
+            "train_loss": train_loss,
             "val_rmse": val,
         }
         history.append(row)
-        if val < best_rmse - 1e-4:
+        if has_val and val < best_rmse - 1e-4:
             best_rmse, best_state, best_epoch = val, copy.deepcopy(model.state_dict()), epoch
-        report(Progress("rul", member * cfg.epochs + epoch + 1, total, row))
-        if epoch - best_epoch >= cfg.patience:
-            report(Progress("rul", (member + 1) * cfg.epochs, total, row))
+        report(Progress(stage, start + epoch + 1, total, row))
+        if early_stop and has_val and epoch - best_epoch >= cfg.patience:
+            report(Progress(stage, start + cfg.epochs, total, row))
             break
-    model.load_state_dict(best_state)
+    if early_stop and has_val:
+        model.load_state_dict(best_state)
     model.eval()
     return model, history
+
+
+def fit_rul_members(
+    prep: PreparedRul,
+    cfg: RulTrainConfig,
+    x_val: FloatArray | None = None,
+    y_val: npt.NDArray[np.float64] | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    early_stop: bool = True,
+    val_predictions: list[list[FloatArray]] | None = None,
+    stage: str = "rul",
+    offset: int = 0,
+    total: int | None = None,
+) -> tuple[list[RulCNN], list[dict[str, float]]]:
+    """Train ``cfg.ensemble`` members on prepared windows (seeds ``cfg.seed + 1000 k``).
+
+    ``val_predictions`` receives one list per member of its per-epoch validation
+    predictions; ``offset``/``total`` place the steps in a longer progress bar."""
+    torch.set_num_threads(cfg.threads)
+    report = progress or _noop
+    net_cfg = rul_network(cfg, len(prep.sensors))
+    steps = cfg.epochs * cfg.ensemble if total is None else total
+    models: list[RulCNN] = []
+    history: list[dict[str, float]] = []
+    for member in range(cfg.ensemble):
+        preds: list[FloatArray] | None = None
+        if val_predictions is not None:
+            preds = []
+            val_predictions.append(preds)
+        model, hist = _fit_rul_member(
+            net_cfg,
+            prep.x_train,
+            prep.y_train,
+            x_val,
+            y_val,
+            cfg,
+            cfg.seed + 1000 * member,
+            member,
+            report,
+            steps,
+            early_stop=early_stop,
+            val_predictions=preds,
+            stage=stage,
+            offset=offset + member * cfg.epochs,
+        )
+        models.append(model)
+        history.extend(hist)
+    return models, history
 
 
 # --------------------------------------------------------------------------- anomaly

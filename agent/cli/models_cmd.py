@@ -18,7 +18,9 @@ from agent.errors import DatasetError
 from agent.logs import printable
 
 if TYPE_CHECKING:
+    from models.cv import RulCrossValidation
     from models.train import Progress as TrainProgress
+    from models.train import RulTrainConfig
 
 #: The shipped pump recipe's RUL cap in hours (models.retrain_shipped.PUMP_RUL.cap);
 #: a literal so that `--help` does not import torch. A test keeps them equal.
@@ -99,10 +101,42 @@ def _split(values: str | None) -> tuple[str, ...] | None:
 # --------------------------------------------------------------------------- train
 
 
+def _cv_tables(cvs: list[RulCrossValidation]) -> list[Table]:
+    """One row per fold of each configuration, then mean +- sd per configuration."""
+    folds = Table(title="cross-validation folds (each scored at the epoch the others chose)")
+    for name in ("config", "fold", "units", "windows", "best epoch", "epoch", "RMSE", "NASA"):
+        folds.add_column(name, justify="left" if name == "config" else "right")
+    summary = Table(title="cross-validation, mean +- sd over folds")
+    for name in ("config", "params", "RMSE", "NASA score", "epochs"):
+        summary.add_column(name, justify="left" if name == "config" else "right", no_wrap=True)
+    for i, cv in enumerate(cvs, start=1):
+        for f in cv.folds:
+            folds.add_row(
+                str(i), str(f.fold), str(len(f.units)), str(f.windows), str(f.best_epoch),
+                str(f.epoch), f"{f.rmse:.2f}", f"{f.nasa_score:.0f}",
+            )  # fmt: skip
+        (rm, rs), (nm, ns) = cv.rmse, cv.nasa_score
+        summary.add_row(
+            f"{i}: {_config_label(cv.config)}",
+            f"{cv.parameters_per_network:,} x {cv.config.ensemble}",
+            f"{rm:.2f} +- {rs:.2f}",
+            f"{nm:.0f} +- {ns:.0f}",
+            str(cv.epochs),
+        )
+    return [folds, summary]
+
+
+def _config_label(cfg: RulTrainConfig) -> str:
+    channels = "x".join(str(c) for c in cfg.channels)
+    return f"w{cfg.window} {channels}"
+
+
 @train_app.command("rul")
 def train_rul(
     data: Annotated[Path, typer.Option("--data", help="Training file (e.g. train_FD001.txt).")],
-    out: Annotated[Path, typer.Option("--out", help="Bundle directory (or .tar.gz) to write.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Bundle directory (or .tar.gz) to write.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Data format: cmapss.")] = "cmapss",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same model).")] = 0,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Max epochs per member.")] = 150,
@@ -129,14 +163,31 @@ def train_rul(
     name: Annotated[
         str, typer.Option("--name", help="Bundle name (model_version prefix).")
     ] = "cmapss",
+    cv: Annotated[
+        int | None,
+        typer.Option(
+            "--cv",
+            min=2,
+            help="k-fold cross-validation by unit (test-split protocol on each fold); the "
+            "bundle is then trained on every unit for the epochs the folds chose.",
+        ),
+    ] = None,
+    cv_only: Annotated[
+        bool, typer.Option("--cv-only", help="With --cv: print the table, write no bundle.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
-    """Train the RUL 1D-CNN: split by unit, truncated validation units, early stopping."""
+    """Train the RUL 1D-CNN: split by unit, truncated validation units, early stopping;
+    or, with --cv K, choose the epochs by K-fold cross-validation and train on every unit."""
     from models.bundle import load_bundle
     from models.retrain_shipped import FD001_CONFIG
 
     if fmt.lower() != "cmapss":
         raise typer.BadParameter("only cmapss is supported", param_hint="--format")
+    if cv_only and cv is None:
+        raise typer.BadParameter("--cv-only needs --cv K", param_hint="--cv-only")
+    if out is None and not cv_only:
+        raise typer.BadParameter("where to write the bundle", param_hint="--out")
     from models.pipelines import train_rul_bundle_cmapss
 
     # The shipped FD001 recipe is the starting point; flags override its fields.
@@ -153,6 +204,10 @@ def train_rul(
         max_units=max_units,
         threads=threads,
     )
+    if cv is not None:
+        _train_rul_cv(data, None if cv_only else out, cfg, cv, name=name, as_json=as_json)
+        return
+    assert out is not None
     with _bar("training RUL", enabled=not as_json) as update:
         path, metrics = train_rul_bundle_cmapss(data, out, cfg, name=name, progress=update)
     bundle = load_bundle(path)
@@ -161,6 +216,42 @@ def train_rul(
         return
     console.print(_metrics_table(f"RUL model {bundle.version}", metrics))
     console.print(Text.assemble("bundle written to ", (str(path), "bold")))
+
+
+def _train_rul_cv(
+    data: Path, out: Path | None, cfg: RulTrainConfig, folds: int, *, name: str, as_json: bool
+) -> None:
+    from models.bundle import load_bundle
+    from models.cv import cross_validate_rul
+    from models.pipelines import train_rul_bundle_cv
+    from models.preprocessing import load_cmapss
+
+    with _bar(f"{folds}-fold cross-validation", enabled=not as_json) as update:
+        if out is None:
+            result = cross_validate_rul(load_cmapss(data), cfg, folds, update)
+            path, metrics = None, result.metrics()
+        else:
+            path, metrics, result = train_rul_bundle_cv(
+                data, out, cfg, folds=folds, name=name, progress=update
+            )
+    if as_json:
+        doc: dict[str, Any] = {"cross_validation": result.as_dict(), "metrics": metrics}
+        if path is not None:
+            doc.update(bundle=str(path), version=load_bundle(path).version)
+        emit_json(doc)
+        return
+    for table in _cv_tables([result]):
+        console.print(table)
+    if path is not None:
+        bundle = load_bundle(path)
+        console.print(
+            Text.assemble(
+                f"trained on every unit for {result.epochs} epochs: ",
+                (bundle.version, "bold"),
+                " written to ",
+                (str(path), "bold"),
+            )
+        )
 
 
 @train_app.command("anomaly")

@@ -1,0 +1,275 @@
+"""k-fold cross-validation of a RUL configuration over units, and the final model it picks.
+
+The protocol is the official test split's, applied to held-out training units: the
+units are split into ``folds`` groups (by unit, never by row); each fold trains the
+configuration on the other units (sensors and scaler fitted on them only) and scores
+its own units cut at random points, on the last window of each cut, capped at the
+cap. Every member trains all ``cfg.epochs`` epochs and its validation predictions are
+kept after each one, so that the stopping epoch is a choice made by the folds:
+
+* a fold's *best epoch* is where its ensemble's RMSE is lowest;
+* a fold is *scored* at the epoch chosen by the other folds (the median of their best
+  epochs), never at its own best: a figure that also chose the epoch is optimistic;
+* the final model trains on every unit for the median of all folds' best epochs.
+
+The result is plain data (``as_dict()`` for the manifest and ``--json``); the CLI
+renders the table and the progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import DatasetError
+from models.metrics import nasa_score, rmse
+from models.network import count_parameters
+from models.preprocessing import CmapssData, Unit
+from models.train import (
+    Progress,
+    ProgressCallback,
+    RulTrainConfig,
+    RulTrainResult,
+    cut_last_windows,
+    fit_rul_members,
+    prepare_rul,
+    rul_network,
+)
+
+#: Folds of the protocol the issue asks for (``edgewatch train rul --cv 5``).
+DEFAULT_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold: its held-out units, and their scores at the epoch the others chose."""
+
+    fold: int
+    units: list[int]
+    windows: int
+    best_epoch: int
+    epoch: int
+    rmse: float
+    nasa_score: float
+    #: RMSE at this fold's own best epoch (optimistic; shown for comparison only).
+    rmse_at_best: float
+
+    @property
+    def nasa_per_unit(self) -> float:
+        return self.nasa_score / max(self.windows, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fold": self.fold,
+            "units": self.units,
+            "windows": self.windows,
+            "best_epoch": self.best_epoch,
+            "epoch": self.epoch,
+            "rmse": self.rmse,
+            "nasa_score": self.nasa_score,
+            "nasa_score_per_window": self.nasa_per_unit,
+            "rmse_at_own_best_epoch": self.rmse_at_best,
+        }
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+@dataclass
+class RulCrossValidation:
+    """What k-fold cross-validation says about one configuration."""
+
+    config: RulTrainConfig
+    folds: list[FoldResult]
+    #: Epochs of the final model: the median of the folds' best epochs.
+    epochs: int
+    seconds: float
+    parameters_per_network: int
+    protocol: str = field(
+        default=(
+            "k folds by unit; each fold's units cut at random points "
+            "(val_cuts_per_unit cuts each, at least min_val_rows cycles kept), last window "
+            "scored against the capped true RUL; each fold scored at the median best epoch "
+            "of the other folds"
+        )
+    )
+
+    @property
+    def rmse(self) -> tuple[float, float]:
+        """Mean and sample standard deviation over folds."""
+        return _mean_sd([f.rmse for f in self.folds])
+
+    @property
+    def nasa_score(self) -> tuple[float, float]:
+        return _mean_sd([f.nasa_score for f in self.folds])
+
+    @property
+    def nasa_per_window(self) -> tuple[float, float]:
+        return _mean_sd([f.nasa_per_unit for f in self.folds])
+
+    def metrics(self) -> dict[str, float]:
+        """Flat figures for a bundle manifest's ``metrics``."""
+        (rm, rs), (nm, ns), (pm, ps) = self.rmse, self.nasa_score, self.nasa_per_window
+        return {
+            "cv_folds": float(len(self.folds)),
+            "cv_rmse_mean": rm,
+            "cv_rmse_sd": rs,
+            "cv_nasa_score_mean": nm,
+            "cv_nasa_score_sd": ns,
+            "cv_nasa_score_per_window_mean": pm,
+            "cv_nasa_score_per_window_sd": ps,
+            "cv_epochs": float(self.epochs),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "config": self.config.to_json(),
+            "folds": [f.as_dict() for f in self.folds],
+            "epochs": self.epochs,
+            "seconds": self.seconds,
+            "parameters_per_network": self.parameters_per_network,
+            **self.metrics(),
+        }
+
+
+def fold_units(units: Sequence[Unit], folds: int, seed: int) -> list[list[Unit]]:
+    """``folds`` disjoint groups of units (shuffled by ``seed``), sizes differing by <= 1."""
+    if folds < 2:
+        raise DatasetError(f"cross-validation needs at least 2 folds, got {folds}")
+    if len(units) < folds:
+        raise DatasetError(f"{len(units)} units cannot make {folds} folds")
+    order = np.random.default_rng(seed).permutation(len(units))
+    return [[units[i] for i in sorted(part.tolist())] for part in np.array_split(order, folds)]
+
+
+def _median_epoch(epochs: Sequence[int]) -> int:
+    return max(1, math.floor(float(np.median(epochs)) + 0.5))
+
+
+def cross_validate_rul(
+    data: CmapssData,
+    config: RulTrainConfig,
+    folds: int = DEFAULT_FOLDS,
+    progress: ProgressCallback | None = None,
+) -> RulCrossValidation:
+    """Score ``config`` by ``folds``-fold cross-validation over ``data``'s units.
+
+    The learning-rate schedule watches the training loss (``plateau_on="train"``), as the
+    final model trained on every unit must; ``val_fraction`` and ``test_fraction`` are not
+    used (the folds are the held-out units).
+    """
+    cfg = replace(config, plateau_on="train")
+    units = list(data.units)
+    if cfg.max_units is not None:
+        units = units[: cfg.max_units]
+    groups = fold_units(units, folds, cfg.seed)
+    total = folds * cfg.ensemble * cfg.epochs
+    started = time.perf_counter()
+    curves: list[npt.NDArray[np.float64]] = []  # per fold: (epochs, windows) ensemble mean
+    truths: list[npt.NDArray[np.float64]] = []
+    parameters = 0
+    for k, held in enumerate(groups):
+        train_u = [u for j, g in enumerate(groups) if j != k for u in g]
+        prep = prepare_rul(data, cfg, train_u)
+        x_val, y_val = cut_last_windows(held, prep, cfg, cfg.seed + 1 + k)
+        per_member: list[list[npt.NDArray[np.float32]]] = []
+        models, _ = fit_rul_members(
+            prep,
+            cfg,
+            x_val,
+            y_val,
+            progress=progress,
+            early_stop=False,
+            val_predictions=per_member,
+            stage=f"fold {k + 1}/{folds}",
+            offset=k * cfg.ensemble * cfg.epochs,
+            total=total,
+        )
+        parameters = count_parameters(models[0])
+        stacked = np.stack([np.stack(p) for p in per_member])  # (members, epochs, windows)
+        curves.append(np.clip(stacked.mean(axis=0), 0.0, cfg.cap).astype(np.float64))
+        truths.append(y_val)
+    best = [
+        int(np.argmin([rmse(p, y) for p in curve])) + 1
+        for curve, y in zip(curves, truths, strict=True)
+    ]
+    results: list[FoldResult] = []
+    for k, (curve, y) in enumerate(zip(curves, truths, strict=True)):
+        epoch = _median_epoch([b for j, b in enumerate(best) if j != k])
+        pred = curve[epoch - 1]
+        results.append(
+            FoldResult(
+                fold=k + 1,
+                units=[u.unit_id for u in groups[k]],
+                windows=len(y),
+                best_epoch=best[k],
+                epoch=epoch,
+                rmse=rmse(pred, y),
+                nasa_score=nasa_score(pred, y),
+                rmse_at_best=rmse(curve[best[k] - 1], y),
+            )
+        )
+    return RulCrossValidation(
+        config=cfg,
+        folds=results,
+        epochs=_median_epoch(best),
+        seconds=time.perf_counter() - started,
+        parameters_per_network=parameters,
+    )
+
+
+def train_rul_final(
+    data: CmapssData,
+    config: RulTrainConfig,
+    epochs: int,
+    progress: ProgressCallback | None = None,
+) -> RulTrainResult:
+    """Train ``config`` on every unit for exactly ``epochs`` epochs (no validation units:
+    the epoch count comes from cross-validation)."""
+    cfg = replace(config, plateau_on="train", epochs=epochs, val_fraction=0.0, test_fraction=0.0)
+    units = list(data.units)
+    if cfg.max_units is not None:
+        units = units[: cfg.max_units]
+    started = time.perf_counter()
+    prep = prepare_rul(data, cfg, units)
+    models, history = fit_rul_members(prep, cfg, progress=progress, early_stop=False)
+    lookup = data.units_by_column
+    metrics = {
+        "train_windows": float(len(prep.y_train)),
+        "train_units": float(len(units)),
+        "parameters_per_network": float(count_parameters(models[0])),
+        "ensemble_size": float(len(models)),
+        "train_seconds": time.perf_counter() - started,
+    }
+    return RulTrainResult(
+        models=models,
+        network=rul_network(cfg, len(prep.sensors)),
+        sensors=prep.sensors,
+        sensor_units=[lookup.get(s, "") for s in prep.sensors],
+        scaler=prep.scaler,
+        config=cfg,
+        metrics=metrics,
+        history=history,
+        train_units=[u.unit_id for u in units],
+        val_units=[],
+    )
+
+
+__all__ = [
+    "DEFAULT_FOLDS",
+    "FoldResult",
+    "Progress",
+    "RulCrossValidation",
+    "cross_validate_rul",
+    "fold_units",
+    "train_rul_final",
+]
