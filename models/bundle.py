@@ -46,6 +46,7 @@ from models.manifest import (
     sha256_file,
 )
 from models.network import AutoencoderConfig, ConvAutoencoder, RulCNN, RulConfig
+from models.predictions import RulInterval
 from models.preprocessing import Scaler
 from models.scoring import RunCondition, ThresholdRule
 
@@ -70,6 +71,8 @@ class RulHead:
     scaler: Scaler
     cap: float
     unit: str
+    #: Interval from the members' spread (calibrated by cross-validation), or None.
+    interval: RulInterval | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ def save_bundle(
             "cap": rul.cap,
             "unit": rul.unit,
             "output": "mean of members, clipped to [0, cap]",
+            "interval": None if rul.interval is None else rul.interval.to_json(),
         }
     if anomaly is not None:
         save_file(
@@ -325,7 +329,10 @@ def _load_rul(
         members.append(m)
     if any(not key.startswith(tuple(f"member{k}." for k in range(n))) for key in tensors):
         raise refuse(origin, "RUL weights hold more members than the manifest lists")
-    return RulHead(net, tuple(members), scaler, float(spec["cap"]), str(spec["unit"]))
+    interval = RulInterval.from_json(spec.get("interval"))
+    if interval is not None and n < 2:
+        raise refuse(origin, "a RUL interval from the members' spread needs 2 members or more")
+    return RulHead(net, tuple(members), scaler, float(spec["cap"]), str(spec["unit"]), interval)
 
 
 def _load_anomaly(

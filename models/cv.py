@@ -30,6 +30,7 @@ import numpy.typing as npt
 from agent.errors import DatasetError
 from models.metrics import nasa_score, rmse
 from models.network import count_parameters
+from models.predictions import INTERVAL_LEVEL, RulInterval
 from models.preprocessing import CmapssData, Unit
 from models.train import (
     Progress,
@@ -59,6 +60,11 @@ class FoldResult:
     nasa_score: float
     #: RMSE at this fold's own best epoch (optimistic; shown for comparison only).
     rmse_at_best: float
+    #: Share of the fold's windows inside the interval calibrated on the other folds
+    #: (None: one member, no spread).
+    coverage: float | None = None
+    #: Mean width of those intervals (RUL unit).
+    interval_width: float | None = None
 
     @property
     def nasa_per_unit(self) -> float:
@@ -75,6 +81,8 @@ class FoldResult:
             "nasa_score": self.nasa_score,
             "nasa_score_per_window": self.nasa_per_unit,
             "rmse_at_own_best_epoch": self.rmse_at_best,
+            "interval_coverage": self.coverage,
+            "interval_mean_width": self.interval_width,
         }
 
 
@@ -93,6 +101,8 @@ class RulCrossValidation:
     epochs: int
     seconds: float
     parameters_per_network: int
+    #: The final model's interval (scale calibrated on every fold), None with 1 member.
+    interval: RulInterval | None = None
     protocol: str = field(
         default=(
             "k folds by unit; each fold's units cut at random points "
@@ -127,6 +137,27 @@ class RulCrossValidation:
             "cv_nasa_score_per_window_mean": pm,
             "cv_nasa_score_per_window_sd": ps,
             "cv_epochs": float(self.epochs),
+            **self._interval_metrics(),
+        }
+
+    @property
+    def coverage(self) -> tuple[float, float] | None:
+        """Mean and sd over folds of the interval's coverage (each fold's interval
+        calibrated on the other folds), or None without an interval."""
+        values = [f.coverage for f in self.folds if f.coverage is not None]
+        return _mean_sd(values) if values else None
+
+    def _interval_metrics(self) -> dict[str, float]:
+        coverage = self.coverage
+        if coverage is None or self.interval is None:
+            return {}
+        widths = [f.interval_width for f in self.folds if f.interval_width is not None]
+        return {
+            "cv_interval_level": self.interval.level,
+            "cv_interval_coverage_mean": coverage[0],
+            "cv_interval_coverage_sd": coverage[1],
+            "cv_interval_mean_width": float(np.mean(widths)),
+            "interval_scale": self.interval.scale,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,6 +168,7 @@ class RulCrossValidation:
             "epochs": self.epochs,
             "seconds": self.seconds,
             "parameters_per_network": self.parameters_per_network,
+            "interval": None if self.interval is None else self.interval.to_json(),
             **self.metrics(),
         }
 
@@ -175,6 +207,7 @@ def cross_validate_rul(
     total = folds * cfg.ensemble * cfg.epochs
     started = time.perf_counter()
     curves: list[npt.NDArray[np.float64]] = []  # per fold: (epochs, windows) ensemble mean
+    spreads: list[npt.NDArray[np.float64]] = []  # per fold: (epochs, windows) members' sd
     truths: list[npt.NDArray[np.float64]] = []
     parameters = 0
     for k, held in enumerate(groups):
@@ -197,15 +230,32 @@ def cross_validate_rul(
         parameters = count_parameters(models[0])
         stacked = np.stack([np.stack(p) for p in per_member])  # (members, epochs, windows)
         curves.append(np.clip(stacked.mean(axis=0), 0.0, cfg.cap).astype(np.float64))
+        spreads.append(stacked.std(axis=0).astype(np.float64))
         truths.append(y_val)
     best = [
         int(np.argmin([rmse(p, y) for p in curve])) + 1
         for curve, y in zip(curves, truths, strict=True)
     ]
+    chosen = [_median_epoch([b for j, b in enumerate(best) if j != k]) for k in range(folds)]
+    # Each fold's |error| / spread at its scored epoch: what calibrates the interval.
+    ratios = [
+        _ratios(curve[e - 1], spread[e - 1], y)
+        for curve, spread, y, e in zip(curves, spreads, truths, chosen, strict=True)
+    ]
+    with_interval = cfg.ensemble > 1
     results: list[FoldResult] = []
     for k, (curve, y) in enumerate(zip(curves, truths, strict=True)):
-        epoch = _median_epoch([b for j, b in enumerate(best) if j != k])
+        epoch = chosen[k]
         pred = curve[epoch - 1]
+        coverage = width = None
+        if with_interval:
+            others = np.concatenate([r for j, r in enumerate(ratios) if j != k])
+            interval = RulInterval(INTERVAL_LEVEL, _scale(others, INTERVAL_LEVEL))
+            low, high = interval.bounds(
+                pred.astype(np.float32), spreads[k][epoch - 1].astype(np.float32), cfg.cap
+            )
+            coverage = float(np.mean((low <= y) & (y <= high)))
+            width = float(np.mean(high - low))
         results.append(
             FoldResult(
                 fold=k + 1,
@@ -216,15 +266,39 @@ def cross_validate_rul(
                 rmse=rmse(pred, y),
                 nasa_score=nasa_score(pred, y),
                 rmse_at_best=rmse(curve[best[k] - 1], y),
+                coverage=coverage,
+                interval_width=width,
             )
         )
+    final_interval = None
+    if with_interval:
+        final_interval = RulInterval(INTERVAL_LEVEL, _scale(np.concatenate(ratios), INTERVAL_LEVEL))
     return RulCrossValidation(
         config=cfg,
         folds=results,
         epochs=_median_epoch(best),
         seconds=time.perf_counter() - started,
         parameters_per_network=parameters,
+        interval=final_interval,
     )
+
+
+def _ratios(
+    pred: npt.NDArray[np.float64], spread: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """|error| / spread per window (inf where the members agree exactly but err)."""
+    err = np.abs(y - pred)
+    out: npt.NDArray[np.float64] = np.divide(
+        err, spread, out=np.where(err > 0, np.inf, 0.0), where=spread > 0
+    )
+    return out
+
+
+def _scale(ratios: npt.NDArray[np.float64], level: float) -> float:
+    """The spread multiple that covers ``level`` of the windows (finite; a huge value
+    when more than ``1 - level`` of them err with no spread at all)."""
+    q = float(np.quantile(ratios, level, method="higher"))
+    return q if math.isfinite(q) else float(np.max(ratios[np.isfinite(ratios)], initial=0.0))
 
 
 def train_rul_final(

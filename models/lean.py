@@ -23,7 +23,14 @@ import numpy.typing as npt
 
 from agent.errors import BundleError, ModelError
 from models.manifest import bundle_file, extract, read_verified_manifest, refuse, sha256_file
-from models.predictions import BaselineShape, BoolArray, Predictions, pad_to_bucket
+from models.predictions import (
+    BaselineShape,
+    BoolArray,
+    Predictions,
+    RulInterval,
+    member_spread,
+    pad_to_bucket,
+)
 from models.preprocessing import FloatArray, Scaler
 from models.scoring import RunCondition, ThresholdRule
 
@@ -83,6 +90,15 @@ class Network:
         result: FloatArray = np.asarray(out[0], dtype=np.float32).reshape(len(x))
         return result
 
+    @property
+    def outputs(self) -> int:
+        return len(self.session.get_outputs())
+
+    def run_all(self, x: FloatArray) -> list[FloatArray]:
+        """Every output of the graph for ``x`` (e.g. a RUL graph's mean and members)."""
+        out = self.session.run(None, {ONNX_INPUT: np.ascontiguousarray(x, dtype=np.float32)})
+        return [np.asarray(o, dtype=np.float32) for o in out]
+
 
 _shared: dict[tuple[str, int], Network] = {}
 _shared_lock = threading.Lock()
@@ -108,6 +124,7 @@ class LeanRul:
     cap: float
     unit: str
     network: Network
+    interval: RulInterval | None = None
 
 
 @dataclass(frozen=True)
@@ -167,15 +184,22 @@ def _check_golden(root: Path, origin: Path, bundle: LeanBundle) -> None:
     golden = load_file(str(bundle_file(root, origin, bundle.manifest["files"], graphs["golden"])))
     out = OnnxPredictor(bundle).predict(golden["windows"])
     tolerance = graphs["tolerance"]
-    for key, got in (("rul", out.rul), ("anomaly_score", out.anomaly_score)):
+    outputs = (
+        ("rul", out.rul),
+        ("anomaly_score", out.anomaly_score),
+        ("rul_low", out.rul_low),
+        ("rul_high", out.rul_high),
+    )
+    for key, got in outputs:
         if got is None or f"expected.{key}" not in golden:
             continue
+        limit = tolerance["rul" if key.startswith("rul") else key]
         diff = float(np.max(np.abs(got - golden[f"expected.{key}"])))
-        if not diff <= float(tolerance[key]):
+        if not diff <= float(limit):
             raise refuse(
                 origin,
                 f"its ONNX {key} graph does not reproduce the golden windows "
-                f"(max difference {diff:.3g} > {tolerance[key]})",
+                f"(max difference {diff:.3g} > {limit})",
             )
 
 
@@ -201,7 +225,10 @@ def _load(root: Path, origin: Path, threads: int, check_golden: bool) -> LeanBun
                 network=Network(
                     bundle_file(root, origin, files, graphs["rul"]).read_bytes(), threads=threads
                 ),
+                interval=RulInterval.from_json(head.get("interval")),
             )
+            if rul.interval is not None and rul.network.outputs < 2:
+                raise refuse(origin, "its RUL graph has no members output for the interval")
         if manifest.get("anomaly") and graphs.get("anomaly"):
             head = manifest["anomaly"]
             floor = head.get("asset_scale_floor_relative")
@@ -374,9 +401,13 @@ class OnnxPredictor:
             raise ModelError("windows contain NaN or infinite values; fill gaps before predicting")
         if baselines is not None and len(baselines) != len(x):
             raise ModelError(f"got {len(baselines)} baselines for {len(x)} windows")
-        rul = self._rul(x)
+        rul, spread = self._rul(x)
         score, thr, judged = self._anomaly(x, baselines)
         head = self.bundle.rul
+        low = high = None
+        if head is not None and head.interval is not None and rul is not None:
+            assert spread is not None
+            low, high = head.interval.bounds(rul, spread, head.cap)
         return Predictions(
             model_version=self.model_version,
             anomaly_score=score,
@@ -386,17 +417,27 @@ class OnnxPredictor:
             rul=rul,
             rul_unit=head.unit if head is not None else None,
             rul_cap=head.cap if head is not None else None,
+            rul_low=low,
+            rul_high=high,
         )
 
-    def _rul(self, x: FloatArray) -> FloatArray | None:
+    def _rul(self, x: FloatArray) -> tuple[FloatArray | None, FloatArray | None]:
+        """As :meth:`models.predictor.Predictor._rul`: clipped mean and members' spread."""
         head = self.bundle.rul
         if head is None:
-            return None
+            return None, None
         if len(x) == 0:
-            return np.zeros(0, np.float32)
-        out = head.network.run(head.scaler.transform(pad_to_bucket(x), axis=1))[: len(x)]
-        rul: FloatArray = np.clip(out, 0.0, head.cap).astype(np.float32)
-        return rul
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        n = len(x)
+        scaled = head.scaler.transform(pad_to_bucket(x), axis=1)
+        if head.interval is None:
+            mean, spread = head.network.run(scaled)[:n], None
+        else:
+            both = head.network.run_all(scaled)
+            mean = both[0].reshape(-1)[:n]
+            spread = member_spread(both[1][:, :n])
+        rul: FloatArray = np.clip(mean, 0.0, head.cap).astype(np.float32)
+        return rul, spread
 
     def _anomaly(
         self, x: FloatArray, baselines: Sequence[LeanBaseline | None] | None

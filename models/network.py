@@ -37,16 +37,31 @@ class RulConfig:
     squeeze: int = 8
     hidden: int = 64
     dropout: float = 0.2
+    #: Dilation of each convolution (empty: 1 everywhere). Growing dilations (1, 2, 4)
+    #: see the whole window with few layers and keep the "same" length.
+    dilations: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.dilations and len(self.dilations) != len(self.channels):
+            raise ValueError("give one dilation per convolution (or none)")
+
+    def dilation(self, layer: int) -> int:
+        return self.dilations[layer] if self.dilations else 1
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        if self.dilations:
+            d["dilations"] = list(self.dilations)
+        else:
+            del d["dilations"]  # the manifests of networks that never had them
         return d
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RulConfig:
         d = dict(obj)
         d["channels"] = tuple(int(c) for c in d.get("channels", ()))
+        d["dilations"] = tuple(int(c) for c in d.get("dilations", ()))
         return cls(**d)
 
 
@@ -62,8 +77,10 @@ class RulCNN(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         c_in = config.n_sensors
-        for c_out in config.channels:
-            layers += [nn.Conv1d(c_in, c_out, config.kernel, padding=config.kernel // 2), nn.ReLU()]
+        for i, c_out in enumerate(config.channels):
+            d = config.dilation(i)
+            pad = d * (config.kernel // 2)
+            layers += [nn.Conv1d(c_in, c_out, config.kernel, padding=pad, dilation=d), nn.ReLU()]
             c_in = c_out
         layers += [nn.Conv1d(c_in, config.squeeze, 1), nn.ReLU()]
         self.features = nn.Sequential(*layers)

@@ -3,7 +3,8 @@
 ``export_bundle`` adds to a bundle directory:
 
 - ``rul.onnx``: scaled windows ``x (batch, sensors, window)`` -> the ensemble's mean RUL
-  (clipping to ``[0, cap]`` stays in numpy, as in the torch predictor);
+  (clipping to ``[0, cap]`` stays in numpy, as in the torch predictor), and for a head
+  with an interval every member's prediction (the spread and bounds stay in numpy too);
 - ``anomaly.onnx``: scaled windows -> mean squared reconstruction error per window;
 - ``golden.safetensors``: fixed raw windows and what torch predicts for them.
 
@@ -65,15 +66,24 @@ INT8_SCORE_TOLERANCE = 0.25
 
 
 class _RulEnsemble(nn.Module):
-    def __init__(self, members: tuple[nn.Module, ...]) -> None:
+    """Scaled windows -> the members' mean, and with ``with_members`` also every
+    member's prediction ``(members, batch)`` (the interval's spread, computed in numpy
+    by :func:`models.predictions.member_spread` as for torch)."""
+
+    def __init__(self, members: tuple[nn.Module, ...], with_members: bool = False) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.with_members = with_members
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        acc: torch.Tensor = self.members[0](x)
-        for m in self.members[1:]:
-            acc = acc + m(x)
-        return acc / len(self.members)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        outs = [m(x) for m in self.members]
+        acc: torch.Tensor = outs[0]
+        for o in outs[1:]:
+            acc = acc + o
+        mean = acc / len(self.members)
+        if self.with_members:
+            return mean, torch.stack(outs)
+        return mean
 
 
 class _ReconstructionError(nn.Module):
@@ -86,8 +96,18 @@ class _ReconstructionError(nn.Module):
         return reconstruction_error(self.model, x, self.steps)
 
 
-def to_onnx(module: nn.Module, sensors: int, window: int) -> bytes:
-    """``module`` as an ONNX graph with input ``x`` and a dynamic batch axis."""
+#: Output of a RUL graph with every member's prediction, ``(members, batch)``.
+MEMBERS_OUTPUT = "members"
+
+
+def _tolerance_key(output: str) -> str:
+    """The interval's bounds are held to the RUL's tolerance."""
+    return "rul" if output.startswith("rul") else output
+
+
+def to_onnx(module: nn.Module, sensors: int, window: int, *, members_output: bool = False) -> bytes:
+    """``module`` as an ONNX graph with input ``x`` and a dynamic batch axis (output
+    ``y``, and ``members`` when ``members_output``)."""
     module.eval()
     example = torch.zeros(2, sensors, window)
     buffer = io.BytesIO()
@@ -102,8 +122,12 @@ def to_onnx(module: nn.Module, sensors: int, window: int) -> bytes:
             buffer,  # type: ignore[arg-type]  # file objects work with dynamo=False
             opset_version=OPSET,
             input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            output_names=["y", MEMBERS_OUTPUT] if members_output else ["y"],
+            dynamic_axes={
+                "x": {0: "batch"},
+                "y": {0: "batch"},
+                **({MEMBERS_OUTPUT: {1: "batch"}} if members_output else {}),
+            },
             dynamo=False,
         )
     return buffer.getvalue()
@@ -163,6 +187,9 @@ def _outputs(predict: Callable[[FloatArray], Any], x: FloatArray) -> dict[str, F
         found["rul"] = np.asarray(out.rul, dtype=np.float32)
     if out.anomaly_score is not None:
         found["anomaly_score"] = np.asarray(out.anomaly_score, dtype=np.float32)
+    if out.rul_low is not None and out.rul_high is not None:
+        found["rul_low"] = np.asarray(out.rul_low, dtype=np.float32)
+        found["rul_high"] = np.asarray(out.rul_high, dtype=np.float32)
     return found
 
 
@@ -208,7 +235,7 @@ def export_bundle(
         lean = load_lean_bundle(staged, check_golden=False)
         got = _outputs(OnnxPredictor(lean).predict, golden)
         diff = {k: float(np.max(np.abs(got[k] - expected[k]))) for k in expected}
-        bad = {k: v for k, v in diff.items() if v > tolerance[k]}
+        bad = {k: v for k, v in diff.items() if v > tolerance[_tolerance_key(k)]}
         if bad:
             raise BundleError(
                 f"ONNX and torch disagree on the golden windows: {bad} (tolerance {tolerance})",
@@ -238,7 +265,10 @@ def _graphs(bundle: Bundle) -> dict[str, bytes]:
     s, w = len(bundle.sensors), bundle.window
     graphs: dict[str, bytes] = {}
     if bundle.rul is not None:
-        graphs["rul"] = to_onnx(_RulEnsemble(bundle.rul.members), s, w)
+        spread = bundle.rul.interval is not None
+        graphs["rul"] = to_onnx(
+            _RulEnsemble(bundle.rul.members, with_members=spread), s, w, members_output=spread
+        )
     if bundle.anomaly is not None:
         graphs["anomaly_score"] = to_onnx(_ReconstructionError(bundle.anomaly.model), s, w)
     return graphs

@@ -84,7 +84,9 @@ def train_rul_bundle_cv(
     dataset = load_cmapss(data)
     cv = cross_validate_rul(dataset, config, folds, progress)
     result = train_rul_final(dataset, config, cv.epochs, progress)
-    head = RulHead(result.network, tuple(result.models), result.scaler, config.cap, "cycles")
+    head = RulHead(
+        result.network, tuple(result.models), result.scaler, config.cap, "cycles", cv.interval
+    )
     metrics = {**result.metrics, **cv.metrics()}
     training = {
         "data": {

@@ -51,6 +51,52 @@ class Predictions:
     rul: FloatArray | None
     rul_unit: str | None
     rul_cap: float | None
+    #: Per row, the RUL's interval (see :class:`RulInterval`); None without one.
+    rul_low: FloatArray | None = None
+    rul_high: FloatArray | None = None
+
+
+#: Coverage the shipped intervals are calibrated for.
+INTERVAL_LEVEL = 0.8
+
+
+@dataclass(frozen=True)
+class RulInterval:
+    """A RUL interval from the ensemble's spread: ``mean +- scale x sd`` of the members'
+    predictions (population sd), clipped to ``[0, cap]``. ``scale`` is calibrated by
+    cross-validation so that ``level`` of held-out last windows fall inside (see
+    :mod:`models.cv`); torch and ONNX Runtime share this arithmetic."""
+
+    level: float
+    scale: float
+
+    def bounds(
+        self, mean: FloatArray, spread: FloatArray, cap: float
+    ) -> tuple[FloatArray, FloatArray]:
+        half = np.float32(self.scale) * np.asarray(spread, dtype=np.float32)
+        low: FloatArray = np.clip(mean - half, 0.0, cap).astype(np.float32)
+        high: FloatArray = np.clip(mean + half, 0.0, cap).astype(np.float32)
+        return low, high
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "level": self.level,
+            "scale": self.scale,
+            "method": "mean +- scale x population sd of the members' predictions, "
+            "clipped to [0, cap]; scale calibrated on cross-validation folds",
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> RulInterval | None:
+        if not isinstance(obj, dict):
+            return None
+        return cls(float(obj["level"]), float(obj["scale"]))
+
+
+def member_spread(outputs: FloatArray) -> FloatArray:
+    """Population sd over members of ``(members, batch)`` predictions -> ``(batch,)``."""
+    spread: FloatArray = np.asarray(outputs, dtype=np.float32).std(axis=0).astype(np.float32)
+    return spread
 
 
 def pad_to_bucket(x: FloatArray) -> FloatArray:

@@ -27,7 +27,13 @@ import torch
 from agent.errors import ModelError
 from models.bundle import Bundle, load_bundle
 from models.commission import AssetBaseline, score_windows
-from models.predictions import BaselineShape, BoolArray, Predictions, pad_to_bucket
+from models.predictions import (
+    BaselineShape,
+    BoolArray,
+    Predictions,
+    member_spread,
+    pad_to_bucket,
+)
 from models.preprocessing import FloatArray
 
 __all__ = ["BoolArray", "Predictions", "Predictor", "pad_to_bucket"]
@@ -107,9 +113,13 @@ class Predictor:
         if baselines is not None and len(baselines) != len(x):
             raise ModelError(f"got {len(baselines)} baselines for {len(x)} windows")
         with torch.inference_mode():
-            rul = self._rul(x)
+            rul, spread = self._rul(x)
             score, thr, judged = self._anomaly(x, baselines)
         head = self.bundle.rul
+        low = high = None
+        if head is not None and head.interval is not None and rul is not None:
+            assert spread is not None
+            low, high = head.interval.bounds(rul, spread, head.cap)
         return Predictions(
             model_version=self.model_version,
             anomaly_score=score,
@@ -119,20 +129,28 @@ class Predictor:
             rul=rul,
             rul_unit=head.unit if head is not None else None,
             rul_cap=head.cap if head is not None else None,
+            rul_low=low,
+            rul_high=high,
         )
 
-    def _rul(self, x: FloatArray) -> FloatArray | None:
+    def _rul(self, x: FloatArray) -> tuple[FloatArray | None, FloatArray | None]:
+        """The members' mean clipped to the cap, and their spread (the ONNX graph
+        computes the same two outputs, see :mod:`models.onnx_export`)."""
         head = self.bundle.rul
-        if head is None or len(x) == 0:
-            return None if head is None else np.zeros(0, np.float32)
+        if head is None:
+            return None, None
+        if len(x) == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
         n = len(x)
         xt = torch.from_numpy(head.scaler.transform(pad_to_bucket(x), axis=1))
-        acc = head.members[0](xt)
-        for m in head.members[1:]:
-            acc = acc + m(xt)
+        outs = [m(xt) for m in head.members]
+        acc = outs[0]
+        for o in outs[1:]:
+            acc = acc + o
         out = (acc / len(head.members)).clamp_(0.0, head.cap)
         rul: FloatArray = out.numpy()[:n].astype(np.float32)
-        return rul
+        spread = member_spread(torch.stack(outs).numpy()[:, :n])
+        return rul, spread
 
     def _anomaly(
         self, x: FloatArray, baselines: Sequence[AssetBaseline | None] | None

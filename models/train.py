@@ -100,6 +100,8 @@ class RulTrainConfig:
     rul_per_row: float = 1.0
     #: Shortest prefix a validation cut keeps (rows); C-MAPSS test units start at 31.
     min_val_rows: int = 31
+    #: Dilation per convolution (empty: none), see :class:`models.network.RulConfig`.
+    dilations: tuple[int, ...] = ()
     #: What the learning-rate plateau schedule watches: the validation RMSE, or the
     #: training loss (cross-validation: the final model, trained on every unit, has no
     #: validation units, so the folds must train the way it will).
@@ -108,6 +110,7 @@ class RulTrainConfig:
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["channels"] = list(self.channels)
+        d["dilations"] = list(self.dilations)
         return d
 
 
@@ -209,6 +212,7 @@ def rul_network(cfg: RulTrainConfig, n_sensors: int) -> RulConfig:
         squeeze=cfg.squeeze,
         hidden=cfg.hidden,
         dropout=cfg.dropout,
+        dilations=cfg.dilations,
     )
 
 

@@ -107,7 +107,7 @@ def _cv_tables(cvs: list[RulCrossValidation]) -> list[Table]:
     for name in ("config", "fold", "units", "windows", "best epoch", "epoch", "RMSE", "NASA"):
         folds.add_column(name, justify="left" if name == "config" else "right")
     summary = Table(title="cross-validation, mean +- sd over folds")
-    for name in ("config", "params", "RMSE", "NASA score", "epochs"):
+    for name in ("config", "params", "RMSE", "NASA score", "80% cover", "epochs"):
         summary.add_column(name, justify="left" if name == "config" else "right", no_wrap=True)
     for i, cv in enumerate(cvs, start=1):
         for f in cv.folds:
@@ -115,12 +115,13 @@ def _cv_tables(cvs: list[RulCrossValidation]) -> list[Table]:
                 str(i), str(f.fold), str(len(f.units)), str(f.windows), str(f.best_epoch),
                 str(f.epoch), f"{f.rmse:.2f}", f"{f.nasa_score:.0f}",
             )  # fmt: skip
-        (rm, rs), (nm, ns) = cv.rmse, cv.nasa_score
+        (rm, rs), (nm, ns), cover = cv.rmse, cv.nasa_score, cv.coverage
         summary.add_row(
             f"{i}: {_config_label(cv.config)}",
             f"{cv.parameters_per_network:,} x {cv.config.ensemble}",
             f"{rm:.2f} +- {rs:.2f}",
             f"{nm:.0f} +- {ns:.0f}",
+            "-" if cover is None else f"{cover[0]:.2f} +- {cover[1]:.2f}",
             str(cv.epochs),
         )
     return [folds, summary]

@@ -167,7 +167,9 @@ class InferenceStage:
                 ran = True if out.judged is None else bool(out.judged[i])
                 rul = None
                 if out.rul is not None and self.plans[w.asset].rul:
-                    rul = self._hold_rul(w.asset, ran, (float(out.rul[i]), None, None))
+                    low = None if out.rul_low is None else float(out.rul_low[i])
+                    high = None if out.rul_high is None else float(out.rul_high[i])
+                    rul = self._hold_rul(w.asset, ran, (float(out.rul[i]), low, high))
                 created.append(
                     self._prediction(
                         w,

@@ -52,6 +52,9 @@ class AssetData:
     rul_alert_below: float | None = None
     #: The newest window was not judged: the machine stands still, its RUL is held.
     stopped: bool = False
+    #: The RUL interval per point (lowest bound and highest bound in the bucket).
+    rul_low: Series = field(default_factory=Series)
+    rul_high: Series = field(default_factory=Series)
 
 
 @dataclass
@@ -102,7 +105,9 @@ def load_asset(
         sensors = records.sensors_of(engine, asset)
         bucket = _bucket_ms(since_ms, until_ms)
         series = _sensor_series(conn, asset_id, sensors, since_ms, until_ms, bucket)
-        score, threshold, rul = _prediction_series(conn, asset_id, since_ms, until_ms, bucket)
+        score, threshold, rul, low, high = _prediction_series(
+            conn, asset_id, since_ms, until_ms, bucket
+        )
         x = t.alerts
         spans = [
             AlertSpan(kind, severity, opened, closed, peak)
@@ -138,6 +143,8 @@ def load_asset(
         rul_unit=records.rul_unit(engine),
         rul_alert_below=rul_alert_below,
         stopped=judged == 0,
+        rul_low=low,
+        rul_high=high,
     )
 
 
@@ -166,7 +173,7 @@ def _sensor_series(
 
 def _prediction_series(
     conn: Any, asset_id: int, since_ms: int, until_ms: int, bucket: int
-) -> tuple[Series, Series, Series]:
+) -> tuple[Series, Series, Series, Series, Series]:
     p = t.predictions
     slot = cast(p.c.window_end_ms / bucket, Integer).label("slot")
     query = (
@@ -176,18 +183,21 @@ def _prediction_series(
             func.max(p.c.anomaly_score),
             func.max(p.c.anomaly_threshold),
             func.min(p.c.rul),
+            func.min(p.c.rul_low),
+            func.max(p.c.rul_high),
         )
         .where(p.c.asset_id == asset_id, p.c.window_end_ms >= since_ms)
         .where(p.c.window_end_ms < until_ms)
         .group_by(slot)
         .order_by(slot)
     )
-    score, threshold, rul = Series(), Series(), Series()
-    for _, ts, peak, limit, low in conn.execute(query):
-        for target, value in ((score, peak), (threshold, limit), (rul, low)):
+    score, threshold, rul, low, high = Series(), Series(), Series(), Series(), Series()
+    for _, ts, peak, limit, least, bottom, top in conn.execute(query):
+        pairs = ((score, peak), (threshold, limit), (rul, least), (low, bottom), (high, top))
+        for target, value in pairs:
             target.ts_ms.append(int(ts))
             target.values.append(value)
-    return score, threshold, rul
+    return score, threshold, rul, low, high
 
 
 def load_fleet(engine: Engine, now_ms: int) -> FleetData:

@@ -174,6 +174,17 @@ def _score_panel(ax: Any, data: AssetData) -> None:
 def _rul_panel(ax: Any, data: AssetData) -> None:
     unit = plain(f" ({data.rul_unit})") if data.rul_unit else ""
     ax.plot(_times(data.rul), _values(data.rul), lw=1.2, color="#9467bd", label="RUL estimate")
+    if any(v is not None for v in data.rul_low.values):
+        ax.fill_between(
+            _times(data.rul_low),
+            _values(data.rul_low),
+            _values(data.rul_high),
+            color="#9467bd",
+            alpha=0.2,
+            lw=0,
+            label="80 % interval",
+        )
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.8)
     ax.axhline(0, color="black", lw=0.8)
     if data.rul_alert_below is not None:
         ax.axhline(data.rul_alert_below, color="#d62728", ls="--", lw=1.0, label="RUL alert limit")

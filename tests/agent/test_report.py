@@ -96,6 +96,23 @@ def test_a_machine_standing_still_is_reported_stopped_with_its_rul_held(seeded: 
     assert b"<td>alerting, stopped</td>" in fleet_html(fleet, b"")
 
 
+def test_the_rul_interval_is_a_band_around_the_estimate(seeded: Path) -> None:
+    with sqlite3.connect(seeded) as conn:
+        conn.execute("update predictions set rul_low = rul - 30, rul_high = rul + 40")
+    engine = open_engine(seeded, create=False, read_only=True)
+    try:
+        data = load_asset(engine, "pump-a", NOW - 6 * HOUR, NOW, rul_alert_below=None)
+    finally:
+        engine.dispose()
+    assert data.rul.values == [900.0, 400.0, 120.0]
+    assert data.rul_low.values == [870.0, 370.0, 90.0]
+    assert data.rul_high.values == [940.0, 440.0, 160.0]
+    rul_ax = asset_figure(data).get_axes()[-1]
+    (band,) = [c for c in rul_ax.collections if c.get_label() == "80 % interval"]
+    lows = np.asarray(band.get_paths()[0].vertices)[:, 1]
+    assert lows.min() == pytest.approx(90.0) and lows.max() == pytest.approx(940.0)
+
+
 def test_unknown_asset_names_the_known_ones(seeded: Path) -> None:
     engine = open_engine(seeded, create=False, read_only=True)
     try:

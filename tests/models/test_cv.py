@@ -11,6 +11,7 @@ import pytest
 from agent.errors import DatasetError
 from models.bundle import load_bundle
 from models.cv import cross_validate_rul, fold_units, train_rul_final
+from models.pipelines import train_rul_bundle_cv
 from models.preprocessing import load_cmapss
 from models.train import RulTrainConfig
 from tests.conftest import CliRunner
@@ -60,6 +61,13 @@ def test_each_fold_is_scored_at_the_epoch_the_other_folds_chose(fd001: Path) -> 
     mean, sd = cv.rmse
     assert mean == pytest.approx(np.mean([f.rmse for f in cv.folds]))
     assert sd == pytest.approx(np.std([f.rmse for f in cv.folds], ddof=1))
+    # Each fold's 80 % interval is calibrated on the other folds, then measured on it.
+    assert cv.interval is not None and cv.interval.level == 0.8 and cv.interval.scale > 0
+    assert all(f.coverage is not None and 0.0 <= f.coverage <= 1.0 for f in cv.folds)
+    assert all(f.interval_width is not None and f.interval_width > 0 for f in cv.folds)
+    coverage = cv.coverage
+    assert coverage is not None
+    assert cv.metrics()["cv_interval_coverage_mean"] == pytest.approx(coverage[0])
     # The schedule cannot peek at held-out units: the final model has none.
     assert cv.config.plateau_on == "train"
     again = cross_validate_rul(data, TINY, folds=3)
@@ -94,4 +102,17 @@ def test_train_rul_cv_prints_the_table_and_records_it_in_the_bundle(
     assert training["config"]["epochs"] == out["cross_validation"]["epochs"]
     assert len(training["train_units"]) == 6 and training["validation_units"] == []
     assert bundle.version == out["version"]
+    # One member: no spread, no interval.
+    assert manifest["rul"]["interval"] is None and out["cross_validation"]["interval"] is None
     assert manifest["metrics"]["cv_rmse_mean"] == pytest.approx(np.mean([f["rmse"] for f in folds]))
+
+
+def test_the_cv_bundle_carries_the_interval_the_folds_calibrated(
+    fd001: Path, tmp_path: Path
+) -> None:
+    path, metrics, cv = train_rul_bundle_cv(fd001, tmp_path / "b", TINY, folds=3)
+    bundle = load_bundle(path)
+    assert bundle.rul is not None and cv.interval is not None
+    assert bundle.rul.interval == cv.interval and len(bundle.rul.members) == 2
+    assert metrics["interval_scale"] == cv.interval.scale
+    assert 0.0 <= metrics["cv_interval_coverage_mean"] <= 1.0

@@ -24,6 +24,7 @@ from agent.inference.worker import InferenceConfig, InferenceStage, Result
 from agent.metrics import Metrics
 from models.bundle import load_bundle
 from models.bundles import default_bundle_path
+from models.onnx_export import golden_windows
 from models.predictor import Predictor
 
 
@@ -269,3 +270,20 @@ def test_rul_holds_its_last_running_value_while_the_machine_stands_still(
     assert [p.rul_cycles for p in stopped] == [ran[-1].rul_cycles] * 3
     again = inference.score([window(400, running=True, wear=4.0)])
     assert again[0].judged and again[0].rul_cycles != ran[-1].rul_cycles
+
+
+def test_predictions_carry_the_bundles_rul_interval(tmp_path: Path) -> None:
+    from tests.models.test_interval import interval_bundle
+
+    bundle = load_bundle(interval_bundle(tmp_path / "b"))
+    predictor = Predictor(bundle)
+    inference = stage(predictor, tmp_path)
+    inference.plans["e1"] = AssetPlan(bundle.sensors, from_bundle=True, rul=True, baseline=False)
+    assert bundle.rul is not None
+    x = golden_windows(bundle.rul.scaler, bundle.window, n=3)
+    made = inference.score([Window("e1", i, i + bundle.window, x[i]) for i in range(3)])
+    want = predictor.predict(x)
+    assert want.rul_low is not None and want.rul_high is not None
+    assert [p.rul_low for p in made] == pytest.approx(want.rul_low.tolist())
+    assert [p.rul_high for p in made] == pytest.approx(want.rul_high.tolist())
+    assert all(p.rul_low < p.rul_cycles < p.rul_high for p in made)  # type: ignore[operator]
