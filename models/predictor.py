@@ -149,8 +149,9 @@ class Predictor:
             acc = acc + o
         out = (acc / len(head.members)).clamp_(0.0, head.cap)
         rul: FloatArray = out.numpy()[:n].astype(np.float32)
-        spread = member_spread(torch.stack(outs).numpy()[:, :n])
-        return rul, spread
+        if head.interval is None:
+            return rul, None  # no spread to pay for
+        return rul, member_spread(torch.stack(outs).numpy()[:, :n])
 
     def _anomaly(
         self, x: FloatArray, baselines: Sequence[AssetBaseline | None] | None
