@@ -374,6 +374,7 @@ class TcpProxy:
     def close(self) -> None:
         self._closed = True
         self.cut()
+        self.cuts -= 1  # closing is not one of the test's cuts
         self._listener.close()
 
 
