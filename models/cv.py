@@ -173,6 +173,36 @@ class RulCrossValidation:
         }
 
 
+def cross_validation_from_dict(doc: dict[str, Any]) -> RulCrossValidation:
+    """A recorded cross-validation (``as_dict()``, e.g. a manifest's) read back."""
+    raw = dict(doc["config"])
+    raw["channels"] = tuple(raw["channels"])
+    raw["dilations"] = tuple(raw.get("dilations", ()))
+    folds = [
+        FoldResult(
+            fold=int(f["fold"]),
+            units=[int(u) for u in f["units"]],
+            windows=int(f["windows"]),
+            best_epoch=int(f["best_epoch"]),
+            epoch=int(f["epoch"]),
+            rmse=float(f["rmse"]),
+            nasa_score=float(f["nasa_score"]),
+            rmse_at_best=float(f["rmse_at_own_best_epoch"]),
+            coverage=f.get("interval_coverage"),
+            interval_width=f.get("interval_mean_width"),
+        )
+        for f in doc["folds"]
+    ]
+    return RulCrossValidation(
+        config=RulTrainConfig(**raw),
+        folds=folds,
+        epochs=int(doc["epochs"]),
+        seconds=float(doc["seconds"]),
+        parameters_per_network=int(doc["parameters_per_network"]),
+        interval=RulInterval.from_json(doc.get("interval")),
+    )
+
+
 def fold_units(units: Sequence[Unit], folds: int, seed: int) -> list[list[Unit]]:
     """``folds`` disjoint groups of units (shuffled by ``seed``), sizes differing by <= 1."""
     if folds < 2:
@@ -344,6 +374,7 @@ __all__ = [
     "Progress",
     "RulCrossValidation",
     "cross_validate_rul",
+    "cross_validation_from_dict",
     "fold_units",
     "train_rul_final",
 ]

@@ -77,12 +77,19 @@ def train_rul_bundle_cv(
     folds: int,
     name: str = "cmapss",
     progress: ProgressCallback | None = None,
+    cv: RulCrossValidation | None = None,
 ) -> tuple[Path, dict[str, Any], RulCrossValidation]:
     """Cross-validate ``config`` over the file's units, then train it on every unit for
     the epoch count the folds chose and write a RUL-only bundle whose manifest records
-    the cross-validation (figures in ``metrics``, folds under ``training``)."""
+    the cross-validation (figures in ``metrics``, folds under ``training``).
+
+    ``cv``: a cross-validation of this very configuration already run (it is
+    deterministic, so running it again would give the same figures)."""
     dataset = load_cmapss(data)
-    cv = cross_validate_rul(dataset, config, folds, progress)
+    if cv is None:
+        cv = cross_validate_rul(dataset, config, folds, progress)
+    elif cv.config != replace(config, plateau_on="train") or len(cv.folds) != folds:
+        raise DatasetError("the cross-validation given is not of this configuration")
     result = train_rul_final(dataset, config, cv.epochs, progress)
     head = RulHead(
         result.network, tuple(result.models), result.scaler, config.cap, "cycles", cv.interval

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,12 @@ import pytest
 
 from agent.errors import DatasetError
 from models.bundle import load_bundle
-from models.cv import cross_validate_rul, fold_units, train_rul_final
+from models.cv import (
+    cross_validate_rul,
+    cross_validation_from_dict,
+    fold_units,
+    train_rul_final,
+)
 from models.pipelines import train_rul_bundle_cv
 from models.preprocessing import load_cmapss
 from models.train import RulTrainConfig
@@ -72,6 +78,10 @@ def test_each_fold_is_scored_at_the_epoch_the_other_folds_chose(fd001: Path) -> 
     assert cv.config.plateau_on == "train"
     again = cross_validate_rul(data, TINY, folds=3)
     assert [f.rmse for f in again.folds] == [f.rmse for f in cv.folds]
+    # What a manifest records reads back as the same cross-validation.
+    recorded = cross_validation_from_dict(json.loads(json.dumps(cv.as_dict())))
+    assert recorded.as_dict() == json.loads(json.dumps(cv.as_dict()))
+    assert recorded.config == cv.config and recorded.interval == cv.interval
 
     final = train_rul_final(data, TINY, cv.epochs)
     assert final.val_units == [] and len(final.train_units) == 9
@@ -116,3 +126,11 @@ def test_the_cv_bundle_carries_the_interval_the_folds_calibrated(
     assert bundle.rul.interval == cv.interval and len(bundle.rul.members) == 2
     assert metrics["interval_scale"] == cv.interval.scale
     assert 0.0 <= metrics["cv_interval_coverage_mean"] <= 1.0
+    # A finished cross-validation of the same configuration need not run again...
+    path2, metrics2, _ = train_rul_bundle_cv(fd001, tmp_path / "c", TINY, folds=3, cv=cv)
+    weights = [json.loads((p / "manifest.json").read_text())["files"] for p in (path, path2)]
+    assert weights[0]["rul.safetensors"] == weights[1]["rul.safetensors"]
+    assert metrics2.keys() == metrics.keys()
+    # ...but one of another configuration is refused.
+    with pytest.raises(DatasetError, match="not of this configuration"):
+        train_rul_bundle_cv(fd001, tmp_path / "d", replace(TINY, hidden=9), folds=3, cv=cv)
