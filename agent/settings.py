@@ -323,10 +323,13 @@ class ModelSettings(_Section):
         1, description="Assets commissioned at the same time."
     )
     incident_quiet_s: Annotated[float, Field(ge=0, le=30 * 86400)] = Field(
-        3600.0,
+        # A shift: a developing fault comes and goes with load for hours before it
+        # stays; re-alarming within a shift is the same problem to the operator.
+        8 * 3600.0,
         description=(
-            "An anomaly incident closes only after this long (reading time) without an "
-            "alarm; an alert that re-opens sooner continues the same incident."
+            "An anomaly incident closes only after this long (reading time while the "
+            "machine is judged) without an alarm; an alert that re-opens sooner "
+            "continues the same incident."
         ),
     )
 
