@@ -92,6 +92,16 @@ def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
     return table
 
 
+def _ints(values: str | None, flag: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in _split(values) or ())
+    except ValueError:
+        raise typer.BadParameter("comma-separated whole numbers", param_hint=flag) from None
+    if any(v < 1 for v in out):
+        raise typer.BadParameter("each must be at least 1", param_hint=flag)
+    return out
+
+
 def _split(values: str | None) -> tuple[str, ...] | None:
     if not values:
         return None
@@ -161,6 +171,15 @@ def train_rul(
         int | None, typer.Option("--max-units", min=2, help="Use only the first N units.")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Torch threads.")] = 1,
+    channels: Annotated[
+        str | None, typer.Option("--channels", help="Convolution channels, e.g. 24,24,24.")
+    ] = None,
+    dilations: Annotated[
+        str | None, typer.Option("--dilations", help="Dilation per convolution, e.g. 1,2,4.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Training batch size.")
+    ] = None,
     name: Annotated[
         str, typer.Option("--name", help="Bundle name (model_version prefix).")
     ] = "cmapss",
@@ -204,7 +223,12 @@ def train_rul(
         patience=patience,
         max_units=max_units,
         threads=threads,
+        channels=_ints(channels, "--channels") or FD001_CONFIG.channels,
+        dilations=_ints(dilations, "--dilations") or FD001_CONFIG.dilations,
+        batch_size=batch_size or FD001_CONFIG.batch_size,
     )
+    if cfg.dilations and len(cfg.dilations) != len(cfg.channels):
+        raise typer.BadParameter("give one dilation per channel entry", param_hint="--dilations")
     if cv is not None:
         _train_rul_cv(data, None if cv_only else out, cfg, cv, name=name, as_json=as_json)
         return

@@ -92,7 +92,12 @@ def test_each_fold_is_scored_at_the_epoch_the_other_folds_chose(fd001: Path) -> 
 def test_train_rul_cv_prints_the_table_and_records_it_in_the_bundle(
     cli: CliRunner, fd001: Path, tmp_path: Path
 ) -> None:
-    tiny = ("--max-units", "6", "--epochs", "2", "--ensemble", "1")
+    tiny = ["--max-units", "6", "--epochs", "2", "--ensemble", "1", "--channels", "8,8"]
+    bad = cli(
+        "train", "rul", "--data", str(fd001), *tiny, "--dilations", "1", "--cv", "3", "--cv-only"
+    )
+    assert bad.returncode == 2 and "dilation" in bad.stderr and "Traceback" not in bad.stderr
+    tiny += ["--dilations", "1,2", "--batch-size", "512"]
     shown = cli("train", "rul", "--data", str(fd001), *tiny, "--cv", "3", "--cv-only")
     assert shown.returncode == 0, shown.stderr
     assert "mean +- sd" in shown.stdout and " +- " in shown.stdout
@@ -111,6 +116,7 @@ def test_train_rul_cv_prints_the_table_and_records_it_in_the_bundle(
     assert training["cross_validation"]["folds"] == folds
     assert training["config"]["epochs"] == out["cross_validation"]["epochs"]
     assert len(training["train_units"]) == 6 and training["validation_units"] == []
+    assert manifest["rul"]["network"]["dilations"] == [1, 2]
     assert bundle.version == out["version"]
     # One member: no spread, no interval.
     assert manifest["rul"]["interval"] is None and out["cross_validation"]["interval"] is None
