@@ -224,7 +224,8 @@ def train_rul(
         max_units=max_units,
         threads=threads,
         channels=_ints(channels, "--channels") or FD001_CONFIG.channels,
-        dilations=_ints(dilations, "--dilations") or FD001_CONFIG.dilations,
+        # New channels without --dilations: undilated (the recipe's match its channels).
+        dilations=_ints(dilations, "--dilations") or (() if channels else FD001_CONFIG.dilations),
         batch_size=batch_size or FD001_CONFIG.batch_size,
     )
     if cfg.dilations and len(cfg.dilations) != len(cfg.channels):
