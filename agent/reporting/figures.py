@@ -269,6 +269,8 @@ def _fleet_figure(fleet: FleetData) -> Figure:
     for yi, row in zip(y, rows, strict=True):
         if row.rul is not None:
             rul_ax.text(row.rul, yi, f" {row.rul:.1f}", va="center", fontsize=9)
+        else:  # no RUL model covers this machine: say so, never draw a number
+            rul_ax.text(0, yi, " - (no RUL model)", va="center", fontsize=9, color="0.4")
     rul_ax.set_xlabel(f"remaining useful life{unit}, latest estimate")
     rul_ax.grid(axis="x", alpha=0.3)
     if ruls:

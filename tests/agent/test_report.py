@@ -221,3 +221,19 @@ def shown(text: str) -> str:
     """What matplotlib draws for ``text``: plain text, with ``\\$`` as a dollar sign."""
     assert not is_math_text(text), text
     return text.replace("\\$", "$")
+
+
+def test_a_machine_no_rul_model_covers_shows_a_dash_not_a_number() -> None:
+    from agent.reporting.data import FleetData, FleetRow
+
+    fleet = FleetData(
+        [
+            FleetRow("pump-a", "healthy", 1.0, 2.0, 12.5, 0, NOW),
+            FleetRow("comp-a", "healthy", 1.0, 4.0, None, 0, NOW),
+        ],
+        "h",
+        NOW,
+    )
+    _, rul_ax = fleet_figure(fleet).get_axes()
+    texts = [t.get_text().strip() for t in rul_ax.texts]
+    assert texts == ["12.5", "- (no RUL model)"]
