@@ -18,9 +18,10 @@ from models.bundle import Bundle
 from models.commission import baseline_sensor_order, commission, fill_missing
 from models.datasets import AssetTable, read_csv_dir
 from models.metrics import DetectionCounts, nasa_score, rmse
+from models.predictions import member_spread
 from models.preprocessing import FloatArray, learnt_sensor_order, load_cmapss, windows_ending_at
 from models.scoring import ThresholdRule, alarm_flags
-from models.train import last_windows, predict_rul
+from models.train import last_windows, member_predictions
 
 #: Default number of leading rows per file that form the healthy baseline.
 DEFAULT_TRAIN_ROWS = 400
@@ -40,6 +41,9 @@ class RulEvaluation:
     cap: float
     rmse_uncapped_truth: float
     per_unit: list[dict[str, float]] = field(repr=False)
+    #: Share of units whose capped true RUL lies in the bundle's interval (None: none).
+    interval_coverage: float | None = None
+    interval_level: float | None = None
 
     def as_dict(self, with_units: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -49,6 +53,8 @@ class RulEvaluation:
             "padded_units": self.padded_units,
             "rul_cap": self.cap,
             "rmse_uncapped_truth": self.rmse_uncapped_truth,
+            "interval_level": self.interval_level,
+            "interval_coverage": self.interval_coverage,
             "protocol": "last window of each test unit; truth = RUL file capped at rul_cap; "
             "units shorter than the window are edge-padded with their first cycle",
         }
@@ -71,7 +77,8 @@ def evaluate_rul_cmapss(bundle: Bundle, test: str | Path, truth: str | Path) -> 
     data = load_cmapss(test, truth)
     cols = data.column_indices(bundle.sensors)
     raw = last_windows(data.units, cols, bundle.window)
-    pred = np.clip(predict_rul(head.members, head.scaler.transform(raw, axis=1)), 0.0, head.cap)
+    members = member_predictions(head.members, head.scaler.transform(raw, axis=1))
+    pred = np.clip(members.mean(axis=0), 0.0, head.cap).astype(np.float32)
     true_raw = np.array([u.end_rul for u in data.units])
     true = np.minimum(true_raw, head.cap)
     per_unit = [
@@ -83,6 +90,12 @@ def evaluate_rul_cmapss(bundle: Bundle, test: str | Path, truth: str | Path) -> 
         }
         for u, t, p in zip(data.units, true_raw, pred, strict=True)
     ]
+    coverage = None
+    if head.interval is not None:
+        low, high = head.interval.bounds(pred, member_spread(members), head.cap)
+        for row, lo, hi in zip(per_unit, low, high, strict=True):
+            row.update(rul_low=float(lo), rul_high=float(hi))
+        coverage = float(np.mean((low <= true) & (true <= high)))
     return RulEvaluation(
         rmse=rmse(pred, true),
         nasa_score=nasa_score(pred, true),
@@ -91,6 +104,8 @@ def evaluate_rul_cmapss(bundle: Bundle, test: str | Path, truth: str | Path) -> 
         cap=head.cap,
         rmse_uncapped_truth=rmse(pred, true_raw),
         per_unit=per_unit,
+        interval_coverage=coverage,
+        interval_level=None if head.interval is None else head.interval.level,
     )
 
 

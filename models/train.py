@@ -137,8 +137,10 @@ def last_windows(units: Sequence[Unit], columns: Sequence[int], window: int) -> 
     return np.stack(out).astype(np.float32)
 
 
-def predict_rul(models: Sequence[RulCNN], x: FloatArray, batch_size: int = 4096) -> FloatArray:
-    """Mean prediction of the ensemble on scaled windows ``(B, S, W)`` -> ``(B,)``."""
+def member_predictions(
+    models: Sequence[RulCNN], x: FloatArray, batch_size: int = 4096
+) -> FloatArray:
+    """Each member's prediction on scaled windows ``(B, S, W)`` -> ``(members, B)``."""
     outs = []
     with torch.inference_mode():
         for m in models:
@@ -148,8 +150,14 @@ def predict_rul(models: Sequence[RulCNN], x: FloatArray, batch_size: int = 4096)
                 for i in range(0, len(x), batch_size)
             ]
             outs.append(np.concatenate(parts) if parts else np.zeros(0, np.float32))
-    mean: FloatArray = np.mean(np.stack(outs), axis=0).astype(np.float32)
-    return mean
+    stacked: FloatArray = np.stack(outs).astype(np.float32)
+    return stacked
+
+
+def predict_rul(models: Sequence[RulCNN], x: FloatArray, batch_size: int = 4096) -> FloatArray:
+    """Mean prediction of the ensemble on scaled windows ``(B, S, W)`` -> ``(B,)``."""
+    mean: FloatArray = np.mean(member_predictions(models, x, batch_size), axis=0)
+    return mean.astype(np.float32)
 
 
 @dataclass

@@ -368,17 +368,20 @@ def evaluate_rul(
     if as_json:
         emit_json({"bundle": b.version, **result.as_dict(with_units=True)})
         return
-    summary = result.as_dict(with_units=False)
+    summary = {k: v for k, v in result.as_dict(with_units=False).items() if v is not None}
     summary.pop("protocol")
     console.print(_metrics_table(f"{b.version} on {test.name}", summary))
     if per_unit:
-        t = Table("unit", "cycles", "true RUL", "predicted")
+        interval = result.interval_level is not None
+        t = Table("unit", "cycles", "true RUL", "predicted", *(["interval"] if interval else []))
         for row in result.per_unit:
+            bounds = [f"{row['rul_low']:.0f}-{row['rul_high']:.0f}"] if interval else []
             t.add_row(
                 f"{row['unit']:.0f}",
                 f"{row['cycles']:.0f}",
                 f"{row['true_rul']:.0f}",
                 f"{row['predicted_rul']:.1f}",
+                *bounds,
             )
         console.print(t)
 

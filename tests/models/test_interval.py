@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from agent.errors import BundleError
-from models.bundle import RulHead, load_bundle, save_bundle
+from models.bundle import Bundle, RulHead, load_bundle, save_bundle
 from models.bundles import default_bundle_path
+from models.evaluate import evaluate_rul_cmapss
 from models.lean import OnnxPredictor, load_lean_bundle
 from models.manifest import MANIFEST, seal
 from models.network import RulCNN, RulConfig
@@ -102,3 +104,44 @@ def test_an_interval_needs_two_members(tmp_path: Path) -> None:
     path = interval_bundle(tmp_path / "b", members=1)
     with pytest.raises(BundleError, match="2 members"):
         load_bundle(path)
+
+
+def test_evaluate_rul_reports_each_units_interval_and_their_coverage(
+    tmp_path: Path, fd001: Path
+) -> None:
+    shipped = load_bundle(default_bundle_path("cmapss-fd001"))
+    assert shipped.rul is not None
+    head = replace(shipped.rul, interval=RulInterval(0.8, 4.0))
+    path = save_bundle(
+        tmp_path / "b", name="iv", sensors=shipped.sensors, sensor_units=shipped.sensor_units,
+        window=shipped.window, hop=1, rul=head, anomaly=None, training={}, metrics={},
+    )  # fmt: skip
+    bundle = load_bundle(path)
+    raw = np.loadtxt(fd001)
+    test = np.concatenate([raw[raw[:, 0] == u][:cut] for u, cut in ((1, 120), (2, 60), (3, 150))])
+    np.savetxt(tmp_path / "test.txt", test, fmt="%.4f")
+    ends = [int((raw[:, 0] == u).sum()) - cut for u, cut in ((1, 120), (2, 60), (3, 150))]
+    (tmp_path / "RUL.txt").write_text("".join(f"{e}\n" for e in ends))
+    r = evaluate_rul_cmapss(bundle, tmp_path / "test.txt", tmp_path / "RUL.txt")
+    # The agent's predictor on the same last windows gives the same bounds.
+    windows = np.stack(
+        [
+            raw[raw[:, 0] == u][cut - shipped.window : cut]
+            for u, cut in ((1, 120), (2, 60), (3, 150))
+        ]
+    )
+    live = Predictor(bundle).predict(windows[:, :, bundle_columns(bundle)].transpose(0, 2, 1))
+    assert live.rul_low is not None and live.rul_high is not None
+    np.testing.assert_allclose([u["rul_low"] for u in r.per_unit], live.rul_low, atol=1e-3)
+    np.testing.assert_allclose([u["rul_high"] for u in r.per_unit], live.rul_high, atol=1e-3)
+    true = np.minimum(ends, CAP)
+    inside = [u["rul_low"] <= t <= u["rul_high"] for u, t in zip(r.per_unit, true, strict=True)]
+    assert r.interval_level == 0.8 and r.interval_coverage == pytest.approx(np.mean(inside))
+
+
+def bundle_columns(bundle: Bundle) -> list[int]:
+    """Columns of the bundle's sensors in a raw C-MAPSS row (unit, cycle, 3 settings, 21)."""
+    from models.preprocessing import CMAPSS_SENSORS
+
+    names = [n for n, _ in CMAPSS_SENSORS]
+    return [5 + names.index(s) for s in bundle.sensors]
