@@ -97,3 +97,55 @@ def test_a_killed_commissioning_child_is_retried(tmp_path: Path, mqtt_broker: Br
     assert not (tmp_path / "data" / "baselines" / ".incoming").exists() or not any(
         (tmp_path / "data" / "baselines" / ".incoming").iterdir()
     )
+
+
+def _children_of(parent: int) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-P", str(parent), "-f", "models.commission_child"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_commissioning_children_are_bounded_and_die_with_the_agent(
+    tmp_path: Path, mqtt_broker: Broker
+) -> None:
+    # Six new assets at once: one child at a time (model.max_commissioning = 1), and
+    # when the agent is killed outright, the child it is waiting for goes with it at
+    # once, seconds before its training would have ended.
+    samples = 600
+    fleet = make_fleet(6, samples + 5, fault_fraction=0.0, seed=8)
+    agent = agent_on_onnx(
+        tmp_path, mqtt_broker, commission_samples=samples, commission_cpu_budget_s=60.0
+    )
+    db = tmp_path / "data" / "edgewatch.db"
+    agent.start()
+    assert agent.process is not None
+    parent = agent.process.pid
+    most = 0
+
+    def first_done() -> bool:
+        nonlocal most
+        most = max(most, len(_children_of(parent)))
+        return commissioned(db, 1)
+
+    try:
+        publish(mqtt_broker, fleet.chunks, site=SITE)
+        wait_until(first_done, WAIT_S, "one of six assets commissioned")
+        wait_until(lambda: bool(_children_of(parent)), WAIT_S, "the next commissioning child")
+        child = _children_of(parent)[0]
+    finally:
+        agent.kill()
+    assert most == 1
+    wait_until(lambda: not _alive(child), 3.0, "the child to die with its agent")
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper (a container's init may never reap it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
