@@ -49,6 +49,9 @@ RELATIVE_SCALE_FLOOR = 0.01
 #: Adam step sizes of commissioning: small when starting from fleet weights, larger from scratch.
 FLEET_FINE_TUNE_LR = 1e-4
 SCRATCH_LR = 2e-3
+#: The scale of a sensor that never moved during the baseline: large enough that no
+#: value moves the model (float32 keeps its range), so the sensor is not judged.
+CONSTANT_SENSOR_SCALE = 1e12
 #: An asset's own model scores the newest ``window // SCORE_STEPS_DIVISOR`` steps.
 SCORE_STEPS_DIVISOR = 4
 BASELINE_FORMAT = "edgewatch-asset-baseline"
@@ -261,6 +264,25 @@ def drift_tolerant(scaler: Scaler, rows: FloatArray) -> Scaler:
     return replace(scaler, scale=tuple(float(v) for v in scale))
 
 
+def without_constant_sensors(
+    scaler: Scaler, rows: FloatArray, names: Sequence[str]
+) -> tuple[Scaler, list[str]]:
+    """``scaler`` with every sensor that never moved in ``rows`` scaled out of the model.
+
+    A value that stayed exactly the same through the whole baseline (a status flag, a
+    setpoint, a counter, a label column published by mistake) says nothing about
+    healthy variation: scaled by the baseline's spread (zero) any later change would
+    read as millions of standard deviations. Scaled out, the sensor is carried but not
+    judged; what a change of it does to the other sensors still is. Returns the names.
+    """
+    still = np.ptp(rows, axis=0) == 0
+    if not still.any():
+        return scaler, []
+    scale = np.where(still, CONSTANT_SENSOR_SCALE, np.asarray(scaler.scale, dtype=np.float64))
+    names_still = [n for n, s in zip(names, still, strict=True) if s]
+    return replace(scaler, scale=tuple(float(v) for v in scale)), names_still
+
+
 def fill_missing(samples: npt.ArrayLike) -> FloatArray:
     """Forward-fill then back-fill NaNs per sensor (a gap keeps the last known value).
 
@@ -341,8 +363,10 @@ def commission(
         # load level the short baseline never visited is not a many-sigma excursion.
         floor = fleet.relative_floor
     scaler = Scaler.fit(train_rows, "zscore", relative_floor=floor)
+    constant: list[str] = []
     if not from_fleet:
         scaler = drift_tolerant(scaler, train_rows)
+        scaler, constant = without_constant_sensors(scaler, train_rows, names)
     x_train = scaler.transform(
         np.concatenate([sliding_windows(x[a:b], window, 1) for a, b in train_parts]), axis=1
     )
@@ -410,6 +434,7 @@ def commission(
         "epochs_run": fit.epochs_run,
         "stopped_by": fit.stopped_by,
         "cpu_seconds": time.thread_time() - t0,
+        "constant_sensors": constant,
         "created_ts": time.time(),
         "seed": seed,
     }

@@ -445,7 +445,11 @@ class InferenceStage:
 
 def _child_cost(info: dict[str, object]) -> str:
     rss, cpu = info.get("child_peak_rss_mb"), info.get("child_cpu_s")
-    return "" if rss is None else f", child process {cpu} CPU-s, peak RSS {rss} MB"
+    cost = "" if rss is None else f", child process {cpu} CPU-s, peak RSS {rss} MB"
+    constant = info.get("constant_sensors")
+    if isinstance(constant, list) and constant:
+        cost += f"; not judged, constant during the baseline: {', '.join(map(str, constant))}"
+    return cost
 
 
 def _plain(info: dict[str, object]) -> dict[str, object]:

@@ -146,3 +146,20 @@ def test_own_baseline_verdicts_follow_a_fault_within_its_score_steps(bundle_dir:
     # carries a little of the past into the newest steps' reconstruction).
     assert rows.min() >= 600 and rows.min() < 600 + base.score_steps
     assert rows.max() >= 699 and rows.max() < 700 + base.window // 2
+
+
+def test_a_sensor_that_never_moved_in_the_baseline_is_not_judged(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    series = _warming_up(600, seed=2)
+    flag = np.zeros((600, 1), dtype=np.float32)  # a status flag, or a label column
+    with_flag = np.concatenate([series, flag], axis=1)
+    base = commission(
+        with_flag[:400], bundle, sensors=["t", "v", "c", "flag"], scratch=True, epochs=10
+    )
+    assert base.info["constant_sensors"] == ["flag"]
+    flipped = with_flag.copy()
+    flipped[450:460, 3] = 1.0
+    ends = np.arange(400, 600)
+    quiet = base.score(windows_ending_at(with_flag, ends, base.window))
+    changed = base.score(windows_ending_at(flipped, ends, base.window))
+    np.testing.assert_allclose(changed, quiet, rtol=1e-4)
