@@ -43,6 +43,10 @@ class Scale:
     decoder_payloads: int
     live_payloads: int
     flood_assets: int
+    #: Messages of the 24 h offline scenario (wide readings: over the 16 MiB budget).
+    offline_messages: int
+    #: Messages of the disk-full scenario (before, while and after the disk fills).
+    disk_full_messages: int
 
     @property
     def writes_docs(self) -> bool:
@@ -50,9 +54,9 @@ class Scale:
 
 
 SCALES = {
-    "short": Scale("short", 4, 1_600, 2, 2, 24, 2_000, 1_000, 1_000),
-    "medium": Scale("medium", 25, 8_000, 6, 6, 24, 20_000, 3_000, 3_000),
-    "full": Scale("full", 100, 30_000, 20, 20, 24, 100_000, 10_000, 10_000),
+    "short": Scale("short", 4, 1_600, 2, 2, 24, 2_000, 1_000, 1_000, 20_000, 1_500),
+    "medium": Scale("medium", 25, 8_000, 6, 6, 24, 20_000, 3_000, 3_000, 40_000, 6_000),
+    "full": Scale("full", 100, 30_000, 20, 20, 24, 100_000, 10_000, 10_000, 60_000, 15_000),
 }
 
 
@@ -266,6 +270,114 @@ def account(db: Path, load: Load) -> Accounting:
         f"unexpected dead letters {list(extra_d.items())[:5]}"
     )
     return Accounting(lost, duplicated, detail)
+
+
+@dataclass
+class LedgerAccounting:
+    """What was published against what is stored and what the loss ledger names."""
+
+    #: Published messages neither stored nor named by a ledger entry.
+    lost: int
+    #: Stored twice or never published, or named by the ledger but not missing.
+    duplicated: int
+    #: Readings and dead letters the ledger names (all missing, all published).
+    readings_dropped: int
+    letters_dropped: int
+    #: Ledger rows by kind.
+    entries: Counter[str]
+    detail: str
+
+
+def account_ledger(db: Path, load: Load) -> LedgerAccounting:
+    """Every published message is a reading row or a dead letter once, or dropped with a
+    loss-ledger entry that says so exactly: per asset the count of missing readings and
+    a time range holding each of them, per reason the count of missing dead letters; an
+    outbox key the ledger names is gone from the outbox."""
+    readings = stored_readings(db)
+    letters = stored_dead_letters(db)
+    missing_r: dict[str, list[int]] = {}
+    for asset, ts in load.good - set(readings):
+        missing_r.setdefault(asset, []).append(ts)
+    missing_d: Counter[str] = Counter()
+    for (_topic, reason), n in (load.bad - letters).items():
+        missing_d[reason] += n
+    named_r: Counter[str] = Counter()
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    named_d: Counter[str] = Counter()
+    named_keys: list[str] = []
+    entries: Counter[str] = Counter()
+    for kind, items, detail_json in query(db, "select kind, items, detail_json from loss_ledger"):
+        entries[str(kind)] += 1
+        detail = json.loads(detail_json)
+        if kind == "readings":
+            assert sum(int(a["items"]) for a in detail["assets"].values()) == items, detail
+            for asset, span in detail["assets"].items():
+                named_r[asset] += int(span["items"])
+                first, last = span["ts_ms_range"]
+                ranges.setdefault(asset, []).append((int(first), int(last)))
+        elif kind == "dead_letters":
+            assert sum(int(n) for n in detail["reasons"].values()) == items, detail
+            for reason, n in detail["reasons"].items():
+                named_d[str(reason)] += int(n)
+        else:
+            named_keys += [str(k) for k in detail.get("keys", [])]
+    outside = sorted(
+        (asset, ts)
+        for asset, stamps in missing_r.items()
+        for ts in stamps
+        if not any(first <= ts <= last for first, last in ranges.get(asset, []))
+    )
+    unnamed_r = {
+        a: max(len(stamps) - named_r[a], sum(1 for o in outside if o[0] == a))
+        for a, stamps in missing_r.items()
+    }
+    overnamed_r = {a: n - len(missing_r.get(a, [])) for a, n in named_r.items()}
+    unnamed_d = missing_d - named_d
+    overnamed_d = named_d - missing_d
+    keys_left = set()
+    if named_keys:
+        present = {str(k) for (k,) in query(db, "select object_key from outbox")}
+        keys_left = set(named_keys) & present
+    extra_r = set(readings) - load.good
+    extra_d = letters - load.bad
+    lost = sum(unnamed_r.values()) + sum(unnamed_d.values())
+    duplicated = (
+        sum(n - 1 for n in readings.values())
+        + len(extra_r)
+        + sum(extra_d.values())
+        + sum(n for n in overnamed_r.values() if n > 0)
+        + sum(overnamed_d.values())
+        + len(keys_left)
+    )
+    detail = (
+        f"readings missing and not ledgered {dict(unnamed_r)}, outside every ledgered "
+        f"range {outside[:5]}, ledgered but not missing {overnamed_r}; dead letters "
+        f"missing and not ledgered {dict(unnamed_d)}, ledgered but not missing "
+        f"{dict(overnamed_d)}; unexpected readings {sorted(extra_r)[:5]}, unexpected dead "
+        f"letters {list(extra_d.items())[:5]}; ledgered keys still in the outbox "
+        f"{sorted(keys_left)[:5]}"
+    )
+    return LedgerAccounting(
+        lost,
+        duplicated,
+        sum(len(v) for v in missing_r.values()),
+        sum(missing_d.values()),
+        entries,
+        detail,
+    )
+
+
+def files_bytes(data_dir: Path, db: Path) -> int:
+    """What the disk budget bounds, as the file system sees it: the database file, its
+    WAL and shared-memory files, and the outbox files."""
+    total = 0
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    outbox_dir = data_dir / "outbox"
+    if outbox_dir.exists():
+        total += sum(p.stat().st_size for p in outbox_dir.rglob("*") if p.is_file())
+    return total
 
 
 def integrity(db: Path) -> str:
