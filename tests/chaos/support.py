@@ -601,13 +601,17 @@ What each row does:
 - **uplink cut**: a TCP proxy in the test between the agent and moto drops every
   connection and refuses new ones at random points of the upload, then lets them through
   again; the bucket ends with exactly the outbox's keys.
-- **24 h offline**: 24 hours of readings with the S3 target unreachable and a 16 MB
-  disk budget; `lost` counts readings and dead letters neither stored nor named in the
-  loss ledger (per asset counts and time ranges; the missing ones must be exactly
-  the ledgered ones).
-- **disk full**: data_dir on an 8 MB tmpfs filled to the last byte by a file; the agent
-  keeps running, logs the failure once, keeps every committed row and stores the held
-  messages once the file is deleted.
+- **24 h offline**: 24 hours of wide readings (60 sensors) and bad messages published
+  as fast as QoS 1 goes, with the S3 target unreachable (a closed port) and a 16 MiB
+  disk budget that the agent's own budget duty (every 60 s) enforces; `lost` counts
+  readings and dead letters neither stored nor named in the loss ledger (per asset
+  counts and time ranges, per reason counts), `duplicated` what is stored twice or
+  named without being missing; the files (database, WAL, outbox) end within 105 % of
+  the budget.
+- **disk full**: data_dir on an 8 MiB tmpfs filled to the last byte by a file while
+  messages keep coming; the agent keeps running, logs the failure and the recovery
+  once each, keeps every committed row, writes nothing while full, and stores every
+  held message once the file is deleted (QoS 1 redelivery).
 - **decoder fuzz**: hypothesis-generated payloads through `decode_payload`: each either
   readings or a `PayloadError` with a known reason, nothing else.
 - **live agent fuzz**: generated payloads published to the agent, one topic each: each
