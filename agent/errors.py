@@ -83,3 +83,12 @@ class DatasetError(EdgewatchError):
 
 class SyncError(EdgewatchError):
     """The cloud target could not be reached or refused an upload."""
+
+
+class UpdateError(ModelError):
+    """A signed model update could not be published, fetched or verified."""
+
+
+class UpdateRefusedError(UpdateError):
+    """A model update failed a security check (signature, expiry, rollback, hash) and
+    was refused; the live bundle was not touched."""
