@@ -512,6 +512,39 @@ class SyncSettings(_Section):
         return value
 
 
+class UpdateSettings(_Section):
+    """Signed model updates from a TUF repository (docs/updates.md; not yet polled by the agent)."""
+
+    enabled: bool = Field(False, description="Poll the repository for model updates.")
+    repo: str | None = Field(
+        None, description="Repository URL: file:///path or https://host/prefix."
+    )
+    trusted_root: Path | None = Field(
+        None,
+        description="root.json from `edgewatch model keys init`: the keys this gateway trusts.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Verified metadata and staged bundles (default: <data_dir>/updates).",
+    )
+    poll_interval_s: Annotated[float, Field(ge=60, le=7 * 86400)] = Field(
+        3600.0, description="Seconds between polls of the repository."
+    )
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("file://", "https://", "http://")):
+            raise ValueError("must start with file://, https:// or http://")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> UpdateSettings:
+        if self.enabled and (self.repo is None or self.trusted_root is None):
+            raise ValueError("enabled needs repo and trusted_root")
+        return self
+
+
 class LoggingSettings(_Section):
     """Log level and format."""
 
@@ -600,6 +633,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
+    updates: UpdateSettings = Field(default_factory=UpdateSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     profiles: list[ProfileSettings] = Field(
@@ -614,6 +648,7 @@ class Settings(BaseSettings):
         "storage",
         "model",
         "sync",
+        "updates",
         "logging",
         "metrics",
         "profiles",
@@ -640,6 +675,10 @@ class Settings(BaseSettings):
         if self.sync.target is not None:
             return self.sync.target
         return (self.storage.data_dir / "cloud").resolve().as_uri()
+
+    @property
+    def updates_cache_dir(self) -> Path:
+        return self.updates.cache_dir or self.storage.data_dir / "updates"
 
     def redacted(self) -> dict[str, Any]:
         """Plain data for display: secrets replaced, paths as strings."""
