@@ -97,6 +97,12 @@ app.command("report")(report_cmd.report)
 from agent.cli import model_cmd  # noqa: E402 - kept next to its registration line
 
 app.add_typer(model_cmd.app, name="model")
+from agent.cli import update_cmd  # noqa: E402 - kept next to its registration lines
+
+model_cmd.app.add_typer(update_cmd.keys_app, name="keys")
+model_cmd.app.command("publish")(update_cmd.publish)
+model_cmd.app.command("revoke")(update_cmd.revoke)
+model_cmd.app.command("fetch")(update_cmd.fetch)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ from models.lean import onnxruntime_available
 from models.manifest import MANIFEST, read_verified_manifest, seal
 from models.updates.client import StagedUpdate, fetch_update
 from models.updates.repository import init_keys, publish, revoke
+from tests.conftest import CliRunner
 
 pytestmark = pytest.mark.skipif(not onnxruntime_available(), reason="needs onnxruntime")
 
@@ -268,3 +269,44 @@ def test_an_unreadable_repository_is_an_update_error_not_a_refusal(world: World)
 def test_only_file_urls_can_be_published_to(world: World) -> None:
     with pytest.raises(UpdateError, match="only file://"):
         publish(make_version(world.tmp, "1"), "s3://bucket/models", world.keys)
+
+
+def test_enabling_updates_needs_a_repository_and_a_trusted_root() -> None:
+    from agent.errors import ConfigError
+    from agent.settings import load_settings
+
+    assert load_settings(None, {}).updates.enabled is False
+    with pytest.raises(ConfigError, match="enabled needs repo and trusted_root"):
+        load_settings(None, {"updates": {"enabled": True, "repo": "file:///srv/models"}})
+
+
+def test_keys_init_publish_and_fetch_through_the_cli(cli: CliRunner, tmp_path: Path) -> None:
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    done = cli("model", "keys", "init", str(keys))
+    assert done.returncode == 0, done.stderr
+    assert "root.key to offline storage" in done.stdout.replace("\n", " ")
+    v1 = make_version(tmp_path, "1")
+    done = cli("model", "publish", str(v1), "--repo", repo.as_uri(), "--keys", str(keys), "--json")
+    assert done.returncode == 0, done.stderr
+    published = json.loads(done.stdout)
+    assert published["version"] == version_of(v1) and published["sequence"] == 1
+
+    env = {"EDGEWATCH_UPDATES__CACHE_DIR": str(tmp_path / "updates")}
+    args = ("--repo", repo.as_uri(), "--trusted-root", str(keys / "root.json"))
+    done = cli("model", "fetch", *args, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    staged = json.loads(done.stdout)
+    assert staged["version"] == published["version"]
+    assert version_of(Path(staged["path"])) == published["version"]
+
+
+def test_a_refused_update_is_one_error_line_from_the_cli(cli: CliRunner, world: World) -> None:
+    publish(make_version(world.tmp, "1"), world.url, world.keys)
+    (archive,) = (world.repo / "targets" / "pump").glob("*.tar.gz")
+    archive.write_bytes(archive.read_bytes()[:-10] + b"0123456789")
+    args = ("--repo", world.url, "--trusted-root", str(world.keys / "root.json"))
+    done = cli("model", "fetch", *args, env={"EDGEWATCH_UPDATES__CACHE_DIR": str(world.cache)})
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: model update from")
+    assert "does not match its signed length or hash" in done.stderr
+    assert "Traceback" not in done.stderr
