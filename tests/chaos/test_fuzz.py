@@ -59,10 +59,24 @@ documents = st.fixed_dictionaries(
     },
     optional={"extra": numbers},
 )
+#: Well-formed readings too, so that the accepting path is fuzzed as well as the
+#: refusing ones (random documents are nearly never valid).
+valid_documents = st.fixed_dictionaries(
+    {
+        "ts": st.integers(int(NOW_S) - 86_400, int(NOW_S) - 3_600),
+        "values": st.dictionaries(
+            st.sampled_from(["temp_c", "vib_mm_s", "current_a", "flow_m3_h"]),
+            st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+            min_size=1,
+            max_size=4,
+        ),
+    }
+)
 json_like: Any = st.recursive(
     numbers, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner)
 )
 payloads = st.one_of(
+    valid_documents.map(lambda d: json.dumps(d).encode()),
     documents.map(lambda d: json.dumps(d).encode()),
     json_like.map(lambda d: json.dumps(d).encode()),
     st.binary(max_size=200),
