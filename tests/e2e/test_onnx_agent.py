@@ -64,13 +64,6 @@ def test_onnx_agent_scores_without_torch(tmp_path: Path, mqtt_broker: Broker) ->
     assert len(versions) == 1 and next(iter(versions)).startswith("pump@")
 
 
-def _children() -> list[int]:
-    found = subprocess.run(
-        ["pgrep", "-f", "models.commission_child"], capture_output=True, text=True, check=False
-    )
-    return [int(pid) for pid in found.stdout.split()]
-
-
 def test_a_killed_commissioning_child_is_retried(tmp_path: Path, mqtt_broker: Broker) -> None:
     fleet = make_fleet(1, 3 * COMMISSION + 60, fault_fraction=0.0, seed=6)
     agent = agent_on_onnx(tmp_path, mqtt_broker, commission_cpu_budget_s=20.0)
@@ -79,8 +72,11 @@ def test_a_killed_commissioning_child_is_retried(tmp_path: Path, mqtt_broker: Br
     try:
         first, rest = fleet.split(COMMISSION + 5)
         publish(mqtt_broker, first, site=SITE)
-        wait_until(lambda: bool(_children()), WAIT_S, "a commissioning child")
-        for pid in _children():
+        assert agent.process is not None
+        parent = agent.process.pid
+        # This agent's child only: other agents on the machine have children too.
+        wait_until(lambda: bool(_children_of(parent)), WAIT_S, "a commissioning child")
+        for pid in _children_of(parent):
             os.kill(pid, signal.SIGKILL)
         wait_until(
             lambda: bool(query(db, "select 1 from events where kind = 'commissioning_failed'")),
