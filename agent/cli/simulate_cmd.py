@@ -290,8 +290,22 @@ CountOpt = Annotated[
     int | None, typer.Option("--count", min=1, help="Stop after this many messages.")
 ]
 FastOpt = Annotated[
-    bool, typer.Option("--as-fast-as-possible", help="No pacing: publish flat out (benchmark).")
+    bool,
+    typer.Option(
+        "--as-fast-as-possible",
+        help=(
+            "No pacing: publish flat out. The broker must queue what a subscriber cannot "
+            "take yet (Mosquitto drops past max_queued_messages, 1000 by default)."
+        ),
+    ),
 ]
+#: Said after a flat-out run: the acknowledgements counted are the broker's, and a
+#: broker with default limits drops what the agent could not take in time.
+FLAT_OUT_NOTE = (
+    "note: published flat out; the broker acknowledged every message, but it drops QoS 1 "
+    "messages a subscriber cannot take in time once its queue is full (Mosquitto: "
+    "max_queued_messages, 1000 by default): raise it, or pace the run with --speedup"
+)
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="Readings per message (1 = single payloads).")
 ]
@@ -433,6 +447,8 @@ def fleet(
         )
 
     _render(_with_progress(f"fleet -> {target.host}:{target.port}", run), as_json)
+    if as_fast_as_possible:
+        typer.echo(FLAT_OUT_NOTE, err=True)
 
 
 @app.command("replay")
@@ -540,3 +556,5 @@ def replay(
         )
 
     _render(_with_progress(f"replay {path.name} -> {target.host}:{target.port}", run), as_json)
+    if as_fast_as_possible:
+        typer.echo(FLAT_OUT_NOTE, err=True)

@@ -42,6 +42,8 @@ def test_fleet_command_publishes_and_reports(
         "--bad-input-record", "bad.csv", "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # Flat out, the user is told what a broker with default limits does with it.
+    assert "max_queued_messages" in done.stderr
     report = json.loads(done.stdout)
     assert report["sent"] == report["messages"] == report["attempted"] > 0
     assert report["not_sent"] == 0 and report["errors"] == []
