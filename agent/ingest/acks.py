@@ -155,6 +155,11 @@ class SocketReads:
         if not self.paused or self._fd is None:
             return
         self.paused = False
+        sock = self._client._client.socket()
+        if sock is None or sock.fileno() != self._fd:
+            # The connection closed while paused: its descriptor number may belong to
+            # anything by now (the next connection, the database file).
+            return
         self._loop.add_reader(self._fd, self._read)
         self._read()  # bytes that arrived while paused do not signal readiness again
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import socket
+from pathlib import Path
 from typing import cast
 
 import aiomqtt
@@ -108,6 +110,34 @@ async def test_paused_reads_leave_messages_in_the_socket_until_resumed(
             assert not reads.paused
             got = [await next_message(receiver) for _ in range(count)]
             assert [m.payload for m in got] == [str(i).encode() for i in range(count)]
+
+
+async def test_resume_after_the_connection_closed_leaves_its_old_descriptor_alone(
+    mqtt_broker: Broker, tmp_path: Path
+) -> None:
+    # The broker restarted while reads were paused; the consumer then resumes the old
+    # connection's reads, whose descriptor number a file has taken meanwhile. epoll
+    # refuses a regular file (EPERM): the agent died of it in the chaos suite.
+    async with asyncio.timeout(WAIT_S):
+        receiver = aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=unique("reads"))
+        async with receiver:
+            reads = SocketReads(receiver)
+            reads.pause()
+            assert reads.paused
+            sock = receiver._client.socket()
+            assert sock is not None
+            fd = sock.fileno()
+        with (tmp_path / "edgewatch.db").open("wb") as file:
+            own = file.fileno() == fd  # the file took the free number itself
+            if not own:
+                os.dup2(file.fileno(), fd)
+            try:
+                reads.resume()
+                assert not reads.paused
+                assert not asyncio.get_running_loop().remove_reader(fd)
+            finally:
+                if not own:
+                    os.close(fd)
 
 
 def test_buffered_socket_serves_small_reads_from_one_large_one() -> None:
