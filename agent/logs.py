@@ -95,3 +95,39 @@ def configure_logging(
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
         logger.propagate = False
+
+
+#: How often the event loop's note about callbacks on closed sockets may repeat.
+CLOSED_SOCKET_LOG_INTERVAL_S = 60.0
+_loop_log = logging.getLogger("agent.loop")
+_closed_socket_noted = [0.0]
+
+
+def loop_exception_handler(loop: Any, context: dict[str, Any]) -> None:
+    """The event loop's exception handler: every report becomes one log record of ours.
+
+    asyncio's default handler writes through the ``asyncio`` logger, which nothing of
+    ours formats, so a traceback reached the service journal as loose text lines. The
+    MQTT client registers socket callbacks from its own thread; when a broker drops the
+    connection, one can run after the socket closed (``add_writer`` on fd -1). That is
+    expected while the link reconnects, so it is a rate-limited warning, not an error.
+    """
+    exc = context.get("exception")
+    handle = repr(context.get("handle", ""))
+    closed_socket = isinstance(exc, ValueError | OSError) and any(
+        name in handle for name in ("add_writer", "add_reader", "remove_writer", "remove_reader")
+    )
+    if closed_socket:
+        now = time.monotonic()
+        if now - _closed_socket_noted[0] >= CLOSED_SOCKET_LOG_INTERVAL_S:
+            _closed_socket_noted[0] = now
+            _loop_log.warning(
+                "socket callback after the connection closed (ignored while reconnecting)",
+                extra=fields(error=repr(exc)),
+            )
+        return
+    _loop_log.error(
+        "event loop error",
+        exc_info=exc if isinstance(exc, BaseException) else None,
+        extra=fields(message=str(context.get("message", ""))),
+    )

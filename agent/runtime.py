@@ -50,7 +50,7 @@ from agent.ingest.link import MqttLink
 from agent.ingest.publisher import AlertPublisher, publish_json
 from agent.ingest.subscriber import Subscriber
 from agent.ingest.topics import TopicMatcher, format_topic
-from agent.logs import fields
+from agent.logs import fields, loop_exception_handler
 from agent.memory import release_free_memory
 from agent.metrics import Metrics, process_age_s
 from agent.profiles import PROFILE_CACHE_ASSETS, BundleShape, Profiles
@@ -189,6 +189,7 @@ class Agent:
     async def run(self) -> None:
         s = self.settings
         t0 = time.monotonic()
+        asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         db_path = s.storage.database_path
         upgrade = await asyncio.to_thread(migrate.upgrade, db_path)
         engine = await asyncio.to_thread(migrate.ensure_current, db_path)

@@ -78,3 +78,51 @@ def test_json_line_is_one_line_whatever_the_values() -> None:
     entry = json.loads(line)
     assert entry["asset"].startswith("pump-1\n12:00:00")
     assert entry["to\npic"] == "a\u2028b\x85"
+
+
+def test_event_loop_reports_become_our_log_records() -> None:
+    import asyncio
+    import socket
+
+    from agent import logs
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("agent.loop")
+    keep = Keep()
+    logger.addHandler(keep)
+    logs._closed_socket_noted[0] = 0.0
+    try:
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            loop.set_exception_handler(logs.loop_exception_handler)
+            # What the MQTT client's thread does after a broker dropped the link:
+            # register a writer for a socket that is already closed, twice.
+            sock = socket.socket()
+            sock.close()
+            done = asyncio.Event()
+            for _ in range(2):
+                loop.call_soon(loop.add_writer, sock, lambda: None)
+            loop.call_soon(done.set)
+            await asyncio.wait_for(done.wait(), 5)
+
+            def boom() -> None:
+                raise RuntimeError("a bug")
+
+            after = asyncio.Event()
+            loop.call_soon(boom)
+            loop.call_soon(after.set)  # callbacks run in order: boom has run by then
+            await asyncio.wait_for(after.wait(), 5)
+
+        asyncio.run(main())
+    finally:
+        logger.removeHandler(keep)
+    closed = [r for r in records if r.levelno == logging.WARNING]
+    errors = [r for r in records if r.levelno == logging.ERROR]
+    assert len(closed) == 1  # rate-limited: the second one is not repeated
+    assert len(errors) == 1 and errors[0].exc_info is not None
