@@ -12,6 +12,7 @@ touched, whatever fails.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,10 @@ def _listed(updater: Updater, cache_dir: Path) -> list[tuple[str, dict[str, Any]
 
 
 def _choose(
-    listed: list[tuple[str, dict[str, Any]]], name: str, current: str | None
+    listed: list[tuple[str, dict[str, Any]]],
+    name: str,
+    current: str | None,
+    skip: Collection[str] = (),
 ) -> _Candidate | None:
     ours = [
         (p, i) for p, i in listed if i.get("name") == name and isinstance(i.get("version"), str)
@@ -126,7 +130,7 @@ def _choose(
     fresh = [
         _Candidate(p, str(i["version"]), int(i["sequence"]))
         for p, i in ours
-        if not i.get("revoked") and int(i.get("sequence", 0)) > floor
+        if not i.get("revoked") and int(i.get("sequence", 0)) > floor and i["version"] not in skip
     ]
     return max(fresh, key=lambda c: c.sequence, default=None)
 
@@ -139,11 +143,13 @@ def fetch_update(
     *,
     name: str,
     current_version: str | None = None,
+    skip: Collection[str] = (),
 ) -> StagedUpdate | None:
     """Stage the newest non-revoked version of bundle ``name`` newer than the current.
 
     "Newer" is a higher publishing sequence than ``current_version``'s (0 when the
-    repository does not list it). Returns ``None`` when there is nothing newer.
+    repository does not list it); versions in ``skip`` (rejected on this gateway) are
+    passed over. Returns ``None`` when there is nothing newer.
 
     Raises :class:`UpdateRefusedError` when a security check fails (the staging folder
     keeps nothing of it) and :class:`UpdateError` when the repository cannot be read.
@@ -151,7 +157,7 @@ def fetch_update(
     updater = _updater(repo_url, trusted_root, cache_dir)
     try:
         updater.refresh()
-        candidate = _choose(_listed(updater, cache_dir), name, current_version)
+        candidate = _choose(_listed(updater, cache_dir), name, current_version, skip)
         if candidate is None:
             return None
         info = updater.get_targetinfo(candidate.target_path)
@@ -167,6 +173,13 @@ def fetch_update(
         return _stage(archive, staging_dir, candidate, repo_url)
     finally:
         archive.unlink(missing_ok=True)
+
+
+def discard_partial(cache_dir: Path, staging_dir: Path) -> None:
+    """Delete downloads and staged folders a killed process left behind: a bundle
+    only counts once the model store has taken it in."""
+    shutil.rmtree(cache_dir / "downloads", ignore_errors=True)
+    shutil.rmtree(staging_dir, ignore_errors=True)
 
 
 def _stage(archive: Path, staging_dir: Path, candidate: _Candidate, repo_url: str) -> StagedUpdate:
