@@ -44,6 +44,7 @@ from agent.exporter import MetricsServer
 from agent.inference.alerting import AlertPolicy, AlertTracker
 from agent.inference.baselines import BaselineStore
 from agent.inference.commissioner import ChildCommissioner
+from agent.inference.shadow import ProbationLimits
 from agent.inference.worker import InferenceConfig, InferenceStage, Result
 from agent.ingest.decode import DecodeLimits
 from agent.ingest.link import MqttLink
@@ -62,9 +63,11 @@ from agent.storage.retention import RetentionPolicy, apply_retention
 from agent.storage.writer import Heartbeat, Item, Writer
 from agent.sync import SyncStage
 from agent.sync.budget import BudgetDuty, prepare
+from agent.updates.lifecycle import Configured, ModelLifecycle, bundle_version
 from agent.windowing.assembler import ToInference, WindowAssembler
 from models.bundles import default_bundle_path
 from models.lean import has_graphs, onnxruntime_available
+from models.updates.store import ModelStore, discard_partial
 
 if TYPE_CHECKING:
     from models.bundle import Bundle
@@ -195,9 +198,28 @@ class Agent:
         engine = await asyncio.to_thread(migrate.ensure_current, db_path)
         # Before anything writes: lets the disk budget give freed pages back to the disk.
         await asyncio.to_thread(prepare, engine)
-        bundle_path = resolve_bundle(s)
+        configured_path = resolve_bundle(s)
+        model_store = ModelStore(s.updates_cache_dir / "store")
+        bundle_path = await self._live_bundle(model_store, configured_path)
+        store_note: Event | None = None
         backend = choose_backend(s.model.backend, bundle_path)
-        bundle, predictor = await asyncio.to_thread(self._load_model, bundle_path, backend)
+        try:
+            bundle, predictor = await asyncio.to_thread(self._load_model, bundle_path, backend)
+        except EdgewatchError as exc:
+            if bundle_path == configured_path:
+                raise
+            # Verified when it came in; damaged since (by hand, or the card): the
+            # configured bundle is the one model that can still be trusted to load.
+            store_note = Event(
+                _now_ms(),
+                "model_store_unusable",
+                f"the model store's live bundle {bundle_path} does not load ({exc}); "
+                "the configured [model] bundle runs",
+                level="error",
+            )
+            bundle_path = configured_path
+            backend = choose_backend(s.model.backend, bundle_path)
+            bundle, predictor = await asyncio.to_thread(self._load_model, bundle_path, backend)
         store = BaselineStore(s.storage.data_dir / "baselines")
         commissioner: ChildCommissioner | None = None
         if backend is Backend.ONNX:
@@ -297,6 +319,15 @@ class Agent:
                 threads=s.model.threads,
                 threshold_for=lambda asset: profiles.alerts(asset).anomaly_threshold,
                 hop=hop,
+                probation=ProbationLimits(
+                    windows=s.updates.probation_windows,
+                    seconds=s.updates.probation_s,
+                    max_alert_rate_ratio=s.updates.max_alert_rate_ratio,
+                    alert_rate_slack=s.updates.alert_rate_slack,
+                    max_errors=s.updates.max_errors,
+                    max_latency_ratio=s.updates.max_latency_ratio,
+                    rul_alert_below=s.model.rul_alert_below,
+                ),
             ),
             self.metrics,
             baselines,
@@ -360,6 +391,28 @@ class Agent:
             ),
         )
 
+        if store_note is not None:
+            await queues.records.put(store_note)
+        lifecycle = ModelLifecycle(
+            store=model_store,
+            settings=s.updates,
+            cache_dir=s.updates_cache_dir,
+            host=inference,
+            load=lambda path: self._load_model(path, backend)[1],
+            configured=Configured(
+                bundle.version
+                if bundle_path == configured_path
+                else await asyncio.to_thread(bundle_version, configured_path),
+                configured_path,
+            ),
+            running=bundle.version,
+            name=bundle.name,
+            emit=queues.results.put,
+            status=lambda doc: publish_json(
+                link, self._model_topic(), doc, qos=1, retain=True, timeout_s=2.0
+            ),
+            on_live=lambda predictor, path: self._on_live(engine, predictor, path),
+        )
         self.model_version = bundle.version
         exporter = self._start_exporter()
         stages: list[asyncio.Task[None]] = []
@@ -386,6 +439,7 @@ class Agent:
                 if sync is not None:
                     start(sync.run(), "sync")
                 start(self._systemd(queues), "systemd")
+                start(lifecycle.run(), "model-updates")
                 await self._stop.wait()
                 log.info("stopping: draining queues")
                 self.notifier.stopping()
@@ -401,6 +455,40 @@ class Agent:
                 exporter.close()
             engine.dispose()
         log.info("agent stopped", extra=fields(**self.metrics.snapshot()))
+
+    async def _live_bundle(self, store: ModelStore, configured: Path) -> Path:
+        """The store's live bundle, or the configured one when the store has none.
+
+        Leftovers of a step a kill cut short go first: partial downloads and
+        extractions, bundles no pointer names.
+        """
+        cache = self.settings.updates_cache_dir
+        state, removed = await asyncio.to_thread(store.recover)
+        await asyncio.to_thread(discard_partial, cache, cache / "staged")
+        if removed:
+            log.info("model store leftovers removed", extra=fields(removed=removed))
+        live = None if state.live is None else store.path_of(state.live)
+        return live or configured
+
+    def _model_topic(self) -> str:
+        s = self.settings
+        status = format_topic(s.mqtt.status_topic, site=s.identity.site, agent=s.identity.agent)
+        return f"{status}/model"
+
+    async def _on_live(self, engine: Any, predictor: Any, path: Path) -> None:
+        """A model became live by hot swap: the models table and metrics say so."""
+        if predictor is None:
+            return
+        bundle = predictor.bundle
+        self.model_version = bundle.version
+        await asyncio.to_thread(
+            queries.register_model,
+            engine,
+            version=bundle.version,
+            kind="+".join(bundle.kinds),
+            path=path,
+            manifest=bundle.manifest,
+        )
 
     def _load_model(
         self, path: Path, backend: Backend
@@ -554,6 +642,7 @@ class Agent:
             torch_loaded="torch" in sys.modules,
             assets_commissioned=len(inference.baselines),
             assets_commissioning=sorted(inference.commissioning),
+            model_probation=inference.probation(),
             open_alerts=len(inference.tracker.open_alerts()),
             ts=time.time(),
         )

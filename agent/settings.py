@@ -513,7 +513,7 @@ class SyncSettings(_Section):
 
 
 class UpdateSettings(_Section):
-    """Signed model updates from a TUF repository (docs/updates.md; not yet polled by the agent)."""
+    """Signed model updates: TUF repository, shadow probation, hot swap (docs/updates.md)."""
 
     enabled: bool = Field(False, description="Poll the repository for model updates.")
     repo: str | None = Field(
@@ -527,8 +527,38 @@ class UpdateSettings(_Section):
         None,
         description="Verified metadata and staged bundles (default: <data_dir>/updates).",
     )
-    poll_interval_s: Annotated[float, Field(ge=60, le=7 * 86400)] = Field(
-        3600.0, description="Seconds between polls of the repository."
+    poll_interval_s: Annotated[float, Field(ge=1, le=7 * 86400)] = Field(
+        3600.0,
+        description="Seconds between polls of the repository (the first is at start).",
+    )
+    probation_windows: Annotated[int, Field(ge=1)] = Field(
+        2000,
+        description="Windows a candidate scores in shadow, beside the live model, "
+        "before it is judged.",
+    )
+    probation_s: Annotated[float, Field(ge=0)] = Field(
+        3600.0, description="And at least this many seconds in shadow."
+    )
+    max_alert_rate_ratio: Annotated[float, Field(ge=1)] = Field(
+        1.5,
+        description="Largest candidate/live ratio of alerting windows (anomalous or RUL "
+        "below model.rul_alert_below) on the same windows, per asset.",
+    )
+    alert_rate_slack: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.01,
+        description="Share of windows the candidate may alert on beyond the ratio (a "
+        "live model that never alerts would otherwise allow none).",
+    )
+    max_errors: Annotated[int, Field(ge=0)] = Field(
+        0, description="Batches the candidate may fail to score during probation."
+    )
+    max_latency_ratio: Annotated[float, Field(ge=1)] = Field(
+        3.0, description="Largest candidate/live ratio of scoring time per batch."
+    )
+    control_interval_s: Annotated[float, Field(ge=0.1, le=60)] = Field(
+        1.0,
+        description="Seconds between the agent's checks of the model store's state "
+        "file (`model rollback` and `model pin` take effect within it).",
     )
 
     @field_validator("repo")

@@ -1,19 +1,28 @@
-"""``edgewatch model export``: ONNX graphs (and int8) for the lean backend."""
+"""``edgewatch model export | status | rollback | pin``: bundles on the gateway.
+
+``export`` adds ONNX graphs (and int8) for the lean backend; ``status``, ``rollback``
+and ``pin`` read and change the gateway's model store (docs/updates.md). They change
+only the store's state file: a running agent follows it within
+``updates.control_interval_s``.
+"""
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from agent.cli._common import console, emit_json
+from agent.cli._common import console, emit_json, invocation
+from agent.settings import Settings
 
 if TYPE_CHECKING:
     from models.datasets import AssetTable
+    from models.updates.store import ModelStore, StoreState
 
 app = typer.Typer(help="Prepare model bundles for the gateway (ONNX export).", no_args_is_help=True)
 
@@ -139,3 +148,142 @@ def _simulated_tables(bundle: Path, assets: int) -> list[AssetTable] | None:
     with tempfile.TemporaryDirectory(prefix="edgewatch-int8-") as tmp:
         write_dataset(Path(tmp), assets, 7, fmt="parquet")
         return read_simulator_output(Path(tmp))
+
+
+def _store(settings: Settings) -> tuple[ModelStore, str]:
+    """The gateway's model store and the configured bundle's version."""
+    from agent.runtime import resolve_bundle
+    from agent.updates.lifecycle import bundle_version
+    from models.updates.store import ModelStore
+
+    return ModelStore(settings.updates_cache_dir / "store"), bundle_version(
+        resolve_bundle(settings)
+    )
+
+
+def _probation(settings: Settings) -> dict[str, Any] | None:
+    """Probation progress from the running agent's last heartbeat (None: none)."""
+    from agent.sqlite import open_engine
+    from agent.storage import queries
+
+    db = settings.storage.database_path
+    if not db.exists():
+        return None
+    engine = open_engine(db, create=False)
+    try:
+        beat = queries.latest_heartbeat(engine, settings.identity.agent)
+    except Exception:  # an older schema or a busy file: status shows the store alone
+        return None
+    finally:
+        engine.dispose()
+    if beat is None:
+        return None
+    fresh_ms = 3 * settings.mqtt.health_interval_s * 1000
+    if time.time_ns() // 1_000_000 - beat["ts_ms"] > fresh_ms:
+        return None
+    progress = beat["health"].get("model_probation")
+    return progress if isinstance(progress, dict) else None
+
+
+def _status_doc(
+    state: StoreState, configured: str, probation: dict[str, Any] | None
+) -> dict[str, Any]:
+    def slot(value: Any) -> dict[str, Any] | None:
+        return None if value is None else {"version": value.version, "folder": value.folder}
+
+    return {
+        "live": state.live.version if state.live else configured,
+        "live_from": "store" if state.live else "configured bundle",
+        "previous": slot(state.previous),
+        "candidate": slot(state.candidate),
+        "probation": probation,
+        "pinned": state.pinned,
+        "rejected": list(state.rejected),
+        "history": [
+            {"ts": c.ts, "action": c.action, "version": c.version, "reason": c.reason}
+            for c in state.history
+        ],
+    }
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    last: Annotated[int, typer.Option("--last", min=0, help="History entries shown.")] = 10,
+) -> None:
+    """The live model, the previous one, a candidate in probation, and the history."""
+    settings = invocation(ctx).settings()
+    store, configured = _store(settings)
+    doc = _status_doc(store.read(), configured, _probation(settings))
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(
+        f"live: {doc['live']} ({doc['live_from']})" + (" [pinned]" if doc["pinned"] else "")
+    )
+    previous = doc["previous"]
+    console.print(f"previous: {previous['version'] if previous else '-'}")
+    candidate, probation = doc["candidate"], doc["probation"]
+    if candidate is None:
+        console.print("candidate: -")
+    elif probation is None or probation.get("version") != candidate["version"]:
+        console.print(f"candidate: {candidate['version']} (probation starts with the agent)")
+    else:
+        console.print(
+            f"candidate: {candidate['version']} in probation, {probation['windows']}/"
+            f"{probation['windows_needed']} windows, {probation['elapsed_s']:.0f}/"
+            f"{probation['seconds_needed']:.0f} s, {probation['errors']} errors"
+        )
+    if doc["rejected"]:
+        console.print(f"never taken again: {', '.join(doc['rejected'])}")
+    history = doc["history"][-last:] if last else []
+    if history:
+        table = Table(title="history", title_justify="left")
+        for column in ("when (UTC)", "what", "version", "why"):
+            table.add_column(column)
+        for entry in history:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["ts"]))
+            table.add_row(when, entry["action"], entry["version"], entry["reason"])
+        console.print(table)
+
+
+@app.command("rollback")
+def rollback(ctx: typer.Context) -> None:
+    """Make the previous model live again (a running agent swaps within a second).
+
+    The model rolled back is never taken as an update again; a candidate in
+    probation is dropped.
+    """
+    settings = invocation(ctx).settings()
+    store, configured = _store(settings)
+    gone = store.read().live
+    state = store.rollback("operator: edgewatch model rollback", configured=configured)
+    live = state.live.version if state.live else f"{configured} (the configured bundle)"
+    console.print(f"rolled back {gone.version if gone else '-'}; {live} is live")
+    console.print(
+        f"a running agent swaps within {settings.updates.control_interval_s:g} s "
+        "(event model_rolled_back)"
+    )
+
+
+@app.command("pin")
+def pin(
+    ctx: typer.Context,
+    version: Annotated[
+        str | None, typer.Argument(help="The live version, as `model status` shows it.")
+    ] = None,
+    unpin: Annotated[bool, typer.Option("--unpin", help="Let updates replace it again.")] = False,
+) -> None:
+    """Keep the live model: no update replaces it until `model pin --unpin`."""
+    if unpin == (version is not None):
+        raise typer.BadParameter("give the live VERSION to pin, or --unpin", param_hint="VERSION")
+    settings = invocation(ctx).settings()
+    store, configured = _store(settings)
+    state = store.read()
+    live = state.live.version if state.live else configured
+    state = store.pin(version, live)
+    if state.pinned:
+        console.print(f"pinned {state.pinned}: updates will not replace it")
+    else:
+        console.print(f"unpinned {live}: updates may replace it")

@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from agent.inference.alerting import AlertTracker
 from agent.inference.baselines import BaselineStore, baseline_version
 from agent.inference.commissioner import ChildCommissioner
 from agent.inference.held import HeldWindows
+from agent.inference.shadow import ProbationLimits, Shadow, Verdict
 from agent.logs import fields
 from agent.metrics import Metrics
 
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Result = Prediction | Alert | AssetStatus | Event
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -84,6 +87,8 @@ class InferenceConfig:
     #: Samples between consecutive windows of one stream (held windows share the rest).
     hop: int = 1
     max_held_bytes: int = MAX_HELD_BYTES
+    #: Limits of a candidate model's shadow probation (docs/updates.md).
+    probation: ProbationLimits = field(default_factory=ProbationLimits)
 
 
 @dataclass
@@ -127,6 +132,8 @@ class InferenceStage:
         self._background: set[asyncio.Task[None]] = set()
         #: Each asset's last RUL estimate made while it ran: held while it stands still.
         self._running_rul: dict[str, tuple[float, float | None, float | None]] = {}
+        #: A candidate model in probation; only the inference thread changes it.
+        self.shadow: Shadow | None = None
 
     @property
     def commissioning(self) -> set[str]:
@@ -161,8 +168,10 @@ class InferenceStage:
         if bundled:
             x = np.stack([w.data for w in bundled])
             rows = [self.baselines.get(w.asset) for w in bundled]
+            started = time.perf_counter()
             # Each backend is given baselines loaded for it (see runtime and commissioner).
             out = self.predictor.predict(x, rows)  # type: ignore[arg-type]
+            live_s = time.perf_counter() - started
             for i, w in enumerate(bundled):
                 ran = True if out.judged is None else bool(out.judged[i])
                 rul = None
@@ -181,6 +190,8 @@ class InferenceStage:
                         scored_ms=scored_ms,
                     )
                 )
+            if self.shadow is not None:
+                self._shadow_score(self.shadow, bundled, x, rows, created, live_s)
         groups: dict[str, list[Window]] = {}
         for w in own:
             groups.setdefault(w.asset, []).append(w)
@@ -203,6 +214,123 @@ class InferenceStage:
                     )
                 )
         return created
+
+    def _shadow_score(
+        self,
+        shadow: Shadow,
+        windows: list[Window],
+        x: Any,
+        rows: list[Any],
+        live: list[Prediction],
+        live_s: float,
+    ) -> None:
+        """The candidate scores the same windows; its figures only are kept."""
+        started = time.perf_counter()
+        try:
+            out = shadow.predictor.predict(x, rows)
+        except Exception as exc:  # any failure of the candidate counts against it only
+            shadow.failed(str(exc))
+            return
+        cand_s = time.perf_counter() - started
+        theirs = []
+        for i, w in enumerate(windows):
+            ran = True if out.judged is None else bool(out.judged[i])
+            rul = None
+            if out.rul is not None and self.plans[w.asset].rul and ran:
+                rul = (float(out.rul[i]), None, None)
+            theirs.append(
+                self._prediction(
+                    w,
+                    out.model_version,
+                    score=None if out.anomaly_score is None else float(out.anomaly_score[i]),
+                    threshold=None if out.threshold is None else float(out.threshold[i]),
+                    judged=ran,
+                    rul=rul,
+                    scored_ms=0,
+                )
+            )
+        shadow.record(live, theirs, live_s, cand_s)
+
+    # Model changes run as jobs of the one inference thread: between two batches,
+    # never during one, so no window is lost or scored by a half-changed stage.
+
+    async def _in_infer(self, job: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._infer_pool, job)
+
+    def incompatible(self, predictor: AnyPredictor) -> str | None:
+        """Why ``predictor`` cannot take over from the live one without
+        re-commissioning (None: it can, and every asset keeps its baseline)."""
+        new, old = predictor.bundle, self.predictor.bundle
+        for what, a, b in (
+            ("sensors", new.sensors, old.sensors),
+            ("window", new.window, old.window),
+            ("hop", new.hop, old.hop),
+            ("models", new.kinds, old.kinds),
+        ):
+            if a != b:
+                return (
+                    f"its {what} ({_short(a)}) differ from the live model's ({_short(b)}); "
+                    "re-commissioning assets for a new sensor set is not built"
+                )
+        return None
+
+    async def start_shadow(self, version: str, path: Path, predictor: AnyPredictor) -> None:
+        shadow = Shadow(version, path, predictor, self.config.probation)
+
+        def start() -> None:
+            self.shadow = shadow
+
+        await self._in_infer(start)
+
+    def probation(self) -> dict[str, Any] | None:
+        shadow = self.shadow
+        return None if shadow is None else shadow.progress()
+
+    async def judge(self) -> Verdict | None:
+        """The verdict once probation is over (None while it runs)."""
+
+        def judge() -> Verdict | None:
+            shadow = self.shadow
+            return shadow.verdict() if shadow is not None and shadow.done() else None
+
+        return await self._in_infer(judge)
+
+    async def drop_shadow(self) -> None:
+        def drop() -> None:
+            self.shadow = None
+
+        await self._in_infer(drop)
+
+    async def promote(self) -> float:
+        """The candidate in probation becomes the live model; returns how long the
+        inference thread was held for it, in ms."""
+
+        def swap() -> float:
+            started = time.perf_counter()
+            shadow = self.shadow
+            assert shadow is not None, "promote needs a candidate in probation"
+            self._switch(shadow.predictor, shadow.path)
+            self.shadow = None
+            return (time.perf_counter() - started) * 1000
+
+        return await self._in_infer(swap)
+
+    async def install(self, predictor: AnyPredictor, path: Path) -> float:
+        """Another model becomes live at once (rollback); any candidate is dropped."""
+
+        def swap() -> float:
+            started = time.perf_counter()
+            self._switch(predictor, path)
+            self.shadow = None
+            return (time.perf_counter() - started) * 1000
+
+        return await self._in_infer(swap)
+
+    def _switch(self, predictor: AnyPredictor, path: Path) -> None:
+        self.predictor = predictor
+        if self.commissioner is not None:
+            # Assets commissioned from now on start from the new bundle's fleet weights.
+            self.commissioner.bundle = path
 
     def _hold_rul(
         self, asset: str, judged: bool, estimate: tuple[float, float | None, float | None]
@@ -441,6 +569,11 @@ class InferenceStage:
         )
         self.store.save(request.asset, baseline)
         return baseline
+
+
+def _short(value: object) -> str:
+    text = ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _child_cost(info: dict[str, object]) -> str:

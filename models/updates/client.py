@@ -175,13 +175,6 @@ def fetch_update(
         archive.unlink(missing_ok=True)
 
 
-def discard_partial(cache_dir: Path, staging_dir: Path) -> None:
-    """Delete downloads and staged folders a killed process left behind: a bundle
-    only counts once the model store has taken it in."""
-    shutil.rmtree(cache_dir / "downloads", ignore_errors=True)
-    shutil.rmtree(staging_dir, ignore_errors=True)
-
-
 def _stage(archive: Path, staging_dir: Path, candidate: _Candidate, repo_url: str) -> StagedUpdate:
     final = staging_dir / candidate.version.replace("@", "-")
     partial = final.with_name(final.name + ".partial")

@@ -114,6 +114,13 @@ def _fsync_tree(root: Path) -> None:
     fsync_dir(root)
 
 
+def discard_partial(cache_dir: Path, staging_dir: Path) -> None:
+    """Delete downloads and staged folders a killed process left behind: a bundle
+    only counts once the model store has taken it in."""
+    shutil.rmtree(cache_dir / "downloads", ignore_errors=True)
+    shutil.rmtree(staging_dir, ignore_errors=True)
+
+
 def _folder_name(version: str) -> str:
     return version.replace("@", "-").replace("/", "_")
 
