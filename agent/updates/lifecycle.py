@@ -236,11 +236,12 @@ class ModelLifecycle:
         pause_ms = await self.host.install(predictor, path)
         gone, self.running = self.running, version
         last = state.history[-1] if state.history else None
-        reason = last.reason if last is not None and last.action == "rolled_back" else "switched"
+        rolled = last is not None and last.action == "rolled_back"
+        reason = last.reason.split(";")[0] if last is not None and rolled else "state file changed"
         await self.on_live(predictor, path)
         await self._tell(
             "model_rolled_back",
-            f"model {version} is live again, {gone} rolled back ({reason})",
+            f"model {gone} rolled back, {version} is live again ({reason})",
             level="warning",
             state="rolled_back",
             detail={"swap_pause_ms": round(pause_ms, 3), "rolled_back": gone},
