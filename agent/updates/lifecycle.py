@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import tarfile
 import time
 from collections.abc import Awaitable, Callable
@@ -79,6 +80,15 @@ def bundle_version(path: Path) -> str:
         return str(manifest["version"])
     except (OSError, KeyError, ValueError, tarfile.TarError):
         return str(path)
+
+
+def _rss_mb() -> float | None:
+    """This process's resident memory (Linux; None elsewhere): what a candidate costs."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def _now_ms() -> int:
@@ -250,6 +260,7 @@ class ModelLifecycle:
     async def _start(self, candidate: Slot) -> None:
         path = self.store.path_of(candidate)
         assert path is not None
+        rss_before = _rss_mb()
         try:
             predictor = await asyncio.to_thread(self.load, path)
         except EdgewatchError as exc:
@@ -269,6 +280,7 @@ class ModelLifecycle:
             f"{lim.get('windows_needed')} windows and {lim.get('seconds_needed')} s",
             state="probation",
             version=candidate.version,
+            detail={"rss_before_mb": rss_before, "rss_with_candidate_mb": _rss_mb()},
         )
 
     async def _decide(self, version: str, verdict: VerdictLike) -> None:
