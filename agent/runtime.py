@@ -172,6 +172,20 @@ class Queues:
         return {name: q.qsize() for name, q in vars(self).items()}
 
 
+@dataclass(frozen=True)
+class _LiveModel:
+    """The model the agent starts with, and where it came from."""
+
+    path: Path
+    backend: Backend
+    bundle: Bundle | LeanBundle
+    predictor: Predictor | OnnxPredictor
+    store: ModelStore
+    configured: Configured
+    #: Why the configured bundle runs instead of the store's (an event to record).
+    note: Event | None
+
+
 class Agent:
     """One edgewatch agent process: ``await Agent(settings).run()``."""
 
@@ -198,28 +212,13 @@ class Agent:
         engine = await asyncio.to_thread(migrate.ensure_current, db_path)
         # Before anything writes: lets the disk budget give freed pages back to the disk.
         await asyncio.to_thread(prepare, engine)
-        configured_path = resolve_bundle(s)
-        model_store = ModelStore(s.updates_cache_dir / "store")
-        bundle_path = await self._live_bundle(model_store, configured_path)
-        store_note: Event | None = None
-        backend = choose_backend(s.model.backend, bundle_path)
-        try:
-            bundle, predictor = await asyncio.to_thread(self._load_model, bundle_path, backend)
-        except EdgewatchError as exc:
-            if bundle_path == configured_path:
-                raise
-            # Verified when it came in; damaged since (by hand, or the card): the
-            # configured bundle is the one model that can still be trusted to load.
-            store_note = Event(
-                _now_ms(),
-                "model_store_unusable",
-                f"the model store's live bundle {bundle_path} does not load ({exc}); "
-                "the configured [model] bundle runs",
-                level="error",
-            )
-            bundle_path = configured_path
-            backend = choose_backend(s.model.backend, bundle_path)
-            bundle, predictor = await asyncio.to_thread(self._load_model, bundle_path, backend)
+        live = await self._live_model()
+        bundle_path, backend, bundle, predictor = (
+            live.path,
+            live.backend,
+            live.bundle,
+            live.predictor,
+        )
         store = BaselineStore(s.storage.data_dir / "baselines")
         commissioner: ChildCommissioner | None = None
         if backend is Backend.ONNX:
@@ -391,28 +390,9 @@ class Agent:
             ),
         )
 
-        if store_note is not None:
-            await queues.records.put(store_note)
-        lifecycle = ModelLifecycle(
-            store=model_store,
-            settings=s.updates,
-            cache_dir=s.updates_cache_dir,
-            host=inference,
-            load=lambda path: self._load_model(path, backend)[1],
-            configured=Configured(
-                bundle.version
-                if bundle_path == configured_path
-                else await asyncio.to_thread(bundle_version, configured_path),
-                configured_path,
-            ),
-            running=bundle.version,
-            name=bundle.name,
-            emit=queues.results.put,
-            status=lambda doc: publish_json(
-                link, self._model_topic(), doc, qos=1, retain=True, timeout_s=2.0
-            ),
-            on_live=lambda predictor, path: self._on_live(engine, predictor, path),
-        )
+        if live.note is not None:
+            await queues.records.put(live.note)
+        lifecycle = await self._lifecycle(live, inference, queues, link, engine)
         self.model_version = bundle.version
         exporter = self._start_exporter()
         stages: list[asyncio.Task[None]] = []
@@ -456,19 +436,81 @@ class Agent:
             engine.dispose()
         log.info("agent stopped", extra=fields(**self.metrics.snapshot()))
 
-    async def _live_bundle(self, store: ModelStore, configured: Path) -> Path:
-        """The store's live bundle, or the configured one when the store has none.
+    async def _live_model(self) -> _LiveModel:
+        """The model store's live bundle, loaded; the configured one when the store
+        has none or its bundle no longer loads.
 
         Leftovers of a step a kill cut short go first: partial downloads and
         extractions, bundles no pointer names.
         """
-        cache = self.settings.updates_cache_dir
+        s = self.settings
+        configured = resolve_bundle(s)
+        store = ModelStore(s.updates_cache_dir / "store")
         state, removed = await asyncio.to_thread(store.recover)
-        await asyncio.to_thread(discard_partial, cache, cache / "staged")
+        await asyncio.to_thread(
+            discard_partial, s.updates_cache_dir, s.updates_cache_dir / "staged"
+        )
         if removed:
             log.info("model store leftovers removed", extra=fields(removed=removed))
-        live = None if state.live is None else store.path_of(state.live)
-        return live or configured
+        path = (None if state.live is None else store.path_of(state.live)) or configured
+        backend = choose_backend(s.model.backend, path)
+        note = None
+        try:
+            bundle, predictor = await asyncio.to_thread(self._load_model, path, backend)
+        except EdgewatchError as exc:
+            if path == configured:
+                raise
+            # Verified when it came in, damaged since (by hand, or the card): the
+            # configured bundle is the one model still trusted to load.
+            note = Event(
+                _now_ms(),
+                "model_store_unusable",
+                f"the model store's live bundle {path} does not load ({exc}); "
+                "the configured [model] bundle runs",
+                level="error",
+            )
+            path = configured
+            backend = choose_backend(s.model.backend, path)
+            bundle, predictor = await asyncio.to_thread(self._load_model, path, backend)
+        configured_version = (
+            bundle.version
+            if path == configured
+            else await asyncio.to_thread(bundle_version, configured)
+        )
+        return _LiveModel(
+            path,
+            backend,
+            bundle,
+            predictor,
+            store,
+            Configured(configured_version, configured),
+            note,
+        )
+
+    async def _lifecycle(
+        self,
+        live: _LiveModel,
+        inference: InferenceStage,
+        queues: Queues,
+        link: MqttLink,
+        engine: Any,
+    ) -> ModelLifecycle:
+        backend = live.backend
+        return ModelLifecycle(
+            store=live.store,
+            settings=self.settings.updates,
+            cache_dir=self.settings.updates_cache_dir,
+            host=inference,
+            load=lambda path: self._load_model(path, backend)[1],
+            configured=live.configured,
+            running=live.bundle.version,
+            name=live.bundle.name,
+            emit=queues.results.put,
+            status=lambda doc: publish_json(
+                link, self._model_topic(), doc, qos=1, retain=True, timeout_s=2.0
+            ),
+            on_live=lambda predictor, path: self._on_live(engine, predictor, path),
+        )
 
     def _model_topic(self) -> str:
         s = self.settings

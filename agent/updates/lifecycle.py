@@ -215,8 +215,10 @@ class ModelLifecycle:
         if candidate is None and probation is not None:
             await self.host.drop_shadow()
             self._candidate = None
-        elif candidate is not None and (
-            probation is None or probation["version"] != candidate.version
+        elif (
+            candidate is not None
+            and self.settings.enabled  # updates switched off: a candidate waits
+            and (probation is None or probation["version"] != candidate.version)
         ):
             await self._start(candidate)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +51,7 @@ class World:
     store: ModelStore
     inference: InferenceStage
     lifecycle: ModelLifecycle
-    live: OnnxPredictor
+    live: Any
     events: list[Event] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     results: asyncio.Queue[Result] = field(default_factory=asyncio.Queue)
@@ -82,9 +82,19 @@ def _windows() -> np.ndarray:
     return windows
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    live = OnnxPredictor(load_lean_bundle(default_bundle_path("pump")))
+def _loader(backend: str) -> Callable[[Path], Any]:
+    if backend == "torch":
+        from models.bundle import load_bundle
+        from models.predictor import Predictor
+
+        return lambda path: Predictor(load_bundle(path))
+    return lambda path: OnnxPredictor(load_lean_bundle(path))
+
+
+@pytest.fixture(params=["onnx"])
+async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    load = _loader(request.param)
+    live = load(default_bundle_path("pump"))
     sensors = live.sensors
     plans = {a: AssetPlan(sensors, from_bundle=True, rul=True, baseline=False) for a in ASSETS}
     inference = InferenceStage(
@@ -124,7 +134,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         ),
         cache_dir=cache,
         host=inference,
-        load=lambda path: OnnxPredictor(load_lean_bundle(path)),
+        load=load,
         configured=Configured(live.model_version, default_bundle_path("pump")),
         running=live.model_version,
         name="pump",
@@ -197,6 +207,17 @@ async def test_metadata_signed_by_a_wrong_key_is_refused(world: World) -> None:
     world.refused("not signed by the keys the trusted root names")
 
 
+async def test_unsigned_metadata_is_refused(world: World) -> None:
+    publish(make_version(world.tmp, "1"), world.url, world.keys)
+    path = world.repo / "metadata" / "timestamp.json"
+    forged = Metadata.from_file(str(path))
+    forged.signed.version += 1
+    forged.signatures.clear()
+    forged.to_file(str(path))
+    await world.lifecycle.poll_once()
+    world.refused("not signed by the keys the trusted root names")
+
+
 async def test_expired_metadata_is_refused(world: World) -> None:
     past = datetime.now(UTC) - timedelta(days=5)
     publish(
@@ -235,6 +256,7 @@ async def test_older_metadata_replayed_is_refused(world: World) -> None:
     world.refused("older than what this gateway has seen")
 
 
+@pytest.mark.parametrize("world", ["onnx", "torch"], indirect=True)
 async def test_a_good_candidate_is_promoted_without_losing_a_window(world: World) -> None:
     good = make_version(world.tmp, "good")
     publish(good, world.url, world.keys)
