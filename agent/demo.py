@@ -32,7 +32,15 @@ VIEW_INTERVAL_S = 1.0
 #: Marks a data directory the demo made: only such a directory is cleared for the next run.
 DEMO_MARKER = ".edgewatch-demo"
 #: What a demo run leaves behind besides the database files.
-DEMO_FOLDERS = ("baselines", "outbox", "cloud", "demo-broker", "backups")
+DEMO_FOLDERS = ("baselines", "outbox", "cloud", "demo-broker", "backups", "updates", "demo-updates")
+#: ``--model-update``: a TUF repository of the demo's own, polled often, with a short
+#: probation, so that shadow scoring and promotion happen within a few minutes.
+DEMO_UPDATES = {
+    "poll_interval_s": 5.0,
+    "probation_windows": 300,
+    "probation_s": 20.0,
+    "control_interval_s": 1.0,
+}
 #: What the simulator sent and which faults it had, for `edgewatch evaluate live`.
 DEMO_TRUTH = "demo-truth.csv"
 #: The simulated compressors as a plant would describe them in a profile: the motor
@@ -61,6 +69,9 @@ class DemoOptions:
     fault_fraction: float = 0.3
     seed: int = 7
     broker: BrokerChoice = "auto"
+    #: Publish a new version of the model bundle midway: the agent fetches it, runs it
+    #: in shadow and promotes it (docs/updates.md).
+    model_update: bool = False
 
 
 @dataclass
@@ -74,6 +85,8 @@ class DemoView:
     simulator_sent: int
     rul_unit: str = ""
     broker: str = ""
+    #: The live model, a candidate and its probation, the last change (--model-update).
+    model: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,6 +171,9 @@ async def run_demo(
         max_payload_bytes=base.ingest.max_payload_bytes,
     ) as broker:
         settings = demo_settings(base, broker.port, broker.kind)
+        updates = DemoUpdates(data_dir / "demo-updates", resolve_bundle(settings))
+        if options.model_update:
+            settings = await asyncio.to_thread(updates.prepare, settings)
         agent = Agent(settings)
         agent_task = asyncio.create_task(agent.run(), name="agent")
         ready = asyncio.create_task(agent.subscribed.wait())
@@ -208,6 +224,12 @@ async def run_demo(
                     queries.fleet_overview, engine, settings.identity.site
                 )
                 health = agent.metrics.snapshot()
+                if (
+                    options.model_update
+                    and not updates.published
+                    and (elapsed >= options.duration_s / 2)
+                ):
+                    await asyncio.to_thread(updates.publish)
                 on_view(
                     DemoView(
                         elapsed,
@@ -217,6 +239,11 @@ async def run_demo(
                         sent[0],
                         rul_unit=rul_unit,
                         broker=broker.kind,
+                        model=(
+                            await asyncio.to_thread(updates.view, agent, settings)
+                            if options.model_update
+                            else {}
+                        ),
                     )
                 )
                 if simulator.done() or elapsed >= options.duration_s:
@@ -240,3 +267,67 @@ async def run_demo(
         broker=broker.kind,
         truth=report.truth_path if report is not None else None,
     )
+
+
+class DemoUpdates:
+    """``--model-update``: keys, a repository and a new version of the bundle.
+
+    The new version is the configured bundle re-sealed with a new note, so a new
+    content version with the same weights: it stands in for a retrained bundle (a
+    retraining would take longer than the demo) and passes probation.
+    """
+
+    def __init__(self, root: Path, bundle: Path) -> None:
+        self.root = root
+        self.bundle = bundle
+        self.published: str | None = None
+
+    @property
+    def repo_url(self) -> str:
+        return (self.root / "repo").resolve().as_uri()
+
+    def prepare(self, settings: Settings) -> Settings:
+        from models.updates.repository import init_keys, publish
+
+        if not self.bundle.is_dir():
+            raise EdgewatchError(
+                f"--model-update needs a bundle directory, not {self.bundle}",
+                hint="unpack the bundle or leave model.bundle unset",
+            )
+        shutil.rmtree(self.root, ignore_errors=True)
+        root_json = init_keys(self.root / "keys")
+        # The running version first, as on a real repository: polls before the new
+        # one find nothing newer (instead of an empty repository).
+        publish(self.bundle, self.repo_url, self.root / "keys")
+        data = settings.model_dump()
+        data["updates"].update(
+            enabled=True, repo=self.repo_url, trusted_root=str(root_json), **DEMO_UPDATES
+        )
+        return Settings.model_validate(data)
+
+    def publish(self) -> str:
+        from models.manifest import MANIFEST, seal
+        from models.updates.repository import publish
+
+        out = self.root / "retrained"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(self.bundle, out)
+        manifest = json.loads((out / MANIFEST).read_text())
+        manifest["notes"] = f"demo update published {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        (out / MANIFEST).write_text(json.dumps(seal(manifest)))
+        self.published = publish(out, self.repo_url, self.root / "keys").version
+        return self.published
+
+    def view(self, agent: Agent, settings: Settings) -> dict[str, Any]:
+        from models.updates.store import ModelStore
+
+        state = ModelStore(settings.updates_cache_dir / "store").read()
+        inference = agent.inference
+        last = state.history[-1] if state.history else None
+        return {
+            "published": self.published,
+            "live": inference.predictor.model_version if inference is not None else None,
+            "candidate": state.candidate.version if state.candidate else None,
+            "probation": inference.probation() if inference is not None else None,
+            "last": None if last is None else f"{last.action} {last.version}: {last.reason}",
+        }

@@ -35,6 +35,8 @@ class BundleShape:
     sensors: tuple[str, ...]
     has_rul: bool
     has_anomaly: bool
+    #: Samples before a RUL-only bundle's first estimate (None: a whole window).
+    min_rows: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,6 +199,8 @@ class Agent:
         self.notifier = Notifier()
         self.model_version = ""
         self.backend: Backend | None = None
+        #: The inference stage once running (the demo's view reads its probation).
+        self.inference: InferenceStage | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -263,7 +265,10 @@ class Agent:
         hop = s.model.hop or bundle.hop
         profiles = Profiles(s.profiles, s.model)
         shape = BundleShape(
-            bundle.sensors, has_rul=bundle.rul is not None, has_anomaly=bundle.anomaly is not None
+            bundle.sensors,
+            has_rul=bundle.rul is not None,
+            has_anomaly=bundle.anomaly is not None,
+            min_rows=bundle.min_rows,
         )
         plans = resumed_plans(baselines, profiles, shape, predictor, window)
         for asset in set(baselines) - set(plans):
@@ -390,6 +395,7 @@ class Agent:
             ),
         )
 
+        self.inference = inference
         if live.note is not None:
             await queues.records.put(live.note)
         lifecycle = await self._lifecycle(live, inference, queues, link, engine)

@@ -40,6 +40,7 @@ from models.manifest import (
     REBUILD_HINT,
     bundle_file,
     extract,
+    min_rows,
     read_verified_manifest,
     refuse,
     seal,
@@ -106,6 +107,12 @@ class Bundle:
     rul: RulHead | None
     anomaly: AnomalyHead | None
     manifest: Mapping[str, Any] = field(repr=False)
+    #: Rows before the first estimate (see :func:`models.manifest.min_rows`).
+    min_rows: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.min_rows:
+            object.__setattr__(self, "min_rows", self.window)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -131,6 +138,7 @@ def save_bundle(
     training: Mapping[str, Any],
     metrics: Mapping[str, Any],
     sample_period_s: float | None = None,
+    first_rows: int | None = None,
 ) -> Path:
     """Write a bundle directory (or ``.tar.gz`` if ``out`` ends with it); returns its path.
 
@@ -161,6 +169,11 @@ def save_bundle(
         "rul": None,
         "anomaly": None,
     }
+    if first_rows is not None and first_rows != window:
+        if anomaly is not None or not 1 <= first_rows <= window:
+            raise BundleError(f"min_rows {first_rows}: only a RUL-only bundle, within 1..window")
+        # Written only when it differs, so that bundles without it keep their versions.
+        manifest["min_rows"] = first_rows
     if rul is not None:
         tensors = {
             f"member{k}.{key}": t.detach().contiguous()
@@ -245,11 +258,12 @@ def _load_dir(root: Path, origin: Path) -> Bundle:
         rul = _load_rul(root, origin, manifest.get("rul"), files, len(sensors), window)
         anomaly = _load_anomaly(root, origin, manifest.get("anomaly"), files, len(sensors), window)
         version, name = str(manifest["version"]), str(manifest["name"])
+        rows = min_rows(manifest)
     except (KeyError, TypeError, ValueError, DatasetError) as exc:
         raise refuse(origin, f"manifest field missing or malformed ({exc})") from exc
     if rul is None and anomaly is None:
         raise refuse(origin, "it contains no model")
-    return Bundle(origin, name, version, sensors, units, window, hop, rul, anomaly, manifest)
+    return Bundle(origin, name, version, sensors, units, window, hop, rul, anomaly, manifest, rows)
 
 
 def _check_shape(

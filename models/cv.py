@@ -339,7 +339,14 @@ def train_rul_final(
 ) -> RulTrainResult:
     """Train ``config`` on every unit for exactly ``epochs`` epochs (no validation units:
     the epoch count comes from cross-validation)."""
-    cfg = replace(config, plateau_on="train", epochs=epochs, val_fraction=0.0, test_fraction=0.0)
+    cfg = replace(
+        config,
+        plateau_on="train",
+        epochs=epochs,
+        schedule_epochs=config.schedule_epochs or config.epochs,
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
     units = list(data.units)
     if cfg.max_units is not None:
         units = units[: cfg.max_units]

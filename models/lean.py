@@ -22,7 +22,14 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import BundleError, ModelError
-from models.manifest import bundle_file, extract, read_verified_manifest, refuse, sha256_file
+from models.manifest import (
+    bundle_file,
+    extract,
+    min_rows,
+    read_verified_manifest,
+    refuse,
+    sha256_file,
+)
 from models.predictions import (
     BaselineShape,
     BoolArray,
@@ -152,6 +159,8 @@ class LeanBundle:
     rul: LeanRul | None
     anomaly: LeanAnomaly | None
     manifest: dict[str, Any] = field(repr=False)
+    #: Rows before the first estimate (see :func:`models.manifest.min_rows`).
+    min_rows: int = 0
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -255,6 +264,7 @@ def _load(root: Path, origin: Path, threads: int, check_golden: bool) -> LeanBun
             rul=rul,
             anomaly=anomaly,
             manifest=manifest,
+            min_rows=min_rows(manifest),
         )
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise refuse(origin, f"ONNX section missing or malformed ({exc})") from exc

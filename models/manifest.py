@@ -78,6 +78,21 @@ def seal(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def min_rows(manifest: Mapping[str, Any]) -> int:
+    """Rows an asset needs before the bundle's first estimate: ``min_rows`` of a
+    RUL-only bundle trained on front-padded windows, else the whole window."""
+    window = int(manifest["window"])
+    raw = manifest.get("min_rows")
+    if raw is None:
+        return window
+    rows = int(raw)
+    if not 1 <= rows <= window:
+        raise ValueError(f"min_rows {rows} outside 1..window ({window})")
+    if manifest.get("anomaly") is not None and rows != window:
+        raise ValueError("min_rows below the window is for RUL-only bundles")
+    return rows
+
+
 def refuse(origin: Path, problem: str) -> BundleError:
     return BundleError(f"bundle {origin} refused: {problem}", hint=REBUILD_HINT)
 

@@ -65,6 +65,7 @@ def train_rul_bundle_cmapss(
         anomaly=None,
         training=training,
         metrics=result.metrics,
+        first_rows=config.min_rows,
     )
     return path, result.metrics
 
@@ -121,6 +122,7 @@ def train_rul_bundle_cv(
         anomaly=None,
         training=training,
         metrics=metrics,
+        first_rows=config.min_rows,
     )
     return path, metrics, cv
 

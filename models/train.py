@@ -106,6 +106,31 @@ class RulTrainConfig:
     #: training loss (cross-validation: the final model, trained on every unit, has no
     #: validation units, so the folds must train the way it will).
     plateau_on: Literal["val", "train"] = "val"
+    #: Rows an asset needs before its first estimate (None: a whole window). Fewer
+    #: than ``window``: the window sees a longer history once there is one, and a young
+    #: asset's window is front-padded with its first row (in training as in the agent).
+    min_rows: int | None = None
+    #: Learning-rate schedule: halve on a plateau, or a cosine decay to zero over
+    #: ``schedule_epochs`` (default ``epochs``). A decayed rate makes the last epochs
+    #: settle instead of wander, so an epoch count chosen on other folds transfers.
+    schedule: Literal["plateau", "cosine"] = "plateau"
+    #: Horizon of the cosine schedule; the final model of a cross-validation trains
+    #: fewer epochs than its folds did but must follow the same curve.
+    schedule_epochs: int | None = None
+    #: Training loss: squared error, or Huber (less pulled by the noisy far-from-failure
+    #: windows whose capped target the sensors cannot tell apart).
+    loss: Literal["mse", "huber"] = "mse"
+    #: Standard deviation of Gaussian noise added to the scaled training windows.
+    input_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.min_rows is not None and not 1 <= self.min_rows <= self.window:
+            raise ValueError(f"min_rows {self.min_rows} must be within 1..window ({self.window})")
+
+    @property
+    def first_rows(self) -> int:
+        """Rows before the first window: ``min_rows``, or the whole window."""
+        return self.window if self.min_rows is None else self.min_rows
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -181,12 +206,14 @@ def prepare_rul(data: CmapssData, cfg: RulTrainConfig, train_u: Sequence[Unit]) 
     cols = data.column_indices(sensors)
     scaler = Scaler.fit(train_stack[:, cols], cfg.scaler)
     xs, ys = [], []
+    first = cfg.first_rows
     for u in train_u:
-        x = sliding_windows(u.data[:, cols], cfg.window, cfg.hop)
         y = rul_targets(u.n_cycles, cap=cfg.cap, end_rul=u.end_rul, per_row=cfg.rul_per_row)
-        # a window's target is the RUL at its last row; short units yield one window.
-        pad = max(0, cfg.window - u.n_cycles)
-        ends = np.arange(cfg.window - 1, u.n_cycles + pad, cfg.hop) - pad
+        # A window's target is the RUL at its last row. Windows end from the
+        # ``first_rows``-th row on, front-padded as the agent pads a young asset's;
+        # a unit shorter than that yields its one last window.
+        ends = np.arange(min(first, u.n_cycles) - 1, u.n_cycles, cfg.hop)
+        x = windows_ending_at(u.data[:, cols], ends, cfg.window)
         xs.append(scaler.transform(x, axis=1))
         ys.append(y[ends].astype(np.float32))
     return PreparedRul(
@@ -326,12 +353,12 @@ def _fit_rul_member(
     seed_everything(seed)
     model = RulCNN(net_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=cfg.patience // 3)
+    sched = _schedule(opt, cfg)
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     best_rmse, best_state, best_epoch = math.inf, copy.deepcopy(model.state_dict()), 0
     history: list[dict[str, float]] = []
-    loss_fn = nn.MSELoss()
+    loss_fn: nn.Module = nn.HuberLoss(delta=10.0) if cfg.loss == "huber" else nn.MSELoss()
     start = member * cfg.epochs if offset is None else offset
     has_val = x_val is not None and y_val is not None and len(x_val) > 0
     for epoch in range(cfg.epochs):
@@ -341,7 +368,10 @@ def _fit_rul_member(
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[idx]), yt[idx])
+            xb = xt[idx]
+            if cfg.input_noise > 0:
+                xb = xb + cfg.input_noise * torch.randn(xb.shape, generator=gen)
+            loss = loss_fn(model(xb), yt[idx])
             loss.backward()
             opt.step()
             running += loss.item() * len(idx)
@@ -354,7 +384,10 @@ def _fit_rul_member(
             if val_predictions is not None:
                 val_predictions.append(pred)
             val = rmse(np.clip(pred, 0, cfg.cap), y_val)
-        sched.step(val if cfg.plateau_on == "val" and has_val else train_loss)
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(val if cfg.plateau_on == "val" and has_val else train_loss)
+        else:
+            sched.step()
         row = {
             "member": float(member),
             "epoch": float(epoch + 1),
@@ -372,6 +405,15 @@ def _fit_rul_member(
         model.load_state_dict(best_state)
     model.eval()
     return model, history
+
+
+def _schedule(
+    opt: torch.optim.Optimizer, cfg: RulTrainConfig
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau | torch.optim.lr_scheduler.CosineAnnealingLR:
+    if cfg.schedule == "cosine":
+        horizon = cfg.schedule_epochs or cfg.epochs
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, horizon))
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=cfg.patience // 3)
 
 
 def fit_rul_members(

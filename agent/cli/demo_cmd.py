@@ -36,6 +36,28 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _model_line(model: dict[str, Any]) -> str:
+    """The model update's progress (``--model-update``), one line above the caption."""
+    if not model:
+        return ""
+    line = f"model: live {model['live']}"
+    probation = model.get("probation")
+    if probation:
+        line += (
+            f"  |  candidate {probation['version']} in shadow: {probation['windows']}/"
+            f"{probation['windows_needed']} windows, {probation['elapsed_s']:.0f}/"
+            f"{probation['seconds_needed']:.0f} s"
+        )
+    elif model.get("candidate"):
+        line += f"  |  candidate {model['candidate']} loading"
+    elif not model.get("published"):
+        line += "  |  a new version is published midway"
+    text = printable(line)
+    if model.get("last"):
+        text += "\nlast change: " + printable(str(model["last"]))
+    return text + "\n"
+
+
 def render(view: Any) -> Table:
     health = view.health
     table = Table(
@@ -44,7 +66,7 @@ def render(view: Any) -> Table:
             f"messages {health['messages_received']}  predictions {health['predictions']}  "
             f"alerts opened {health['alerts_opened']}  dead letters {health['dead_letters_total']}"
         ),
-        caption=f"broker: {view.broker}   Ctrl-C stops the demo cleanly",
+        caption=_model_line(view.model) + f"broker: {view.broker}   Ctrl-C stops the demo cleanly",
     )
     rul = f"RUL ({view.rul_unit})" if view.rul_unit else "RUL"
     for column in ("asset", "state", "anomaly score", "threshold", rul, "open alerts"):
@@ -91,6 +113,14 @@ def demo(
             help="auto: Mosquitto when installed, else edgewatch's embedded MQTT 3.1.1 broker.",
         ),
     ] = BrokerOption.auto,
+    model_update: Annotated[
+        bool,
+        typer.Option(
+            "--model-update",
+            help="Publish a new version of the model bundle midway (a signed update): "
+            "the view shows it fetched, in shadow probation and promoted.",
+        ),
+    ] = False,
 ) -> None:
     """Run a local broker, simulated pumps and compressors (some develop faults) and the agent.
 
@@ -111,6 +141,7 @@ def demo(
         speedup=speedup,
         seed=seed,
         broker=broker.value,
+        model_update=model_update,
     )
     if prepare_data_dir(settings):
         console.print(f"cleared the previous demo's records in {settings.storage.data_dir}")

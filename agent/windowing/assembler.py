@@ -266,6 +266,9 @@ class WindowAssembler:
             reorder_samples=self.reorder_samples,
             gap_factor=self.gap_factor,
             period_ms=None if period_s is None else period_s * 1000,
+            # Only an asset the bundle scores with nothing to learn: a baseline is
+            # learnt from, and judged on, whole windows.
+            min_rows=self.bundle.min_rows if plan.from_bundle and not plan.baseline else None,
         )
         self._enter(asset, state, Phase.COLLECTING)
 

@@ -64,14 +64,22 @@ class AssetStream:
         reorder_samples: int,
         gap_factor: float,
         period_ms: float | None = None,
+        min_rows: int | None = None,
     ) -> None:
         """``period_ms``: the expected sample period, judged from the first interval on
-        (default: estimated from the stream once a few intervals are seen)."""
+        (default: estimated from the stream once a few intervals are seen).
+        ``min_rows``: samples before the first window (default: a whole window); until a
+        run has a whole window its windows are front-padded with the run's first sample,
+        as a RUL model trained that way expects (:attr:`models.train.RulTrainConfig.min_rows`).
+        """
         if window < 1 or hop < 1:
             raise ValueError("window and hop must be positive")
+        if min_rows is not None and not 1 <= min_rows <= window:
+            raise ValueError(f"min_rows {min_rows} must be within 1..window ({window})")
         self.asset = asset
         self.sensors = sensors
         self.window = window
+        self.min_rows = window if min_rows is None else min_rows
         self.hop = hop
         self.reorder_samples = reorder_samples
         self.gap_factor = gap_factor
@@ -155,7 +163,7 @@ class AssetStream:
                 self._compact()
             # Up to the next sample that can complete a window, so that each window
             # is cut where add() would have cut it.
-            due = self.window - self._filled
+            due = self.min_rows - self._filled
             if self._last_end_ms is not None:
                 due = max(due, self.hop - self._since_emit)
             chunk = min(self.capacity - self._n, taken - done, max(1, due))
@@ -219,16 +227,25 @@ class AssetStream:
         return AddResult(Verdict.REORDERED, self._maybe_emit())
 
     def _maybe_emit(self) -> Window | None:
-        if self._filled < self.window:
+        if self._filled < self.min_rows:
             return None
         if self._last_end_ms is not None and self._since_emit < self.hop:
             return None
-        start = self._n - self.window
+        # A run shorter than the window lies whole in the buffer: compaction keeps more
+        # than a window and only starts once the buffer is full.
+        have = min(self._filled, self.window, self._n)
+        start = self._n - have
+        data = self._data[:, start : self._n]
+        if have < self.window:
+            lead = np.repeat(data[:, :1], self.window - have, axis=1)
+            data = np.concatenate([lead, data], axis=1)
+        else:
+            data = data.copy()
         window = Window(
             asset=self.asset,
             start_ms=int(self._ts[start]),
             end_ms=int(self._ts[self._n - 1]),
-            data=self._data[:, start : self._n].copy(),
+            data=data,
         )
         self._since_emit = 0
         self._last_end_ms = window.end_ms

@@ -229,3 +229,17 @@ def test_kill_9_at_each_update_step_leaves_one_live_model(
 @pytest.mark.slow
 def test_kill_9_at_each_update_step_many_times(tmp_path: Path, mqtt_broker: Broker) -> None:
     _kill_at_each_step(tmp_path, mqtt_broker, rounds=20)
+
+
+@pytest.mark.slow
+def test_the_demo_shows_an_update_promoted(tmp_path: Path) -> None:
+    done = run_cli(
+        *("demo", "--assets", "2", "--compressors", "0", "--duration", "60s", "--model-update"),
+        cwd=tmp_path,
+        timeout_s=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    db = tmp_path / "edgewatch-data" / "edgewatch.db"
+    kinds = [k for (k,) in query(db, "select kind from events where kind like 'model%'")]
+    assert kinds == ["model_update_fetched", "model_probation_started", "model_promoted"]
+    assert "last change: promoted pump@" in done.stdout.replace("\n", " ")

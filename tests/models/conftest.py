@@ -26,7 +26,9 @@ def fd001() -> Path:
     return FD001
 
 
-def make_bundle(out: Path, *, rul: bool = True, anomaly: bool = True) -> Path:
+def make_bundle(
+    out: Path, *, rul: bool = True, anomaly: bool = True, first_rows: int | None = None
+) -> Path:
     """An untrained but complete bundle over three sensors (fast, deterministic)."""
     torch.manual_seed(0)
     n = len(SENSORS)
@@ -50,6 +52,7 @@ def make_bundle(out: Path, *, rul: bool = True, anomaly: bool = True) -> Path:
         anomaly=ae_head,
         training={"data": "none"},
         metrics={"val_rmse": 1.0, "nan_metric": float("nan")},
+        first_rows=first_rows,
     )
 
 

@@ -221,3 +221,22 @@ def test_shipped_bundles_carry_their_content_version(name: str) -> None:
     manifest = json.loads((default_bundle_path(name) / MANIFEST).read_text())
     assert manifest["version"] == content_version(manifest)
     assert load_bundle(default_bundle_path(name)).version == manifest["version"]
+
+
+def test_a_rul_only_bundle_records_its_min_rows(tmp_path: Path) -> None:
+    whole = load_bundle(make_bundle(tmp_path / "whole", anomaly=False))
+    assert whole.min_rows == whole.window and "min_rows" not in whole.manifest
+    short = load_bundle(make_bundle(tmp_path / "short", anomaly=False, first_rows=5))
+    assert short.min_rows == 5 and short.window == 16
+
+
+def test_min_rows_is_refused_with_an_anomaly_model_or_outside_the_window(
+    tmp_path: Path, bundle_dir: Path
+) -> None:
+    with pytest.raises(BundleError, match="only a RUL-only bundle"):
+        make_bundle(tmp_path / "both", first_rows=5)
+    with pytest.raises(BundleError, match="only a RUL-only bundle"):
+        make_bundle(tmp_path / "long", anomaly=False, first_rows=17)
+    _reseal(bundle_dir, {"min_rows": 5})  # a bundle with an autoencoder, edited
+    with pytest.raises(BundleError, match="RUL-only bundles"):
+        load_bundle(bundle_dir)

@@ -6,7 +6,13 @@ import numpy as np
 
 from models.datasets import AssetTable
 from models.preprocessing import load_cmapss
-from models.train import AnomalyTrainConfig, RulTrainConfig, train_anomaly_fleet, train_rul_cmapss
+from models.train import (
+    AnomalyTrainConfig,
+    RulTrainConfig,
+    prepare_rul,
+    train_anomaly_fleet,
+    train_rul_cmapss,
+)
 from tests.models.conftest import healthy_series
 
 TINY = RulTrainConfig(
@@ -63,3 +69,16 @@ def test_fleet_autoencoder_is_reproducible() -> None:
     b = train_anomaly_fleet(tables, cfg)
     assert a.threshold == b.threshold and a.metrics == b.metrics
     assert a.relative_floor is not None and len(a.relative_floor) == 3
+
+
+def test_min_rows_trains_on_front_padded_windows_from_that_row_on(fd001: Path) -> None:
+    data = load_cmapss(fd001)
+    units = list(data.units[:3])
+    whole = prepare_rul(data, RulTrainConfig(window=30), units)
+    early = prepare_rul(data, RulTrainConfig(window=30, min_rows=10), units)
+    # 20 more windows per unit, ending at rows 9..28, each padded with the first row.
+    assert len(early.y_train) == len(whole.y_train) + 20 * len(units)
+    first = early.x_train[0]
+    np.testing.assert_array_equal(first[:, :21], np.repeat(first[:, :1], 21, axis=1))
+    assert early.y_train[0] == min(units[0].n_cycles - 10, 125)
+    np.testing.assert_array_equal(early.x_train[20], whole.x_train[0])

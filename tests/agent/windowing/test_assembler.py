@@ -3,6 +3,7 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from agent.domain import (
     AssetPlan,
@@ -263,12 +264,20 @@ def _messy_stream(seed: int, n: int = 600) -> list[Reading]:
     ]
 
 
-def test_batches_give_exactly_the_windows_of_one_reading_at_a_time() -> None:
+@pytest.mark.parametrize("min_rows", [None, 3])
+def test_batches_give_exactly_the_windows_of_one_reading_at_a_time(min_rows: int | None) -> None:
     # Batch payloads take a bulk path (AssetStream.extend); it must cut the same
-    # windows, restart at the same gaps and turn away the same readings as add().
+    # windows, restart at the same gaps and turn away the same readings as add(),
+    # front-padded windows of a RUL-only bundle included.
+    bundle, plan = BUNDLE, PLAN
+    if min_rows is not None:
+        bundle = BundleShape(SENSORS, has_rul=True, has_anomaly=False, min_rows=min_rows)
+        plan = AssetPlan(SENSORS, from_bundle=True, rul=True, baseline=False)
     for seed in range(5):
         readings = _messy_stream(seed)
-        reference = AssetStream("p1", SENSORS, window=8, hop=3, reorder_samples=2, gap_factor=5)
+        reference = AssetStream(
+            "p1", SENSORS, window=8, hop=3, reorder_samples=2, gap_factor=5, min_rows=min_rows
+        )
         want_windows: list[Window] = []
         want_late: list[int] = []
         restarts = 0
@@ -282,12 +291,12 @@ def test_batches_give_exactly_the_windows_of_one_reading_at_a_time() -> None:
 
         asm = WindowAssembler(
             profiles=profiles(),
-            bundle=BUNDLE,
+            bundle=bundle,
             window=8,
             hop=3,
             reorder_samples=2,
             gap_factor=5,
-            commissioned={"p1": PLAN},
+            commissioned={"p1": plan},
             metrics=Metrics(),
         )
         rng = np.random.default_rng(seed + 100)

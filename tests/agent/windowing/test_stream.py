@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from agent.domain import Reading
 from agent.windowing.stream import AssetStream, Verdict
@@ -92,3 +93,23 @@ def test_resume_continues_the_hop_phase() -> None:
     s.resume_after(5000)  # the last scored window ended at 5000 before a restart
     spans = feed(s, [7000, 8000])
     assert spans == [(5000, 8000)]
+
+
+def test_min_rows_emits_front_padded_windows_until_the_window_is_whole() -> None:
+    # A RUL model trained on front-padded windows gives a young asset an estimate
+    # after min_rows samples; the window repeats the run's first sample before it.
+    s = AssetStream("p1", SENSORS, window=4, hop=1, reorder_samples=2, gap_factor=5, min_rows=2)
+    windows = [w for w in (s.add(reading(ts)).window for ts in (10, 20, 30, 40, 50)) if w]
+    assert [(w.start_ms, w.end_ms) for w in windows] == [(10, 20), (10, 30), (10, 40), (20, 50)]
+    np.testing.assert_array_equal(windows[0].data[0], [10, 10, 10, 20])
+    np.testing.assert_array_equal(windows[1].data[0], [10, 10, 20, 30])
+    np.testing.assert_array_equal(windows[3].data[0], [20, 30, 40, 50])
+    # After a gap the run starts over, padded with its own first sample.
+    after = [w for w in (s.add(reading(ts)).window for ts in (500, 510)) if w]
+    assert [w.end_ms for w in after] == [510]
+    np.testing.assert_array_equal(after[0].data[1], [-500, -500, -500, -510])
+
+
+def test_min_rows_outside_the_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_rows 5"):
+        AssetStream("p1", SENSORS, window=4, hop=1, reorder_samples=2, gap_factor=5, min_rows=5)
