@@ -39,7 +39,7 @@ from agent.domain import (
     Event,
     Inbound,
 )
-from agent.errors import EdgewatchError
+from agent.errors import EdgewatchError, UpdateError
 from agent.exporter import MetricsServer
 from agent.inference.alerting import AlertPolicy, AlertTracker
 from agent.inference.baselines import BaselineStore
@@ -67,7 +67,7 @@ from agent.updates.lifecycle import Configured, ModelLifecycle, bundle_version
 from agent.windowing.assembler import ToInference, WindowAssembler
 from models.bundles import default_bundle_path
 from models.lean import has_graphs, onnxruntime_available
-from models.updates.store import ModelStore, discard_partial
+from models.updates.store import ModelStore, StoreState, discard_partial
 
 if TYPE_CHECKING:
     from models.bundle import Bundle
@@ -452,7 +452,19 @@ class Agent:
         s = self.settings
         configured = resolve_bundle(s)
         store = ModelStore(s.updates_cache_dir / "store")
-        state, removed = await asyncio.to_thread(store.recover)
+        note = None
+        try:
+            state, removed = await asyncio.to_thread(store.recover)
+        except (UpdateError, OSError) as exc:
+            # The state file only changes by atomic replace; unreadable all the same
+            # (a failing card): run the configured bundle rather than not at all.
+            state, removed = StoreState(), []
+            note = Event(
+                _now_ms(),
+                "model_store_unusable",
+                f"the model store cannot be read ({exc}); the configured [model] bundle runs",
+                level="error",
+            )
         await asyncio.to_thread(
             discard_partial, s.updates_cache_dir, s.updates_cache_dir / "staged"
         )
@@ -460,7 +472,6 @@ class Agent:
             log.info("model store leftovers removed", extra=fields(removed=removed))
         path = (None if state.live is None else store.path_of(state.live)) or configured
         backend = choose_backend(s.model.backend, path)
-        note = None
         try:
             bundle, predictor = await asyncio.to_thread(self._load_model, path, backend)
         except EdgewatchError as exc:

@@ -131,6 +131,7 @@ class ModelLifecycle:
         self._lock = asyncio.Lock()
         #: The candidate's predictor while it is in probation (one at a time).
         self._candidate: Any = None
+        self._last_error: str | None = None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -140,16 +141,27 @@ class ModelLifecycle:
 
     async def _control(self) -> None:
         while True:
-            try:
-                await self.tick()
-            except EdgewatchError as exc:
-                log.error("model update step failed", extra=fields(error=str(exc)))
+            await self._guarded(self.tick)
             await asyncio.sleep(self.settings.control_interval_s)  # a period
 
     async def _poll(self) -> None:
         while True:
-            await self.poll_once()
+            await self._guarded(self.poll_once)
             await asyncio.sleep(self.settings.poll_interval_s)  # a period
+
+    async def _guarded(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run one step; a failure (a full disk, an unreadable state file) is logged
+        once per distinct error and the live model keeps scoring: an update must
+        never stop the agent."""
+        try:
+            await step()
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, EdgewatchError) else f"{type(exc).__name__}: {exc}"
+            if text != self._last_error:
+                log.error("model update step failed", extra=fields(error=text))
+            self._last_error = text
+        else:
+            self._last_error = None
 
     async def tick(self) -> None:
         """Follow the store's state if it changed, then judge a finished probation."""

@@ -243,3 +243,22 @@ def test_the_demo_shows_an_update_promoted(tmp_path: Path) -> None:
     kinds = [k for (k,) in query(db, "select kind from events where kind like 'model%'")]
     assert kinds == ["model_update_fetched", "model_probation_started", "model_promoted"]
     assert "last change: promoted pump@" in done.stdout.replace("\n", " ")
+
+
+def test_an_unreadable_store_runs_the_configured_bundle(
+    tmp_path: Path, mqtt_broker: Broker
+) -> None:
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    init_keys(keys)
+    state = tmp_path / "data" / "updates" / "store" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"live": {"version": "pump@x"')  # a card that lost the file's end
+    agent = _agent(tmp_path, mqtt_broker, keys, repo)
+    db = tmp_path / "data" / "edgewatch.db"
+    agent.start()
+    try:
+        wait_until(lambda: bool(_event(db, "model_store_unusable")), WAIT_S, "the event")
+        (started,) = _event(db, "agent_started")
+        assert SHIPPED in started
+    finally:
+        assert agent.stop() == 0, agent.log_text()[-3000:]

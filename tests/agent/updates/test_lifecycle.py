@@ -337,3 +337,15 @@ async def test_a_candidate_for_other_sensors_is_rejected_with_the_reason(world: 
     (rejected,) = [e for e in world.events if e.kind == "model_rejected"]
     assert "re-commissioning assets for a new sensor set is not built" in rejected.message
     assert world.inference.predictor is world.live
+
+
+async def test_a_failing_step_is_logged_once_and_the_agent_goes_on(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.store.root.mkdir(parents=True, exist_ok=True)
+    world.store.state_path.write_text("{not json")
+    for _ in range(3):
+        await world.lifecycle._guarded(world.lifecycle.tick)
+    failures = [r for r in caplog.records if r.getMessage() == "model update step failed"]
+    assert len(failures) == 1
+    assert world.inference.predictor is world.live
