@@ -40,10 +40,21 @@ class RulConfig:
     #: Dilation of each convolution (empty: 1 everywhere). Growing dilations (1, 2, 4)
     #: see the whole window with few layers and keep the "same" length.
     dilations: tuple[int, ...] = ()
+    #: Stride of the first convolution: a long window read at half the time resolution
+    #: costs what a short one does (sensor noise is averaged over cycles anyway).
+    stride: int = 1
 
     def __post_init__(self) -> None:
         if self.dilations and len(self.dilations) != len(self.channels):
             raise ValueError("give one dilation per convolution (or none)")
+        if self.stride < 1:
+            raise ValueError("stride must be >= 1")
+
+    @property
+    def steps(self) -> int:
+        """Time steps after the first convolution (the others keep the length)."""
+        pad = self.dilation(0) * (self.kernel // 2)
+        return (self.window + 2 * pad - self.dilation(0) * (self.kernel - 1) - 1) // self.stride + 1
 
     def dilation(self, layer: int) -> int:
         return self.dilations[layer] if self.dilations else 1
@@ -55,6 +66,8 @@ class RulConfig:
             d["dilations"] = list(self.dilations)
         else:
             del d["dilations"]  # the manifests of networks that never had them
+        if self.stride == 1:
+            del d["stride"]
         return d
 
     @classmethod
@@ -80,13 +93,15 @@ class RulCNN(nn.Module):
         for i, c_out in enumerate(config.channels):
             d = config.dilation(i)
             pad = d * (config.kernel // 2)
-            layers += [nn.Conv1d(c_in, c_out, config.kernel, padding=pad, dilation=d), nn.ReLU()]
+            stride = config.stride if i == 0 else 1
+            conv = nn.Conv1d(c_in, c_out, config.kernel, stride=stride, padding=pad, dilation=d)
+            layers += [conv, nn.ReLU()]
             c_in = c_out
         layers += [nn.Conv1d(c_in, config.squeeze, 1), nn.ReLU()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(config.squeeze * config.window, config.hidden),
+            nn.Linear(config.squeeze * config.steps, config.hidden),
             nn.ReLU(),
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden, 1),

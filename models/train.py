@@ -102,6 +102,8 @@ class RulTrainConfig:
     min_val_rows: int = 31
     #: Dilation per convolution (empty: none), see :class:`models.network.RulConfig`.
     dilations: tuple[int, ...] = ()
+    #: Stride of the first convolution, see :class:`models.network.RulConfig`.
+    stride: int = 1
     #: What the learning-rate plateau schedule watches: the validation RMSE, or the
     #: training loss (cross-validation: the final model, trained on every unit, has no
     #: validation units, so the folds must train the way it will).
@@ -248,6 +250,7 @@ def rul_network(cfg: RulTrainConfig, n_sensors: int) -> RulConfig:
         hidden=cfg.hidden,
         dropout=cfg.dropout,
         dilations=cfg.dilations,
+        stride=cfg.stride,
     )
 
 

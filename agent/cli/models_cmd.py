@@ -150,10 +150,27 @@ def train_rul(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Data format: cmapss.")] = "cmapss",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same model).")] = 0,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Max epochs per member.")] = 150,
-    window: Annotated[int, typer.Option("--window", min=2, help="Window length (cycles).")] = 30,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Max epochs per member (recipe's).")
+    ] = None,
+    window: Annotated[
+        int | None, typer.Option("--window", min=2, help="Window length (cycles).")
+    ] = None,
+    min_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--min-rows",
+            min=1,
+            help="Cycles before the first estimate (windows front-padded until whole).",
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option("--stride", min=1, help="Stride of the first convolution.")
+    ] = None,
     cap: Annotated[float, typer.Option("--cap", min=1.0, help="RUL target cap.")] = 125.0,
-    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Networks averaged.")] = 2,
+    ensemble: Annotated[
+        int | None, typer.Option("--ensemble", min=1, help="Networks averaged (recipe's).")
+    ] = None,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", min=0.05, max=0.5, help="Units held out.")
     ] = 0.2,
@@ -211,13 +228,20 @@ def train_rul(
     from models.pipelines import train_rul_bundle_cmapss
 
     # The shipped FD001 recipe is the starting point; flags override its fields.
+    window = window or FD001_CONFIG.window
+    if min_rows is None and window == FD001_CONFIG.window:
+        min_rows = FD001_CONFIG.min_rows
+    if min_rows is not None and min_rows > window:
+        raise typer.BadParameter(f"at most the window ({window})", param_hint="--min-rows")
     cfg = replace(
         FD001_CONFIG,
         window=window,
+        min_rows=min_rows,
+        stride=stride or FD001_CONFIG.stride,
         cap=cap,
-        epochs=epochs,
+        epochs=epochs or FD001_CONFIG.epochs,
         seed=seed,
-        ensemble=ensemble,
+        ensemble=ensemble or FD001_CONFIG.ensemble,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         patience=patience,

@@ -17,15 +17,26 @@ from models.retrain_shipped import FD001_CONFIG, PUMP_ANOMALY
 def test_rul_cnn_shapes_and_budget() -> None:
     cfg = RulConfig(
         n_sensors=14,
-        window=30,
+        window=FD001_CONFIG.window,
         channels=FD001_CONFIG.channels,
         kernel=FD001_CONFIG.kernel,
         squeeze=FD001_CONFIG.squeeze,
         hidden=FD001_CONFIG.hidden,
+        dilations=FD001_CONFIG.dilations,
+        stride=FD001_CONFIG.stride,
     )
     model = RulCNN(cfg).eval()
-    assert model(torch.zeros(5, 14, 30)).shape == (5,)
+    assert model(torch.zeros(5, 14, FD001_CONFIG.window)).shape == (5,)
     assert count_parameters(model) <= MAX_PARAMETERS
+
+
+def test_a_strided_first_convolution_reads_a_long_window_at_a_lower_rate() -> None:
+    for window, stride in ((80, 2), (81, 2), (120, 3), (30, 1)):
+        cfg = RulConfig(n_sensors=14, window=window, channels=(16, 16), stride=stride)
+        assert cfg.steps == -(-window // stride)
+        assert RulCNN(cfg).eval()(torch.zeros(2, 14, window)).shape == (2,)
+        again = RulConfig.from_json(cfg.to_json())
+        assert again == cfg and ("stride" in cfg.to_json()) == (stride > 1)
 
 
 def test_autoencoder_shapes_and_budget_for_odd_and_even_windows() -> None:
