@@ -185,11 +185,11 @@ class ModelLifecycle:
             return
         skip = set(state.rejected) | {v.version for v in (state.live, state.previous) if v}
         # python-tuf and its crypto load on the first poll, not in every agent.
-        from models.updates.client import fetch_update
+        from models.updates.client import check_update
 
         try:
-            staged = await asyncio.to_thread(
-                fetch_update,
+            check = await asyncio.to_thread(
+                check_update,
                 s.repo,
                 s.trusted_root,
                 self.cache_dir,
@@ -205,6 +205,9 @@ class ModelLifecycle:
             # Offline or a repository being copied: the next poll tries again.
             log.warning("model update repository not readable", extra=fields(error=str(exc)))
             return
+        if self.running in check.revoked:
+            await self._revoked(state)
+        staged = check.staged
         if staged is None:
             return
         reason = f"fetched and verified from {s.repo} (sequence {staged.sequence})"
@@ -216,6 +219,36 @@ class ModelLifecycle:
                 state="fetched",
                 version=staged.version,
             )
+        await self.tick()
+
+    async def _revoked(self, state: StoreState) -> None:
+        """The live version was revoked after it was installed: back to the previous
+        model when there is one (the control loop swaps it in), else say so."""
+        gone = self.running
+        back = state.previous
+        if state.live is None or back is None:
+            await self._tell(
+                "model_revoked",
+                f"model {gone} is revoked in {self.settings.repo} and this gateway has no "
+                "previous model to return to: publish a newer version or change [model] bundle",
+                level="error",
+                state="revoked",
+                version=gone,
+            )
+            return
+        async with self._lock:
+            await asyncio.to_thread(
+                self.store.rollback,
+                f"{gone} is revoked in {self.settings.repo}",
+                configured=self.configured.version,
+            )
+        await self._tell(
+            "model_revoked",
+            f"model {gone} is revoked in {self.settings.repo}; {back.version} returns",
+            level="error",
+            state="revoked",
+            version=gone,
+        )
         await self.tick()
 
     async def _follow(self, state: StoreState) -> None:

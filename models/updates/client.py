@@ -135,6 +135,15 @@ def _choose(
     return max(fresh, key=lambda c: c.sequence, default=None)
 
 
+@dataclass(frozen=True)
+class UpdateCheck:
+    """One poll: the version staged (None: nothing newer) and every version of the
+    bundle name the signed metadata marks revoked."""
+
+    staged: StagedUpdate | None
+    revoked: frozenset[str]
+
+
 def fetch_update(
     repo_url: str,
     trusted_root: Path,
@@ -154,12 +163,39 @@ def fetch_update(
     Raises :class:`UpdateRefusedError` when a security check fails (the staging folder
     keeps nothing of it) and :class:`UpdateError` when the repository cannot be read.
     """
+    return check_update(
+        repo_url,
+        trusted_root,
+        cache_dir,
+        staging_dir,
+        name=name,
+        current_version=current_version,
+        skip=skip,
+    ).staged
+
+
+def check_update(
+    repo_url: str,
+    trusted_root: Path,
+    cache_dir: Path,
+    staging_dir: Path,
+    *,
+    name: str,
+    current_version: str | None = None,
+    skip: Collection[str] = (),
+) -> UpdateCheck:
+    """:func:`fetch_update`, also telling which versions are revoked (so that an agent
+    can move off a live version revoked after it was installed)."""
     updater = _updater(repo_url, trusted_root, cache_dir)
     try:
         updater.refresh()
-        candidate = _choose(_listed(updater, cache_dir), name, current_version, skip)
+        listed = _listed(updater, cache_dir)
+        revoked = frozenset(
+            str(i["version"]) for _, i in listed if i.get("name") == name and i.get("revoked")
+        )
+        candidate = _choose(listed, name, current_version, skip)
         if candidate is None:
-            return None
+            return UpdateCheck(None, revoked)
         info = updater.get_targetinfo(candidate.target_path)
         assert info is not None  # listed just above from the same verified metadata
         downloads = cache_dir / "downloads"
@@ -170,7 +206,7 @@ def fetch_update(
     except (tuf_errors.RepositoryError, tuf_errors.DownloadError, OSError) as exc:
         raise _translate(repo_url, exc) from exc
     try:
-        return _stage(archive, staging_dir, candidate, repo_url)
+        return UpdateCheck(_stage(archive, staging_dir, candidate, repo_url), revoked)
     finally:
         archive.unlink(missing_ok=True)
 

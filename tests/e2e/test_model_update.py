@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -179,9 +181,19 @@ def test_an_update_is_promoted_by_hot_swap_and_rolled_back(
         assert agent.stop() == 0, agent.log_text()[-3000:]
 
 
-def _kill_at_each_step(tmp_path: Path, broker: Broker, rounds: int) -> None:
-    """Per round a new version is published; the agent is killed once it is fetched,
-    once in probation, once just promoted, and restarted each time."""
+#: Each round's kills: the log line the agent is killed at (any of them).
+_KILL_AT = (
+    ("model update fetched", "model probation started"),
+    ("model probation started",),
+    ("model promoted",),
+)
+
+
+def _kill_at_each_step(tmp_path: Path, broker: Broker, rounds: int, seed: int) -> None:
+    """Per round a new version is published; the agent is killed at a random instant
+    of its start (the poll's download and verification run then), once the version is
+    fetched, once in probation, once just promoted, and restarted each time."""
+    rng = random.Random(seed)
     keys, repo = tmp_path / "keys", tmp_path / "repo"
     init_keys(keys)
     agent = _agent(tmp_path, broker, keys, repo)
@@ -198,12 +210,18 @@ def _kill_at_each_step(tmp_path: Path, broker: Broker, rounds: int) -> None:
     sent = 0
     for n in range(rounds):
         publish(make_version(tmp_path, f"r{n}"), repo.as_uri(), keys)
-        for log_line in ("model update fetched", "model probation started", "model promoted"):
+        agent.start(wait_subscribed_s=0)
+        wait_until(lambda: agent.saw("agent starting"), WAIT_S, "the agent's start")
+        # Fault injection, not synchronisation: a random instant of the first poll.
+        time.sleep(rng.uniform(0.0, 0.4))
+        agent.kill()
+        _one_complete_live_model(store)
+        for lines in _KILL_AT:
             agent.start()
-            if log_line == "model promoted":
+            if lines == ("model promoted",):
                 publish_fleet(broker, rest[sent : sent + step], site=SITE)
                 sent += step
-            wait_until(lambda: agent.saw(log_line), WAIT_S, log_line)  # noqa: B023
+            wait_until(lambda: any(map(agent.saw, lines)), WAIT_S, lines[0])  # noqa: B023
             agent.kill()
             _one_complete_live_model(store)
     agent.start()
@@ -215,6 +233,9 @@ def _kill_at_each_step(tmp_path: Path, broker: Broker, rounds: int) -> None:
         assert live is not None
         # The newest windows are scored by the store's live model, the last promoted.
         assert _windows_once_in_order(db)["pump-001"][-1] == live.version
+        # Downloads and extractions the kills cut short went at the next start.
+        cache = tmp_path / "data" / "updates"
+        assert not list(cache.glob("staged/*")) and not list(cache.glob("downloads/*"))
     finally:
         assert agent.stop() == 0, agent.log_text()[-3000:]
     _windows_once_in_order(db)
@@ -223,12 +244,12 @@ def _kill_at_each_step(tmp_path: Path, broker: Broker, rounds: int) -> None:
 def test_kill_9_at_each_update_step_leaves_one_live_model(
     tmp_path: Path, mqtt_broker: Broker
 ) -> None:
-    _kill_at_each_step(tmp_path, mqtt_broker, rounds=1)
+    _kill_at_each_step(tmp_path, mqtt_broker, rounds=1, seed=1)
 
 
 @pytest.mark.slow
 def test_kill_9_at_each_update_step_many_times(tmp_path: Path, mqtt_broker: Broker) -> None:
-    _kill_at_each_step(tmp_path, mqtt_broker, rounds=20)
+    _kill_at_each_step(tmp_path, mqtt_broker, rounds=20, seed=20)
 
 
 @pytest.mark.slow

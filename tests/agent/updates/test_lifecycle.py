@@ -31,7 +31,7 @@ from agent.settings import UpdateSettings
 from agent.updates.lifecycle import Configured, ModelLifecycle
 from models.bundles import default_bundle_path
 from models.lean import OnnxPredictor, load_lean_bundle, onnxruntime_available
-from models.updates.repository import init_keys, publish
+from models.updates.repository import init_keys, publish, revoke
 from models.updates.store import ModelStore
 from tests.agent.updates.bundles import make_version, version_of
 
@@ -348,4 +348,30 @@ async def test_a_failing_step_is_logged_once_and_the_agent_goes_on(
         await world.lifecycle._guarded(world.lifecycle.tick)
     failures = [r for r in caplog.records if r.getMessage() == "model update step failed"]
     assert len(failures) == 1
+    assert world.inference.predictor is world.live
+
+
+async def test_a_live_version_revoked_later_is_rolled_back(world: World) -> None:
+    good = make_version(world.tmp, "good")
+    publish(good, world.url, world.keys)
+    await world.lifecycle.poll_once()
+    await until_probation_done(world)
+    await world.lifecycle.tick()
+    assert world.inference.predictor.model_version == version_of(good)
+
+    revoke(version_of(good), world.url, world.keys)
+    await world.lifecycle.poll_once()
+    assert world.kinds()[-2:] == ["model_revoked", "model_rolled_back"]
+    assert f"model {version_of(good)} is revoked in" in world.events[-2].message
+    assert world.inference.predictor.model_version == world.live.model_version
+    state = world.store.read()
+    assert state.live is None and state.rejected == (version_of(good),)
+
+
+async def test_a_revoked_configured_bundle_is_reported(world: World) -> None:
+    publish(default_bundle_path("pump"), world.url, world.keys)
+    revoke(world.live.model_version, world.url, world.keys)
+    await world.lifecycle.poll_once()
+    assert world.kinds() == ["model_revoked"]
+    assert "no previous model to return to" in world.events[0].message
     assert world.inference.predictor is world.live
