@@ -273,12 +273,7 @@ class Agent:
         plans = resumed_plans(baselines, profiles, shape, predictor, window)
         for asset in set(baselines) - set(plans):
             del baselines[asset]  # made for another bundle or window: commission again
-        tracker = AlertTracker(
-            self._alert_policy(bundle, profiles, ""),
-            lru_cache(maxsize=PROFILE_CACHE_ASSETS)(
-                lambda asset: self._alert_policy(bundle, profiles, asset)
-            ),
-        )
+        tracker = AlertTracker(*self._alert_policies(bundle, profiles))
         for alert in await asyncio.to_thread(queries.open_alerts, engine, s.identity.site):
             tracker.restore(alert)
 
@@ -398,7 +393,7 @@ class Agent:
         self.inference = inference
         if live.note is not None:
             await queues.records.put(live.note)
-        lifecycle = await self._lifecycle(live, inference, queues, link, engine)
+        lifecycle = await self._lifecycle(live, inference, queues, link, engine, profiles)
         self.model_version = bundle.version
         exporter = self._start_exporter()
         stages: list[asyncio.Task[None]] = []
@@ -511,6 +506,7 @@ class Agent:
         queues: Queues,
         link: MqttLink,
         engine: Any,
+        profiles: Profiles,
     ) -> ModelLifecycle:
         backend = live.backend
         return ModelLifecycle(
@@ -526,7 +522,9 @@ class Agent:
             status=lambda doc: publish_json(
                 link, self._model_topic(), doc, qos=1, retain=True, timeout_s=2.0
             ),
-            on_live=lambda predictor, path: self._on_live(engine, predictor, path),
+            on_live=lambda predictor, path: self._on_live(
+                engine, predictor, path, inference.tracker, profiles
+            ),
         )
 
     def _model_topic(self) -> str:
@@ -534,11 +532,16 @@ class Agent:
         status = format_topic(s.mqtt.status_topic, site=s.identity.site, agent=s.identity.agent)
         return f"{status}/model"
 
-    async def _on_live(self, engine: Any, predictor: Any, path: Path) -> None:
-        """A model became live by hot swap: the models table and metrics say so."""
+    async def _on_live(
+        self, engine: Any, predictor: Any, path: Path, tracker: AlertTracker, profiles: Profiles
+    ) -> None:
+        """A model became live by hot swap: alerts follow its threshold rule from the
+        next prediction on (open alerts stay open), and the models table and metrics
+        say so."""
         if predictor is None:
             return
         bundle = predictor.bundle
+        tracker.set_policies(*self._alert_policies(bundle, profiles))
         self.model_version = bundle.version
         await asyncio.to_thread(
             queries.register_model,
@@ -563,6 +566,14 @@ class Agent:
 
         bundle = load_bundle(path)
         return bundle, Predictor(bundle, threads=threads)
+
+    def _alert_policies(
+        self, bundle: Bundle | LeanBundle, profiles: Profiles
+    ) -> tuple[AlertPolicy, Callable[[str], AlertPolicy]]:
+        """The default alert policy and each asset's (its profile's over the bundle's)."""
+        return self._alert_policy(bundle, profiles, ""), lru_cache(maxsize=PROFILE_CACHE_ASSETS)(
+            lambda asset: self._alert_policy(bundle, profiles, asset)
+        )
 
     def _alert_policy(
         self, bundle: Bundle | LeanBundle, profiles: Profiles, asset: str

@@ -75,6 +75,13 @@ class AlertTracker:
         self._policy_for = policy_for
         self._tracks: dict[tuple[str, AlertKind], _Track] = {}
 
+    def set_policies(
+        self, policy: AlertPolicy, policy_for: Callable[[str], AlertPolicy] | None = None
+    ) -> None:
+        """New policies (another model went live); alert state carries on."""
+        self.policy = policy
+        self._policy_for = policy_for
+
     def policy_of(self, asset: str) -> AlertPolicy:
         return self.policy if self._policy_for is None else self._policy_for(asset)
 
