@@ -147,6 +147,10 @@ def test_an_update_is_promoted_by_hot_swap_and_rolled_back(
     agent.start()
     try:
         wait_until(lambda: bool(_event(db, "model_probation_started")), WAIT_S, "probation")
+        # No asset yet: the candidate waits in probation, as `model status` shows.
+        wait_until(lambda: _status(tmp_path)["probation"] is not None, WAIT_S, "a heartbeat")
+        shown = _cli(tmp_path, "model", "status").stdout
+        assert f"candidate: {new} in probation, 0/{PROBATION_WINDOWS} windows" in shown
         publish_fleet(mqtt_broker, head, site=SITE)
         publish_fleet(mqtt_broker, middle, site=SITE)
         wait_until(lambda: bool(_event(db, "model_promoted")), WAIT_S, "the promotion")
