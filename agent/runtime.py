@@ -395,6 +395,9 @@ class Agent:
             await queues.records.put(live.note)
         lifecycle = await self._lifecycle(live, inference, queues, link, engine, profiles)
         self.model_version = bundle.version
+        # From here only the inference stage holds the model: once a promotion or a
+        # rollback replaces it, its graphs are freed (two models at most, in probation).
+        del live, bundle, predictor
         exporter = self._start_exporter()
         stages: list[asyncio.Task[None]] = []
         try:
