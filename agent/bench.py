@@ -61,6 +61,8 @@ PUMP_PERIOD_S = 60.0
 RSS_SAMPLE_S = 0.5
 #: Readings in each message of the batched run.
 BATCH_READINGS = 100
+#: Readings stored, from the blocks' counts (no block is opened).
+STORED_READINGS = "select coalesce(sum(count), 0) from reading_blocks"
 
 Progress = Callable[[str], None]
 
@@ -109,6 +111,10 @@ class AgentFigures:
     cold_start_s: float = 0.0
     commits_per_s: float = 0.0
     batched_commits_per_s: float = 0.0
+    #: Bytes the agent wrote to storage per reading stored (/proc/<pid>/io
+    #: write_bytes: database, WAL and checkpoints), single and batched runs.
+    write_bytes_per_reading: float = 0.0
+    batched_write_bytes_per_reading: float = 0.0
     #: The backend's predictor alone, in a fresh process (:mod:`models.backend_bench`).
     inference: dict[str, Any] = field(default_factory=dict)
 
@@ -163,6 +169,16 @@ class _ProcStats:
         except OSError:
             pass
         return 0.0
+
+    def write_bytes(self) -> int:
+        """Bytes the process caused to be written to storage (/proc/<pid>/io)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/io").read_text().splitlines():
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
 
     def cpu_s(self) -> float:
         try:
@@ -420,9 +436,10 @@ class Bench:
         # Payloads are made before the clock starts: the publisher shares the CPU
         # with the agent, and making them is not what is measured.
         singles = list(self.single_messages(n, values, start))
-        before = _count(db, "select count(*) from readings")
+        before = _count(db, STORED_READINGS)
         health0 = self._fresh_heartbeat(db)
         commits0 = health0.get("commits", 0)
+        written0 = stats.write_bytes()
         cpu0, t0 = stats.cpu_s(), time.monotonic()
         threading.Thread(target=self.publish, args=(broker, singles), daemon=True).start()
         self._wait_stored(db, singles, "readings")
@@ -431,14 +448,17 @@ class Bench:
         fig.commits_per_s = round(commits / (time.monotonic() - t0), 1)
         fig.agent_msg_s = round(n / elapsed, 1)
         fig.cpu_percent = round(100 * (stats.cpu_s() - cpu0) / elapsed, 1)
-        fig.lost = n - (_count(db, "select count(*) from readings") - before)
+        stored = _count(db, STORED_READINGS) - before
+        fig.lost = n - stored
+        fig.write_bytes_per_reading = round((stats.write_bytes() - written0) / max(stored, 1), 1)
         if self.report.ceiling_msg_s:
             fig.ratio = round(fig.agent_msg_s / self.report.ceiling_msg_s, 3)
 
         self.progress(f"(b) agent end to end, {m} batch messages of {BATCH_READINGS} readings")
         batches = list(self.batch_messages(m, values, start + single_span))
-        before = _count(db, "select count(*) from readings")
+        before = _count(db, STORED_READINGS)
         commits0 = self._fresh_heartbeat(db).get("commits", 0)
+        written0 = stats.write_bytes()
         t0 = time.monotonic()
         threading.Thread(
             target=self.publish, args=(broker, batches, BATCH_READINGS), daemon=True
@@ -449,7 +469,11 @@ class Bench:
         commits = self._fresh_heartbeat(db).get("commits", 0) - commits0
         fig.batched_commits_per_s = round(commits / (time.monotonic() - t0), 1)
         after = self._fresh_heartbeat(db)
-        fig.batched_lost = target - (_count(db, "select count(*) from readings") - before)
+        stored = _count(db, STORED_READINGS) - before
+        fig.batched_lost = target - stored
+        fig.batched_write_bytes_per_reading = round(
+            (stats.write_bytes() - written0) / max(stored, 1), 1
+        )
         windows = after.get("windows_emitted", 0) - health0.get("windows_emitted", 0)
         shed = after.get("windows_shed", 0) - health0.get("windows_shed", 0)
         fig.windows_per_reading = round(windows / (n + target), 4)
@@ -476,9 +500,10 @@ class Bench:
             if asset not in last:
                 ts = orjson.loads(payload)["ts"]
                 last[asset] = round(1000 * (max(ts) if isinstance(ts, list) else ts))
+        # Readings are stored in time order per asset: a block reaching the last one.
         sql = (
-            "select count(*) from readings r join assets a on a.id = r.asset_id "
-            "where a.site = ? and a.name = ? and r.ts_ms = ?"
+            "select count(*) from reading_blocks b join assets a on a.id = b.asset_id "
+            "where a.site = ? and a.name = ? and b.last_ts_ms >= ?"
         )
 
         def stored() -> bool:

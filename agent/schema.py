@@ -52,17 +52,30 @@ assets = Table(
     UniqueConstraint("site", "name"),
 )
 
-# Raw samples kept for retraining and context around alerts, bounded by retention.
-# (asset, ts) is the natural key of a reading: INSERT OR IGNORE makes a redelivered
-# MQTT message harmless.
-readings = Table(
-    "readings",
+# Raw samples kept for retraining and context around alerts, bounded by retention:
+# one row per asset per transaction (at most agent.blocks.MAX_BLOCK_READINGS
+# readings), columnar and compressed (format in agent/blocks.py). The time range and
+# count are plain columns so that blocks are chosen in SQL without being opened.
+# (asset, ts) stays the natural key of a reading: agent.blocks.insert_readings skips
+# one already stored, which makes a redelivered MQTT message harmless.
+reading_blocks = Table(
+    "reading_blocks",
     metadata,
-    Column("asset_id", Integer, ForeignKey("assets.id"), primary_key=True),
-    Column("ts_ms", BigInteger, primary_key=True),
-    Column("received_ms", BigInteger, nullable=False),
-    Column("values_json", Text, nullable=False, comment="JSON object sensor -> value"),
-    sqlite_with_rowid=False,
+    Column("id", Integer, primary_key=True),
+    Column("asset_id", Integer, ForeignKey("assets.id"), nullable=False),
+    Column("first_ts_ms", BigInteger, nullable=False),
+    Column("last_ts_ms", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("sensor_set_id", Integer, ForeignKey("sensor_sets.id"), nullable=False),
+    Column("data", LargeBinary, nullable=False, comment="compressed columns, agent/blocks.py"),
+)
+
+# The sensor names of a block, in its column order: stored once, not in every block.
+sensor_sets = Table(
+    "sensor_sets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("names_json", Text, nullable=False, unique=True, comment="JSON list of names"),
 )
 
 predictions = Table(
@@ -209,7 +222,10 @@ Index("ix_alerts_open", alerts.c.asset_id, sqlite_where=text("closed_ms IS NULL"
 Index("ix_dead_letters_time", dead_letters.c.received_ms)
 Index("ix_dead_letters_reason", dead_letters.c.reason, dead_letters.c.received_ms)
 Index("ix_dead_letters_digest", dead_letters.c.digest, unique=True)
-Index("ix_readings_time", readings.c.ts_ms)
+# An asset's newest block (redelivery checks) and its blocks by time; every asset's
+# oldest blocks first (retention, disk budget).
+Index("ix_reading_blocks_asset_time", reading_blocks.c.asset_id, reading_blocks.c.last_ts_ms)
+Index("ix_reading_blocks_time", reading_blocks.c.first_ts_ms)
 Index("ix_summaries_time", summaries.c.period_start_ms)
 Index(
     "ix_outbox_drain",

@@ -45,6 +45,11 @@ FIGURES: list[tuple[str, Callable[[Any], str], str]] = [
     ("(b) batched payloads, readings/s", lambda f: f"{f.batched_readings_s:,.0f}", ">= 250000"),
     ("readings lost (batched)", lambda f: str(f.batched_lost), "0"),
     (
+        "(b) bytes written to disk per reading, single / batched",
+        lambda f: f"{f.write_bytes_per_reading:,.1f} / {f.batched_write_bytes_per_reading:,.1f}",
+        "batched <= 16",
+    ),
+    (
         "(c) reading -> prediction p50 / p99, ms",
         lambda f: _pair(f.prediction_latency_ms),
         "p99 <= 250",

@@ -1,17 +1,20 @@
 """What a report shows, read from the database and bounded in size.
 
-Long ranges are bucketed in SQL (mean of each sensor, max anomaly score, min RUL
-per bucket), so a month of one-second readings becomes at most
+Long ranges are bucketed (mean of each sensor, in Python one compressed block at a
+time; max anomaly score and min RUL in SQL), so a month of one-second readings becomes at most
 :data:`MAX_POINTS` points per series before it reaches Python.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, Integer, cast, func, or_, select
 
+from agent import blocks
 from agent import schema as t
 from agent.errors import EdgewatchError
 from agent.storage import records
@@ -151,23 +154,34 @@ def load_asset(
 def _sensor_series(
     conn: Any, asset_id: int, sensors: list[str], since_ms: int, until_ms: int, bucket: int
 ) -> dict[str, Series]:
-    r = t.readings
-    slot = cast(r.c.ts_ms / bucket, Integer).label("slot")
-    columns = [
-        func.avg(func.json_extract(r.c.values_json, f'$."{name}"')).label(f"s{i}")
-        for i, name in enumerate(sensors)
-    ]
-    query = (
-        select(slot, func.min(r.c.ts_ms), *columns)
-        .where(r.c.asset_id == asset_id, r.c.ts_ms >= since_ms, r.c.ts_ms < until_ms)
-        .group_by(slot)
-        .order_by(slot)
-    )
+    # Readings are compressed blocks: bucketed here, one block at a time.
+    first: dict[int, int] = {}
+    sums: dict[str, defaultdict[int, float]] = {name: defaultdict(float) for name in sensors}
+    counts: dict[str, defaultdict[int, int]] = {name: defaultdict(int) for name in sensors}
+    for block in blocks.read_blocks(conn, asset_id, since_ms, until_ms):
+        slots, start, inverse = np.unique(
+            block.ts_ms // bucket, return_index=True, return_inverse=True
+        )
+        for slot, i in zip(slots.tolist(), start.tolist(), strict=True):
+            first.setdefault(slot, int(block.ts_ms[i]))
+        for name in sensors:
+            column = block.column(name)
+            if column is None:
+                continue
+            present = ~np.isnan(column)
+            kept = np.where(present, column, 0.0)
+            total = np.bincount(inverse, weights=kept, minlength=len(slots))
+            n = np.bincount(inverse, weights=present, minlength=len(slots))
+            for slot, x, k in zip(slots.tolist(), total.tolist(), n.tolist(), strict=True):
+                if k:
+                    sums[name][slot] += x
+                    counts[name][slot] += int(k)
     out = {name: Series() for name in sensors}
-    for row in conn.execute(query):
-        for i, name in enumerate(sensors):
-            out[name].ts_ms.append(int(row[1]))
-            out[name].values.append(row[2 + i])
+    for slot in sorted(first):
+        for name in sensors:
+            k = counts[name].get(slot, 0)
+            out[name].ts_ms.append(first[slot])
+            out[name].values.append(sums[name][slot] / k if k else None)
     return out
 
 

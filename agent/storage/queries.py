@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from agent import blocks
 from agent import schema as t
 from agent.domain import Alert, AlertKind, AssetState, Reading, Severity
 
@@ -27,18 +29,11 @@ def recent_readings(
         ).scalar_one_or_none()
         if aid is None:
             return [], None
-        rows = conn.execute(
-            select(t.readings.c.ts_ms, t.readings.c.values_json)
-            .where(t.readings.c.asset_id == aid)
-            .order_by(t.readings.c.ts_ms.desc())
-            .limit(limit)
-        ).all()
+        rows = list(islice(blocks.iter_readings(conn, aid, newest_first=True), limit))
         last_end = conn.execute(
             select(func.max(t.predictions.c.window_end_ms)).where(t.predictions.c.asset_id == aid)
         ).scalar_one_or_none()
-    readings = [
-        Reading(site, asset, int(ts), orjson.loads(values)) for ts, values in reversed(rows)
-    ]
+    readings = [Reading(site, asset, ts, values) for ts, _, values in reversed(rows)]
     return readings, last_end
 
 

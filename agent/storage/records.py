@@ -3,8 +3,9 @@
 Every kind is a typed column list plus a query with the same filters (asset, time
 range, limit, and the kind's own flags). Rows come out as plain tuples, times as
 epoch milliseconds, straight from a cursor: a million readings never sit in
-memory. The reading connection is ``query_only`` and WAL lets it run beside the
-agent's writer without blocking it.
+memory (readings are decoded one block at a time, agent/blocks.py). The reading
+connection is ``query_only`` and WAL lets it run beside the agent's writer without
+blocking it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,26 @@ import enum
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
+import numpy as np
 import orjson
-from sqlalchemy import Boolean, Engine, Select, and_, case, func, or_, select, type_coerce
+from numpy.typing import NDArray
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    type_coerce,
+)
 
+from agent import blocks
 from agent import schema as t
 from agent.errors import StorageError
 
@@ -233,13 +249,10 @@ def _summaries(f: Filters) -> Select[Any]:
 
 
 def _readings(f: Filters) -> Select[Any]:
-    r = t.readings
-    return (
-        select(r.c.ts_ms, _asset_name(), r.c.received_ms, r.c.values_json)
-        .select_from(r)
-        .join(t.assets, t.assets.c.id == r.c.asset_id)
-        .where(*_range(r.c.ts_ms, f))
-    )
+    # Readings are compressed blocks that SQL cannot open: open_records and
+    # count_beyond read them through agent.blocks; this only names the blocks.
+    b = t.reading_blocks
+    return select(b.c.first_ts_ms).where(*_range(b.c.first_ts_ms, f))
 
 
 def _specs(rul_unit: str) -> dict[str, _Spec]:
@@ -346,7 +359,7 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 Field("received", Kind.TIME, table=False),
             ],
             _readings,
-            t.readings.c.ts_ms,
+            t.reading_blocks.c.first_ts_ms,
         ),
     }
 
@@ -372,33 +385,20 @@ def rul_unit(engine: Engine) -> str:
 
 
 def sensors_of(engine: Engine, asset: str | None) -> list[str]:
-    """Sensor columns of the readings: what the selected assets' newest readings hold.
-
-    The newest reading of an asset is one primary-key lookup, so this stays cheap
-    however many readings are kept.
-    """
-    r = t.readings
-    newest = (
-        select(r.c.values_json)
-        .where(r.c.asset_id == t.assets.c.id)
-        .order_by(r.c.ts_ms.desc())
-        .limit(1)
-        .correlate(t.assets)
-        .scalar_subquery()
-    )
-    query = select(t.assets.c.sensors, newest).order_by(t.assets.c.name)
+    """Sensor columns of the readings: what the selected assets declare and what their
+    newest blocks hold (one index lookup per asset, however many readings are kept)."""
+    query = select(t.assets.c.id, t.assets.c.sensors).order_by(t.assets.c.name)
     if asset is not None:
         query = query.where(t.assets.c.name == asset)
     names: dict[str, None] = {}
     with engine.connect() as conn:
-        for declared, latest in conn.execute(query):
-            for text in (declared, latest):
-                try:
-                    found = orjson.loads(text or "[]")
-                except orjson.JSONDecodeError:
-                    continue
-                for name in found:  # a JSON list of names, or a reading's object keys
-                    names[str(name)] = None
+        for asset_id, declared in conn.execute(query).all():
+            try:
+                found = [str(x) for x in orjson.loads(declared or "[]")]
+            except orjson.JSONDecodeError:
+                found = []
+            found.extend(blocks.newest_sensors(conn, int(asset_id)))
+            names.update(dict.fromkeys(found))
     return list(names)
 
 
@@ -415,6 +415,15 @@ def open_records(engine: Engine, kind: str, filters: Filters) -> Iterator[Record
     if kind not in specs:
         raise StorageError(f"unknown record kind {kind!r}; one of {', '.join(specs)}")
     spec = specs[kind]
+    if kind == "readings":
+        sensors = sensors_of(engine, filters.asset)
+        fields = [*spec.fields, *(Field(name, Kind.FLOAT) for name in sensors)]
+        with engine.connect() as conn:
+            found = _reading_rows(conn, filters, sensors)
+            if filters.limit is not None:
+                found = islice(found, filters.limit)
+            yield RecordSet(kind, fields, found)
+        return
     query = _filtered(spec, filters)
     order = spec.time.desc() if filters.newest_first else spec.time.asc()
     if kind == "assets":
@@ -423,14 +432,10 @@ def open_records(engine: Engine, kind: str, filters: Filters) -> Iterator[Record
     if filters.limit is not None:
         query = query.limit(filters.limit)
     fields = list(spec.fields)
-    sensors = sensors_of(engine, filters.asset) if kind == "readings" else []
-    fields.extend(Field(name, Kind.FLOAT) for name in sensors)
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(query)
         rows: Iterator[tuple[Any, ...]]
-        if kind == "readings":
-            rows = _expand_readings(result, sensors)
-        elif kind == "dead-letters":
+        if kind == "dead-letters":
             rows = ((*row[:-1], bytes(row[-1]).decode("utf-8", errors="replace")) for row in result)
         elif kind == "predictions":
             rows = ((*row[:4], bool(row[4]), *row[5:]) for row in result)
@@ -449,14 +454,48 @@ def _filtered(spec: _Spec, filters: Filters) -> Select[Any]:
     return query
 
 
-def _expand_readings(result: Any, sensors: list[str]) -> Iterator[tuple[Any, ...]]:
-    for ts_ms, asset, received_ms, values_json in result:
-        values = orjson.loads(values_json)
-        yield (ts_ms, asset, received_ms, *(values.get(name) for name in sensors))
+def _asset_id(conn: Connection, name: str) -> int | None:
+    found = conn.execute(select(t.assets.c.id).where(t.assets.c.name == name)).first()
+    return None if found is None else int(found[0])
+
+
+def _reading_rows(conn: Connection, f: Filters, sensors: list[str]) -> Iterator[tuple[Any, ...]]:
+    """(ts, asset, received, *one value per sensor or None) in time order."""
+    names = {int(i): str(n) for i, n in conn.execute(select(t.assets.c.id, t.assets.c.name))}
+    stream: Iterator[tuple[NDArray[np.int64], blocks.Block]]
+    if f.asset is not None:
+        aid = _asset_id(conn, f.asset)
+        if aid is None:
+            return
+        stream = (
+            (np.full(len(b), aid, dtype=np.int64), b)
+            for b in blocks.read_blocks(
+                conn, aid, f.since_ms, f.until_ms, newest_first=f.newest_first
+            )
+        )
+    else:
+        stream = blocks.read_all_blocks(conn, f.since_ms, f.until_ms, newest_first=f.newest_first)
+    for owners, block in stream:
+        columns = [block.column(name) for name in sensors]
+        values = [
+            [None] * len(block) if c is None else [None if x != x else x for x in c.tolist()]
+            for c in columns
+        ]
+        ts, received = block.ts_ms.tolist(), block.received_ms.tolist()
+        for i, owner in enumerate(owners.tolist()):
+            yield (ts[i], names.get(owner), received[i], *(v[i] for v in values))
 
 
 def count_beyond(engine: Engine, kind: str, filters: Filters) -> int:
     """How many matching rows there are in all (to say that ``--limit`` cut some)."""
+    if kind == "readings":
+        with engine.connect() as conn:
+            if filters.asset is None:
+                return blocks.count_readings(conn, None, filters.since_ms, filters.until_ms)
+            aid = _asset_id(conn, filters.asset)
+            if aid is None:
+                return 0
+            return blocks.count_readings(conn, [aid], filters.since_ms, filters.until_ms)
     query = _filtered(_specs("")[kind], filters)
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar_one())

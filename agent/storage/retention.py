@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Engine, Table, delete, select, tuple_
 
+from agent import blocks
 from agent import schema as t
 
 #: Rows deleted per transaction: short enough that the recorder never waits long.
 CHUNK_ROWS = 5000
+#: Reading blocks removed or trimmed per transaction (each up to 4,096 readings).
+CHUNK_BLOCKS = 50
 DAY_MS = 86_400_000
 
 
@@ -31,12 +34,24 @@ def _purge(engine: Engine, table: Table, expired: ColumnElement[bool]) -> int:
             return removed
 
 
+def _purge_readings(engine: Engine, cutoff_ms: int) -> int:
+    """Readings older than the cutoff: whole blocks, and the older part of a block that
+    straddles it (rewritten), so that retention is exact to the reading."""
+    removed = 0
+    while True:
+        with engine.begin() as conn:
+            touched, count = blocks.trim_before(conn, cutoff_ms, CHUNK_BLOCKS)
+        removed += count
+        if touched < CHUNK_BLOCKS:
+            return removed
+
+
 def apply_retention(engine: Engine, policy: RetentionPolicy, now_ms: int) -> dict[str, int]:
     """Delete expired rows; returns how many per table. Open alerts are never deleted."""
     raw_cutoff = now_ms - int(policy.readings_days * DAY_MS)
     cutoff = now_ms - int(policy.records_days * DAY_MS)
     return {
-        "readings": _purge(engine, t.readings, t.readings.c.ts_ms < raw_cutoff),
+        "readings": _purge_readings(engine, raw_cutoff),
         "dead_letters": _purge(engine, t.dead_letters, t.dead_letters.c.received_ms < raw_cutoff),
         "predictions": _purge(engine, t.predictions, t.predictions.c.window_end_ms < cutoff),
         "alerts": _purge(

@@ -1,6 +1,7 @@
 """Batched, idempotent writes of everything the agent keeps (one thread, one connection).
 
-Every write is keyed so that repeating it changes nothing: readings by (asset, ts),
+Every write is keyed so that repeating it changes nothing: readings by (asset, ts)
+(:func:`agent.blocks.insert_readings` skips a timestamp already stored),
 predictions by (asset, window end, model version), alerts by (asset, kind, opened),
 dead letters by their content (:func:`dead_letter_digest`). That is what lets the
 agent acknowledge MQTT messages only after commit: a message redelivered after a
@@ -20,12 +21,13 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
-from agent import outbox
+from agent import blocks, outbox
 from agent import schema as t
 from agent.domain import (
     Accepted,
@@ -46,21 +48,6 @@ log = logging.getLogger(__name__)
 ASSET_ID_CACHE_MAX = 8192
 
 
-_INSERT_READINGS = (
-    "INSERT OR IGNORE INTO readings (asset_id, ts_ms, received_ms, values_json) VALUES (?, ?, ?, ?)"
-)
-# The whole batch as one JSON parameter that SQLite unpacks itself: one statement
-# step instead of one per row. Python's sqlite3 drops the GIL for every step, and
-# getting it back each time behind the busy MQTT loop cost more than the insert.
-# json_extract returns an object as the very text orjson wrote, so the stored
-# values_json is byte-equal to values_json() (redeliveries are told by equality).
-_INSERT_READINGS_JSON = (
-    "INSERT OR IGNORE INTO readings (asset_id, ts_ms, received_ms, values_json) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)"
-)
-
-
 def dead_letter_digest(topic: str, reason: str, payload: bytes, payload_size: int) -> str:
     """sha256 (hex) of what identifies a refused message: its topic, why it was refused,
     the payload as stored and its size as received. ``received_ms`` is left out: a
@@ -78,6 +65,13 @@ def values_json(values: dict[str, float]) -> str:
     # Sorted keys make equal readings byte-equal, which is how a redelivery is told
     # from a genuine duplicate timestamp.
     return orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def as_stored(values: dict[str, float]) -> dict[str, float]:
+    """``values`` as a block gives them back (float32, by their shortest decimal form)."""
+    names = list(values)
+    kept = blocks.exact(np.asarray([values[n] for n in names], dtype=np.float32)).tolist()
+    return dict(zip(names, kept, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +117,7 @@ class Writer:
         self.keep_readings = keep_readings
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self._asset_ids: dict[str, int] = {}
-        self._json_insert = True
+        self._sensor_sets = blocks.SensorSets()
 
     def write(self, items: Sequence[Item], now_ms: int) -> WriteStats:
         """Write ``items`` in one transaction; raises StorageError/DiskFullError."""
@@ -136,6 +130,7 @@ class Writer:
                 self._write(conn, items, now_ms, stats)
         except OperationalError as exc:
             self._asset_ids.clear()  # ids inserted in the failed transaction are gone
+            self._sensor_sets.forget()
             raise _storage_error(exc) from None
         return stats
 
@@ -244,21 +239,11 @@ class Writer:
     def _insert_readings(
         self, conn: Connection, rows: list[tuple[int, int, int, dict[str, float]]]
     ) -> None:
-        if self._json_insert:
-            try:
-                conn.exec_driver_sql(
-                    _INSERT_READINGS_JSON, (orjson.dumps(rows, option=orjson.OPT_SORT_KEYS),)
-                )
-                return
-            except OperationalError as exc:
-                if "json" not in str(exc).lower():
-                    raise
-                # An SQLite built without JSON functions: rows one step each.
-                log.info("SQLite has no JSON functions: readings are inserted row by row")
-                self._json_insert = False
-        conn.exec_driver_sql(
-            _INSERT_READINGS, [(a, ts, rec, values_json(v)) for a, ts, rec, v in rows]
-        )
+        by_asset: dict[int, list[blocks.Row]] = {}
+        for aid, ts, received, values in rows:
+            by_asset.setdefault(aid, []).append((ts, received, values))
+        for aid, readings in by_asset.items():
+            blocks.insert_readings(conn, aid, readings, self._sensor_sets)
 
     def _judge_late(
         self, conn: Connection, r: Reading, reason: RejectReason
@@ -266,17 +251,11 @@ class Writer:
         """None for a redelivery of a stored reading, else the dead-letter reason."""
         if not self.keep_readings:
             return reason
-        stored = conn.execute(
-            select(t.readings.c.values_json).where(
-                and_(
-                    t.readings.c.asset_id == self._asset_ids.get(r.asset, -1),
-                    t.readings.c.ts_ms == r.ts_ms,
-                )
-            )
-        ).scalar_one_or_none()
+        stored = blocks.stored_values(conn, self._asset_ids.get(r.asset, -1), r.ts_ms)
         if stored is None:
             return RejectReason.OUT_OF_ORDER
-        if stored == values_json(r.values):
+        # Compared as stored (float32): a redelivery is the same message again.
+        if values_json(stored) == values_json(as_stored(r.values)):
             return None
         return RejectReason.DUPLICATE
 

@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import insert
 
-from agent import outbox
+from agent import blocks, outbox
 from agent import schema as t
 from agent.errors import EdgewatchError
 from agent.sqlite import open_engine
@@ -86,6 +85,7 @@ def _fill(db_path: Path, assets: int, hours: float, period_s: int, now_ms: int) 
     step = period_ms // READINGS_PER_PERIOD
     engine = open_engine(db_path, create=False)
     try:
+        sets = blocks.SensorSets()
         with engine.begin() as conn:
             for a in range(assets):
                 aid = conn.execute(
@@ -99,21 +99,12 @@ def _fill(db_path: Path, assets: int, hours: float, period_s: int, now_ms: int) 
                     )
                     .returning(t.assets.c.id)
                 ).scalar_one()
-                rows = []
+                rows: list[blocks.Row] = []
                 for i in range(periods * READINGS_PER_PERIOD):
                     ts = start + i * step
                     values = {s: round(rng.gauss(10.0, 1.0), 4) for s in SENSORS}
-                    rows.append(
-                        {
-                            "asset_id": aid,
-                            "ts_ms": ts,
-                            "received_ms": ts,
-                            "values_json": orjson.dumps(
-                                values, option=orjson.OPT_SORT_KEYS
-                            ).decode(),
-                        }
-                    )
-                conn.execute(insert(t.readings), rows)
+                    rows.append((ts, ts, values))
+                blocks.insert_readings(conn, aid, rows, sets)
     finally:
         engine.dispose()
     return start

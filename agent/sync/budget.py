@@ -75,8 +75,10 @@ ORPHAN_AGE_S = 3600.0
 ROUND_ITEMS = 2000
 ROUND_READINGS = 20_000
 #: Bytes a stored row takes beyond its variable columns (key, record header, index share).
-READING_OVERHEAD_BYTES = 32
+BLOCK_OVERHEAD_BYTES = 64
 ROW_OVERHEAD_BYTES = 48
+#: Reading blocks looked at per drop round (each up to 4,096 readings).
+ROUND_BLOCKS = 500
 #: The newest dead letters kept until the last resort: enough to diagnose a bad
 #: publisher, never enough for a flood of them to push out good readings.
 DEAD_LETTER_FLOOR = 1000
@@ -227,6 +229,10 @@ class _Rows:
     #: A column counted per value in the ledger entry's detail (dead letters' reason).
     tag: Column[Any] | None = None
     round_rows: int = ROUND_READINGS
+    #: Items a row holds (reading blocks: their count; else one) and the time of its
+    #: newest item (else ``time``).
+    items: Column[Any] | None = None
+    end: Column[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +304,7 @@ class Housekeeper:
 
     def _classes(self) -> list[_Rows | _Items]:
         r, d, p, e, s, a = (
-            t.readings,
+            t.reading_blocks,
             t.dead_letters,
             t.predictions,
             t.events,
@@ -306,7 +312,21 @@ class Housekeeper:
             t.alerts,
         )
         pending = (outbox.PENDING,)
-        reading_size = func.length(r.c.values_json) + READING_OVERHEAD_BYTES
+        reading_size = func.length(r.c.data) + BLOCK_OVERHEAD_BYTES
+
+        def blocks_of(name: str, where: Callable[[int], ColumnElement[bool]]) -> _Rows:
+            return _Rows(
+                name,
+                r,
+                r.c.first_ts_ms,
+                reading_size,
+                where,
+                r.c.asset_id,
+                round_rows=ROUND_BLOCKS,
+                items=r.c.count,
+                end=r.c.last_ts_ms,
+            )
+
         letter_size = (
             func.length(d.c.payload)
             + func.length(d.c.topic)
@@ -340,7 +360,7 @@ class Housekeeper:
                 (outbox.QUARANTINED,),
             ),
             _Rows("dead_letters", d, d.c.received_ms, letter_size, beyond_floor, tag=d.c.reason),
-            _Rows("readings", r, r.c.ts_ms, reading_size, self._exported, r.c.asset_id),
+            blocks_of("readings", self._exported),
             _Items(outbox.RETRAINING, (outbox.RETRAINING,), pending),
             _Rows(
                 "predictions",
@@ -359,7 +379,7 @@ class Housekeeper:
                 recent_cut(s.c.period_start_ms),
                 s.c.asset_id,
             ),
-            _Rows("readings", r, r.c.ts_ms, reading_size, everything, r.c.asset_id),
+            blocks_of("readings", everything),
             _Rows("dead_letters", d, d.c.received_ms, letter_size, everything, tag=d.c.reason),
             _Rows("predictions", p, p.c.window_end_ms, prediction_size, everything, p.c.asset_id),
             _Rows("events", e, e.c.ts_ms, event_size, everything, e.c.asset_id),
@@ -379,12 +399,13 @@ class Housekeeper:
     def _exported(self, _now: int) -> ColumnElement[bool]:
         if not self.exported_cursors:
             return false()
-        r, st = t.readings, t.sync_state
+        r, st = t.reading_blocks, t.sync_state
+        # A block counts as exported once its newest reading is.
         return and_(
             *(
                 exists().where(
                     st.c.key == literal(prefix) + cast(r.c.asset_id, String),
-                    cast(st.c.value_json, SqlInteger) > r.c.ts_ms,
+                    cast(st.c.value_json, SqlInteger) > r.c.last_ts_ms,
                 )
                 for prefix in self.exported_cursors
             )
@@ -527,6 +548,8 @@ class Housekeeper:
         extra = [] if rows.asset is None else [rows.asset.label("owner")]
         if rows.tag is not None:
             extra.append(rows.tag.label("tag"))
+        extra.append((rows.items if rows.items is not None else literal(1)).label("items"))
+        extra.append((rows.end if rows.end is not None else rows.time).label("stamp_end"))
         query = (
             select(*key, rows.time.label("stamp"), rows.size.label("size"), *extra)
             .where(rows.where(now_ms))
@@ -552,10 +575,12 @@ class Housekeeper:
                     conn.execute(delete(table).where(key[0].in_([k[0] for k in part])))
                 else:
                     conn.execute(delete(table).where(tuple_(*key).in_(part)))
-            stamps = [int(row.stamp) for row in chosen]
+            first = min(int(row.stamp) for row in chosen)
+            last = max(int(row.stamp_end) for row in chosen)
+            items = sum(int(row.items) for row in chosen)
             detail: dict[str, Any] = {
                 "table": table.name,
-                "ts_ms_range": [min(stamps), max(stamps)],
+                "ts_ms_range": [first, last],
             }
             if rows.asset is not None:
                 detail["assets"] = self._per_asset(conn, chosen)
@@ -570,21 +595,22 @@ class Housekeeper:
                 agent=self.agent,
                 kind=rows.name,
                 reason="disk_budget",
-                items=len(chosen),
+                items=items,
                 size_bytes=size,
-                first_ms=min(stamps),
-                last_ms=max(stamps),
+                first_ms=first,
+                last_ms=last,
                 detail=detail,
             )
-        return len(chosen), size, [ledger_id]
+        return items, size, [ledger_id]
 
     def _per_asset(self, conn: Connection, chosen: list[Any]) -> dict[str, Any]:
         spans: dict[int | None, list[int]] = {}
         for row in chosen:
             aid = None if row.owner is None else int(row.owner)
-            ts = int(row.stamp)
-            span = spans.setdefault(aid, [ts, ts, 0])
-            span[0], span[1], span[2] = min(span[0], ts), max(span[1], ts), span[2] + 1
+            ts, end = int(row.stamp), int(row.stamp_end)
+            span = spans.setdefault(aid, [ts, end, 0])
+            span[0], span[1] = min(span[0], ts), max(span[1], end)
+            span[2] += int(row.items)
         ids = [aid for aid in spans if aid is not None]
         names = dict(
             conn.execute(select(t.assets.c.id, t.assets.c.name).where(t.assets.c.id.in_(ids))).all()

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, or_, select
 
 # pyarrow is imported where Parquet is written (hourly), not when the agent starts:
 # it would add its memory to every agent process for nothing in between.
 if TYPE_CHECKING:
     import pyarrow as pa
 
-from agent import outbox
+from agent import blocks, outbox
 from agent import schema as t
 from agent.sync.failures import FailureLog
 
@@ -104,13 +104,7 @@ class RetrainingExporter:
             with self.engine.connect() as conn:
                 cursor = outbox.get_state(conn, key)
                 start = int(cursor) if cursor is not None else 0
-                first = conn.execute(
-                    select(func.min(t.readings.c.ts_ms)).where(
-                        t.readings.c.asset_id == asset.id,
-                        t.readings.c.ts_ms >= start,
-                        t.readings.c.ts_ms < closed_until,
-                    )
-                ).scalar_one_or_none()
+                first = blocks.first_ts(conn, int(asset.id), start, closed_until)
             if first is None:
                 if closed_until > start:
                     with self.engine.begin() as conn:
@@ -153,13 +147,9 @@ class RetrainingExporter:
         end = hour + HOUR_MS
         before_ms = int(cfg.before_s * 1000)
         after_ms = int(cfg.after_s * 1000)
-        r, p, a = t.readings, t.predictions, t.alerts
+        p, a = t.predictions, t.alerts
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(r.c.ts_ms, r.c.values_json)
-                .where(r.c.asset_id == asset.id, r.c.ts_ms >= hour, r.c.ts_ms < end)
-                .order_by(r.c.ts_ms)
-            ).all()
+            found = list(blocks.read_blocks(conn, int(asset.id), hour, end))
             alerts = conn.execute(
                 select(a.c.id, a.c.opened_ms, a.c.closed_ms)
                 .where(
@@ -182,9 +172,10 @@ class RetrainingExporter:
                 .where(p.c.window_end_ms >= hour - HOUR_MS)
                 .order_by(p.c.window_end_ms)
             ).all()
-        if not rows:
+        if not found:
             return None
-        ts = np.fromiter((int(x.ts_ms) for x in rows), dtype=np.int64, count=len(rows))
+        hour_data = blocks.concat(found)
+        ts = hour_data.ts_ms
         alert_id = np.full(len(ts), -1, dtype=np.int64)
         for al in alerts:
             lo = int(al.opened_ms) - before_ms
@@ -206,8 +197,11 @@ class RetrainingExporter:
         if not keep.any():
             return None
         idx = np.nonzero(keep)[0]
-        values = [orjson.loads(rows[int(i)].values_json) for i in idx]
-        sensors = sorted({name for v in values for name in v})
+        kept = hour_data.take(idx)
+        values = {name: kept.column(name) for name in kept.sensors}
+        sensors = sorted(
+            name for name, col in values.items() if col is not None and not np.isnan(col).all()
+        )
         kept_ts = ts[idx]
         # The prediction in force at a reading: the latest window ending at or before it.
         pred_end = np.fromiter((int(x.window_end_ms) for x in preds), dtype=np.int64)
@@ -226,7 +220,8 @@ class RetrainingExporter:
             "ts": pa.array(kept_ts, pa.timestamp("ms", tz="UTC")),
         }
         for name in sensors:
-            columns[name] = pa.array([v.get(name) for v in values], pa.float64())
+            # NaN marks a reading without the sensor: null in the file, as before.
+            columns[name] = pa.array(values[name], pa.float64(), from_pandas=True)
         anomalous = pred_col("is_anomaly")
         columns.update(
             anomaly_score=pa.array(pred_col("anomaly_score"), pa.float64()),

@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from agent import outbox
+from agent import blocks, outbox
 from agent import schema as t
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,16 @@ def sensor_stats(values: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     for v in values:
         for name, x in v.items():
             by_sensor.setdefault(name, []).append(float(x))
+    return column_stats({k: np.asarray(v, dtype=np.float64) for k, v in by_sensor.items()})
+
+
+def column_stats(by_sensor: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """min/mean/max/std/p95 of each sensor's values (none: the sensor is left out)."""
     stats: dict[str, dict[str, float]] = {}
     for name in sorted(by_sensor):
         arr = np.asarray(by_sensor[name], dtype=np.float64)
+        if arr.size == 0:
+            continue
         stats[name] = {
             "min": float(arr.min()),
             "mean": float(arr.mean()),
@@ -84,12 +91,8 @@ class Summarizer:
         return written
 
     def _next_ts(self, conn: Connection, asset_id: int, start: int, end: int) -> int | None:
-        r, p = t.readings, t.predictions
-        first_reading = conn.execute(
-            select(func.min(r.c.ts_ms)).where(
-                r.c.asset_id == asset_id, r.c.ts_ms >= start, r.c.ts_ms < end
-            )
-        ).scalar_one_or_none()
+        p = t.predictions
+        first_reading = blocks.first_ts(conn, asset_id, start, end)
         first_prediction = conn.execute(
             select(func.min(p.c.window_end_ms)).where(
                 p.c.asset_id == asset_id, p.c.window_end_ms >= start, p.c.window_end_ms < end
@@ -123,13 +126,16 @@ class Summarizer:
         self, conn: Connection, asset_id: int, name: str, start: int, period_ms: int
     ) -> None:
         end = start + period_ms
-        r, p, a = t.readings, t.predictions, t.alerts
-        raw = conn.execute(
-            select(r.c.values_json).where(
-                r.c.asset_id == asset_id, r.c.ts_ms >= start, r.c.ts_ms < end
-            )
-        ).scalars()
-        values = [orjson.loads(v) for v in raw]
+        p, a = t.predictions, t.alerts
+        columns: dict[str, list[np.ndarray]] = {}
+        samples = 0
+        for block in blocks.read_blocks(conn, asset_id, start, end):
+            samples += len(block)
+            for sensor in block.sensors:
+                column = block.column(sensor)
+                if column is not None:
+                    columns.setdefault(sensor, []).append(column[~np.isnan(column)])
+        stats = column_stats({k: np.concatenate(v) for k, v in columns.items()})
         preds = conn.execute(
             select(p.c.anomaly_score, p.c.is_anomaly, p.c.rul, p.c.model_version)
             .where(p.c.asset_id == asset_id, p.c.window_end_ms >= start, p.c.window_end_ms < end)
@@ -153,8 +159,8 @@ class Summarizer:
             "asset_id": asset_id,
             "period_start_ms": start,
             "period_s": period_ms // 1000,
-            "samples": len(values),
-            "stats_json": orjson.dumps(sensor_stats(values)).decode(),
+            "samples": samples,
+            "stats_json": orjson.dumps(stats).decode(),
             "anomaly_rate": (sum(int(x.is_anomaly) for x in preds) / len(preds)) if preds else None,
             "max_score": max(float(x.anomaly_score) for x in preds) if preds else None,
             "latest_rul": float(ruls[-1]) if ruls else None,

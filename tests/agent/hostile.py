@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
+from agent import blocks
 from agent import schema as t
 from agent.sqlite import open_engine
 from tests.agent.seed import HOUR, MIN, NOW, _alert, _dead, _prediction, seeded
@@ -59,19 +60,15 @@ def hostile(seeded: Path) -> Iterator[Path]:
             ],
         )
         conn.execute(insert(t.alerts), [_alert(10, NOW - 20 * MIN, None, "critical")])
-        conn.execute(
-            insert(t.readings),
-            [
-                {
-                    "asset_id": asset_id,
-                    "ts_ms": NOW - offset * MIN,
-                    "received_ms": NOW - offset * MIN,
-                    "values_json": f'{{"{SENSOR.replace(chr(92), chr(92) * 2)}": {offset}.5}}',
-                }
-                for asset_id in names
-                for offset in (40, 20)
-            ],
-        )
+        for asset_id in names:
+            blocks.insert_readings(
+                conn,
+                asset_id,
+                [
+                    (NOW - offset * MIN, NOW - offset * MIN, {SENSOR: offset + 0.5})
+                    for offset in (40, 20)
+                ],
+            )
         conn.execute(
             insert(t.dead_letters),
             [

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
+from agent import blocks
 from agent import schema as t
 from agent.sqlite import open_engine
 
@@ -90,28 +91,16 @@ def seeded(migrated_db: Path) -> Iterator[Path]:
                 },
             ],
         )
-        conn.execute(
-            insert(t.readings),
+        blocks.insert_readings(
+            conn,
+            1,
             [
-                {
-                    "asset_id": 1,
-                    "ts_ms": NOW - 2 * MIN,
-                    "received_ms": NOW - 2 * MIN,
-                    "values_json": '{"temp_c": 41.5, "vib_mm_s": 2.25}',
-                },
-                {
-                    "asset_id": 1,
-                    "ts_ms": NOW - MIN,
-                    "received_ms": NOW - MIN,
-                    "values_json": '{"temp_c": 42.0, "vib_mm_s": 2.5}',
-                },
-                {
-                    "asset_id": 2,
-                    "ts_ms": NOW - 3 * HOUR,
-                    "received_ms": NOW - 3 * HOUR,
-                    "values_json": '{"temp_c": 30.0, "flow_m3_h": 55.0}',
-                },
+                (NOW - 2 * MIN, NOW - 2 * MIN, {"temp_c": 41.5, "vib_mm_s": 2.25}),
+                (NOW - MIN, NOW - MIN, {"temp_c": 42.0, "vib_mm_s": 2.5}),
             ],
+        )
+        blocks.insert_readings(
+            conn, 2, [(NOW - 3 * HOUR, NOW - 3 * HOUR, {"temp_c": 30.0, "flow_m3_h": 55.0})]
         )
     engine.dispose()
     yield migrated_db

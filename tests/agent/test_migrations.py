@@ -11,8 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, insert, select
 
+from agent import blocks
 from agent import schema as tables
-from agent.domain import Accepted, DeadLetter, MessageRef, RejectReason
+from agent.domain import Accepted, DeadLetter, MessageRef, Reading, RejectReason
 from agent.errors import SchemaTooNewError, StorageError
 from agent.sqlite import open_engine
 from agent.storage import migrate
@@ -205,3 +206,81 @@ def test_dead_letters_stored_twice_before_0005_collapse_to_one(tmp_path: Path) -
         columns = [c[1] for c in conn.execute("PRAGMA table_info(dead_letters)")]
         assert conn.execute("SELECT count(*) FROM v_dead_letters").fetchone() == (3,)
     assert "digest" not in columns
+
+
+def _rows_0006(count: int) -> list[tuple[int, int, int, str]]:
+    """readings rows as 0006 stored them: two assets, a sensor missing now and then,
+    more than one block's worth for the first asset."""
+    rows = []
+    for i in range(count):
+        values: dict[str, float] = {"temp_c": 40 + i % 7 * 0.25, "flow_m3_h": 100.5 + i % 3}
+        if i % 5 == 0:
+            del values["flow_m3_h"]
+        rows.append((1, 1_000 * i, 1_000 * i + 7, json.dumps(values, sort_keys=True)))
+    rows += [(2, 5_000 * i, 5_000 * i, json.dumps({"x_bar": -1.125 * i})) for i in range(30)]
+    return rows
+
+
+def _values(text: str) -> dict[str, float]:
+    return {k: float(v) for k, v in json.loads(text).items()}
+
+
+def test_0007_moves_readings_into_blocks_and_back(tmp_path: Path) -> None:
+    """Every row of 0006's readings table is a reading in a block after 0007, and a row
+    again after downgrading: same times, same values (as sent, up to 7 digits)."""
+    path = tmp_path / "edgewatch.db"
+    migrate.upgrade(path, "0006")
+    rows = _rows_0006(blocks.MAX_BLOCK_READINGS + 100)
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO assets (id, site, name, first_seen_ms, last_seen_ms) "
+            "VALUES (?, 's', ?, 0, 0)",
+            [(1, "pump-1"), (2, "rig-2")],
+        )
+        conn.executemany(
+            "INSERT INTO readings (asset_id, ts_ms, received_ms, values_json) VALUES (?, ?, ?, ?)",
+            rows,
+        )
+
+    migrate.upgrade(path)
+    engine = open_engine(path)
+    try:
+        with engine.connect() as conn:
+            moved = [
+                (aid, ts, rec, values)
+                for aid in (1, 2)
+                for ts, rec, values in blocks.iter_readings(conn, aid)
+            ]
+            per_block = conn.execute(
+                select(tables.reading_blocks.c.asset_id, tables.reading_blocks.c.count)
+            ).all()
+        assert moved == [(a, ts, rec, _values(v)) for a, ts, rec, v in rows]
+        assert sorted(per_block) == [(1, 100), (1, blocks.MAX_BLOCK_READINGS), (2, 30)]
+        # A redelivery after the upgrade meets the moved readings: nothing is added.
+        again = Reading("s", "pump-1", 2_000, _values(rows[2][3]))
+        Writer(engine, site="s").write([Accepted(MessageRef(1, 1, 0), 9, readings=(again,))], 9)
+        with engine.connect() as conn:
+            assert blocks.count_readings(conn) == len(rows)
+    finally:
+        engine.dispose()
+    with sqlite3.connect(path) as conn:
+        tables_now = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        viewed = conn.execute(
+            "SELECT asset, sum(readings) FROM v_reading_blocks GROUP BY asset ORDER BY asset"
+        ).fetchall()
+    assert "readings" not in tables_now and "v_readings" not in tables_now
+    assert viewed == [("pump-1", blocks.MAX_BLOCK_READINGS + 100), ("rig-2", 30)]
+
+    migrate.downgrade(path, "0006")
+    with sqlite3.connect(path) as conn:
+        back = conn.execute(
+            "SELECT asset_id, ts_ms, received_ms, values_json FROM readings "
+            "ORDER BY asset_id, ts_ms"
+        ).fetchall()
+        viewed_rows = conn.execute("SELECT count(*) FROM v_readings").fetchone()
+        tables_now = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert [(a, ts, rec, _values(v)) for a, ts, rec, v in back] == [
+        (a, ts, rec, _values(v)) for a, ts, rec, v in rows
+    ]
+    assert viewed_rows == (len(rows),)
+    assert not tables_now & {"reading_blocks", "sensor_sets", "v_reading_blocks"}

@@ -41,7 +41,7 @@ BUDGET_MB = 16
 #: docs/sync.md, "Measured": usage after a pass is at most 105 % of the budget).
 BUDGET_TOLERANCE = 1.05
 #: Sensors per reading in the offline scenario: wide rows fill the budget sooner.
-OFFLINE_WIDTH = 60
+OFFLINE_WIDTH = 100
 OFFLINE_ASSETS = 4
 DROPPED = "disk budget reached: data dropped (see the loss ledger)"
 CANNOT_WRITE = "cannot write to the database; holding messages unacknowledged"

@@ -173,7 +173,7 @@ def test_live_agent_fuzz_each_message_once(
             TOPIC.format(site=SITE, asset=name)
             for (name,) in query(
                 db,
-                "select distinct a.name from readings r join assets a on a.id = r.asset_id",
+                "select distinct a.name from reading_blocks r join assets a on a.id = r.asset_id",
             )
         }
 

@@ -39,7 +39,7 @@ def db_of(tmp_path: Path) -> Path:
 
 
 def readings(db: Path) -> int:
-    return int(scalar(db, "select count(*) from readings") or 0)
+    return int(scalar(db, "select coalesce(sum(count), 0) from reading_blocks") or 0)
 
 
 def commissioned(db: Path, assets: set[str]) -> bool:

@@ -93,7 +93,7 @@ def test_foreign_rigs_are_scored_live_as_offline(
         assert agent.stop() == 0, agent.log_text()[-3000:]
 
     assert scalar(db, "select count(*) from dead_letters") == 0
-    assert scalar(db, "select count(*) from readings") == ROWS * 2
+    assert scalar(db, "select coalesce(sum(count), 0) from reading_blocks") == ROWS * 2
     learnt = query(db, "select message from events where kind = 'sensors_learnt'")
     assert len(learnt) == 2 and all("own model" in m for (m,) in learnt)
     # Own models are trained in children; the agent itself never loads torch.

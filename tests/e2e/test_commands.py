@@ -72,7 +72,7 @@ def test_demo_runs_on_the_embedded_broker_where_mosquitto_is_missing(
     assert "broker: edgewatch's embedded one" in result.stdout
     db = tmp_path / "edgewatch-data" / "edgewatch.db"
     with sqlite3.connect(db) as conn:
-        readings = conn.execute("select count(*) from readings").fetchone()[0]
+        readings = conn.execute("select coalesce(sum(count), 0) from reading_blocks").fetchone()[0]
         predictions = conn.execute("select count(*) from predictions").fetchone()[0]
         dead = conn.execute("select count(*) from dead_letters").fetchone()[0]
     assert readings > 0

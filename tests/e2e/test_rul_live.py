@@ -87,7 +87,7 @@ def test_a_cmapss_replay_is_predicted_live_as_evaluate_rul_offline(
         assert done.returncode == 0, done.stderr
         wait_until(
             lambda: (
-                (scalar(db, "select count(*) from readings") or 0) >= rows
+                (scalar(db, "select coalesce(sum(count), 0) from reading_blocks") or 0) >= rows
                 and (scalar(db, "select count(*) from predictions") or 0) >= expected
             ),
             DRAIN_S,

@@ -61,7 +61,9 @@ def test_run_under_systemd_notify_with_metrics(tmp_path: Path, mqtt_broker: Brok
         sent = publish(mqtt_broker, fleet.chunks, site=SITE).messages
         db = tmp_path / "data" / "edgewatch.db"
         wait_until(
-            lambda: (scalar(db, "select count(*) from readings") or 0) >= sent, WAIT_S, "readings"
+            lambda: (scalar(db, "select coalesce(sum(count), 0) from reading_blocks") or 0) >= sent,
+            WAIT_S,
+            "readings",
         )
         got = scrape(metrics_port)
         assert got["edgewatch_messages_total{outcome=received}"] >= sent

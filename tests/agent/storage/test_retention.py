@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from agent import blocks
 from agent import schema as t
 from agent.domain import Accepted, Alert, AlertKind, Event, Prediction, Reading, Severity
 from agent.sqlite import open_engine
@@ -34,6 +35,7 @@ def test_expired_rows_go_and_recent_ones_stay(
         NOW,
     )
     monkeypatch.setattr(retention, "CHUNK_ROWS", 5)  # several chunks
+    monkeypatch.setattr(retention, "CHUNK_BLOCKS", 1)
     removed = retention.apply_retention(engine, retention.RetentionPolicy(7, 5), NOW)
     assert removed == {
         "readings": 12,
@@ -43,6 +45,6 @@ def test_expired_rows_go_and_recent_ones_stay(
         "events": 1,
     }
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(t.readings)).scalar_one() == 1
+        assert [ts for ts, _, _ in blocks.iter_readings(conn, 1)] == [new]
         assert conn.execute(select(t.alerts.c.kind)).scalars().all() == ["rul"]
     engine.dispose()

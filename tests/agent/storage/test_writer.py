@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, Table, func, select
 
+from agent import blocks
 from agent import schema as t
 from agent.domain import (
     Accepted,
@@ -25,6 +26,7 @@ from agent.domain import (
 )
 from agent.metrics import Metrics
 from agent.sqlite import open_engine
+from agent.storage import queries
 from agent.storage.recorder import Recorder, RecorderConfig
 from agent.storage.writer import (
     ASSET_ID_CACHE_MAX,
@@ -32,7 +34,6 @@ from agent.storage.writer import (
     Item,
     Writer,
     dead_letter_digest,
-    values_json,
 )
 
 
@@ -49,7 +50,15 @@ def reading(ts: int, value: float = 1.0, asset: str = "p1") -> Reading:
 
 def count(engine: Engine, table: Table) -> int:
     with engine.connect() as conn:
+        if table is t.reading_blocks:
+            return blocks.count_readings(conn)
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def stored(engine: Engine, asset: str = "p1") -> list[blocks.Row]:
+    with engine.connect() as conn:
+        aid = conn.execute(select(t.assets.c.id).where(t.assets.c.name == asset)).scalar_one()
+        return list(blocks.iter_readings(conn, aid))
 
 
 def test_writes_are_idempotent(engine: Engine) -> None:
@@ -61,7 +70,7 @@ def test_writes_are_idempotent(engine: Engine) -> None:
     ]
     writer.write(batch, 99)
     writer.write(batch, 100)  # a redelivery after a crash
-    assert count(engine, t.readings) == 2
+    assert count(engine, t.reading_blocks) == 2
     assert count(engine, t.predictions) == 1
     assert count(engine, t.alerts) == 1
     assert count(engine, t.assets) == 1
@@ -118,25 +127,48 @@ def test_late_readings_are_judged_against_storage(engine: Engine) -> None:
     ]
 
 
-@pytest.mark.parametrize("json_insert", [True, False], ids=["json_each", "row_by_row"])
-def test_stored_values_are_byte_equal_to_values_json(engine: Engine, json_insert: bool) -> None:
-    # Readings go in as one JSON document unpacked by SQLite (or row by row where
-    # SQLite lacks JSON functions); either way the stored text must be what
-    # values_json() makes, or redeliveries would be dead-lettered as duplicates.
+def test_values_read_back_as_sent_and_their_redelivery_is_recognised(engine: Engine) -> None:
+    # Values are kept as float32 and read back by their shortest decimal form: what a
+    # sensor sends with up to 7 significant digits comes back as sent, and the same
+    # message delivered again is a redelivery, not a duplicate with other values.
     writer = Writer(engine, site="s")
-    writer._json_insert = json_insert
-    odd = {"z": -0.0, "a": 1e300, "b": 5e-324, "c": 0.1 + 0.2, 'é"x': 1.5, "e": 1e16}
-    batch = tuple(Reading("s", "p1", 1000 * i, {**odd, "i": float(i)}) for i in range(1, 4))
+    sent = {"z": -0.0, "a": 0.1, "b": 41.5, "c": 2938.125, 'é"x': 1.5, "e": 1e16}
+    batch = tuple(Reading("s", "p1", 1000 * i, {**sent, "i": float(i)}) for i in range(1, 4))
     writer.write([Accepted(None, 7, readings=batch)], 1)
-    with engine.connect() as conn:
-        stored = conn.execute(
-            select(t.readings.c.ts_ms, t.readings.c.received_ms, t.readings.c.values_json)
-        ).all()
-    assert stored == [(r.ts_ms, 7, values_json(r.values)) for r in batch]
+    assert stored(engine) == [(r.ts_ms, 7, r.values) for r in batch]
     stats = writer.write(
         [Accepted(None, 8, late=tuple((r, RejectReason.OUT_OF_ORDER) for r in batch))], 2
     )
     assert (stats.redelivered, stats.dead_letters) == (3, {})
+
+
+def test_a_redelivered_batch_overlapping_stored_readings_stores_only_the_new_ones(
+    engine: Engine,
+) -> None:
+    # After a crash between commit and ack the broker sends the batch again, and the
+    # stream carries on: readings already stored (even in the middle of a block) are
+    # skipped, the new ones kept, each timestamp once.
+    writer = Writer(engine, site="s")
+    writer.write([Accepted(None, 1, readings=tuple(reading(1000 * i) for i in range(10)))], 1)
+    again = tuple(reading(1000 * i, 5.0) for i in range(5, 15))
+    writer.write([Accepted(None, 2, readings=again)], 2)
+    rows = stored(engine)
+    assert [ts for ts, _, _ in rows] == [1000 * i for i in range(15)]
+    assert [v["x"] for _, _, v in rows] == [1.0] * 10 + [5.0] * 5  # the first one stays
+
+
+def test_a_reading_older_than_the_newest_block_is_stored_in_time_order(engine: Engine) -> None:
+    # A late reading inside the reorder window goes to a new block whose time range
+    # overlaps the previous one; readers still see one time-ordered stream.
+    writer = Writer(engine, site="s")
+    writer.write([Accepted(None, 1, readings=(reading(1000), reading(3000)))], 1)
+    writer.write([Accepted(None, 2, readings=(reading(2000), reading(4000)))], 2)
+    assert [ts for ts, _, _ in stored(engine)] == [1000, 2000, 3000, 4000]
+    with engine.connect() as conn:
+        assert blocks.count_readings(conn, None, 1500, 3500) == 2
+        aid = conn.execute(select(t.assets.c.id)).scalar_one()
+        newest = [ts for ts, _, _ in blocks.iter_readings(conn, aid, newest_first=True)]
+    assert newest == [4000, 3000, 2000, 1000]
 
 
 def test_dead_letters_events_heartbeats(engine: Engine) -> None:
@@ -211,7 +243,7 @@ async def test_recorder_acks_each_message_only_once_its_rows_are_visible(
             sql = "SELECT count(*) FROM dead_letters WHERE topic = ?"
             row = observer.execute(sql, (item.rejected.topic,)).fetchone()
         else:
-            sql = "SELECT count(*) FROM readings WHERE ts_ms = ?"
+            sql = "SELECT count(*) FROM reading_blocks WHERE ? BETWEEN first_ts_ms AND last_ts_ms"
             row = observer.execute(sql, (item.readings[0].ts_ms,)).fetchone()
         return bool(row[0])
 
@@ -262,7 +294,19 @@ def test_the_asset_id_cache_stays_bounded_through_an_asset_flood(engine: Engine)
         ]
         writer.write(batch, 1)
         assert len(writer._asset_ids) <= ASSET_ID_CACHE_MAX + 1000
-    assert count(engine, t.readings) == n
+    assert count(engine, t.reading_blocks) == n
     # A name forgotten by the cache still finds its row (no second asset).
     writer.write([Accepted(None, 1, readings=(reading(2000, asset="fake-0"),))], 2)
     assert count(engine, t.assets) == n
+
+
+def test_a_restart_primes_from_the_newest_stored_readings(engine: Engine) -> None:
+    writer = Writer(engine, site="s")
+    writer.write([Accepted(None, 1, readings=tuple(reading(1000 * i) for i in range(6)))], 1)
+    writer.write([Accepted(None, 2, readings=tuple(reading(1000 * i) for i in range(6, 9)))], 2)
+    writer.write([Prediction("p1", 8000, "m1", 1.1, 2.0, False, 80.0)], 3)
+    primed, last_end = queries.recent_readings(engine, "s", "p1", 4)
+    assert [r.ts_ms for r in primed] == [5000, 6000, 7000, 8000]
+    assert primed[0] == reading(5000)
+    assert last_end == 8000
+    assert queries.recent_readings(engine, "s", "nobody", 4) == ([], None)

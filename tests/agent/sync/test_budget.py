@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 from sqlalchemy import func, insert, select
 
-from agent import outbox
+from agent import blocks, outbox
 from agent import schema as t
 from agent.sqlite import open_engine
 from agent.sync.budget import Housekeeper, disk_usage
@@ -37,17 +37,10 @@ def test_fill_past_the_budget_then_drop_by_policy(migrated_db: Path) -> None:
     # periodically as the sync stage does, and the last fill overshoots it.
     for round_ in range(12):
         with engine.begin() as conn:
-            conn.execute(
-                insert(t.readings),
-                [
-                    {
-                        "asset_id": aid,
-                        "ts_ms": T0 + (readings + i) * 100,
-                        "received_ms": 0,
-                        "values_json": reading_value,
-                    }
-                    for i in range(2000)
-                ],
+            blocks.insert_readings(
+                conn,
+                aid,
+                [(T0 + (readings + i) * 100, 0, orjson.loads(reading_value)) for i in range(2000)],
             )
             readings += 2000
             for i in range(40):
@@ -86,7 +79,7 @@ def test_fill_past_the_budget_then_drop_by_policy(migrated_db: Path) -> None:
             ).scalars()
         )
         ledger = conn.execute(select(t.loss_ledger)).all()
-        left_readings = conn.execute(select(func.count()).select_from(t.readings)).scalar_one()
+        left_readings = blocks.count_readings(conn)
         ledger_items = conn.execute(
             select(func.count()).select_from(t.outbox).where(t.outbox.c.kind == outbox.LEDGER)
         ).scalar_one()

@@ -10,7 +10,7 @@ import orjson
 import pyarrow.parquet as pq
 from sqlalchemy import insert, select
 
-from agent import outbox
+from agent import blocks, outbox
 from agent import schema as t
 from agent.domain import (
     Accepted,
@@ -169,17 +169,10 @@ def test_summaries_close_each_period_once(migrated_db: Path) -> None:
             .values(site=SITE, name="p", first_seen_ms=T0, last_seen_ms=T0)
             .returning(t.assets.c.id)
         ).scalar_one()
-        conn.execute(
-            insert(t.readings),
-            [
-                {
-                    "asset_id": aid,
-                    "ts_ms": T0 + i * 20_000,
-                    "received_ms": 0,
-                    "values_json": '{"x":1}',
-                }
-                for i in range(45)  # 15 min: three 5 min periods
-            ],
+        blocks.insert_readings(
+            conn,
+            aid,
+            [(T0 + i * 20_000, 0, {"x": 1.0}) for i in range(45)],  # 15 min: three 5 min periods
         )
     summarizer = Summarizer(engine, SummaryConfig(SITE, AGENT, 300, grace_s=30))
     assert summarizer.run_once(T0 + 600_000 + 29_000) == 1  # second period still in grace

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
-from agent import outbox
+from agent import blocks, outbox
 from agent import schema as t
 from agent.sqlite import open_engine
 from agent.sync.budget import DEAD_LETTER_FLOOR, BudgetDuty, Housekeeper, prepare
@@ -89,12 +89,8 @@ def _asset(engine: Engine, name: str, hours: int) -> None:
             )
             .returning(t.assets.c.id)
         ).scalar_one()
-        conn.execute(
-            insert(t.readings),
-            [
-                {"asset_id": aid, "ts_ms": T0 + i * 60_000, "received_ms": 0, "values_json": values}
-                for i in range(hours * 60)
-            ],
+        blocks.insert_readings(
+            conn, aid, [(T0 + i * 60_000, 0, orjson.loads(values)) for i in range(hours * 60)]
         )
 
 
@@ -211,7 +207,7 @@ async def test_dead_letter_flood_never_pushes_out_good_readings_with_sync_off(
         await asyncio.gather(task, return_exceptions=True)
 
     with engine.connect() as conn:
-        readings = conn.execute(select(func.count()).select_from(t.readings)).scalar_one()
+        readings = blocks.count_readings(conn)
         left = conn.execute(select(func.count()).select_from(t.dead_letters)).scalar_one()
         newest = conn.execute(select(func.max(t.dead_letters.c.received_ms))).scalar_one()
         ledger = conn.execute(select(t.loss_ledger)).all()

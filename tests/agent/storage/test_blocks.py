@@ -1,0 +1,103 @@
+"""The reading block codec and the one reading path (agent/blocks.py), on real SQLite files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Connection, Engine, insert, select
+
+from agent import blocks
+from agent import schema as t
+from agent.sqlite import open_engine
+
+
+@pytest.fixture
+def engine(migrated_db: Path) -> Iterator[Engine]:
+    engine = open_engine(migrated_db)
+    with engine.begin() as conn:
+        for name in ("a", "b"):
+            conn.execute(
+                insert(t.assets).values(site="s", name=name, first_seen_ms=0, last_seen_ms=0)
+            )
+    yield engine
+    engine.dispose()
+
+
+def test_a_block_decodes_to_what_was_encoded() -> None:
+    rows: list[blocks.Row] = [
+        (1_000, 5, {"temp_c": 41.5, "vib": 0.1}),
+        (1_010, 5, {"temp_c": -3.25}),  # vib not carried: NaN in the block, absent back
+        (3_000_000_000_000, 9, {"vib": 1e-7, "temp_c": 2938.125}),
+    ]
+    block = blocks.from_rows(rows)
+    assert block.sensors == ("temp_c", "vib")
+    back = blocks.decode(blocks.encode(block), block.sensors)
+    assert list(back.rows()) == rows
+
+
+def test_the_newest_format_refuses_a_block_it_cannot_read() -> None:
+    block = blocks.from_rows([(1, 1, {"x": 1.0})])
+    with pytest.raises(ValueError, match="not readable"):
+        blocks.decode(blocks.encode(block), ("x", "y"))
+
+
+def test_steady_readings_compress_well_below_a_row_each() -> None:
+    rng = np.random.default_rng(3)
+    rows: list[blocks.Row] = [
+        (1_000 * i, 1_000 * (i // 100), {f"s{j}": round(50 + rng.normal(), 2) for j in range(7)})
+        for i in range(1_000)
+    ]
+    size = len(blocks.encode(blocks.from_rows(rows)))
+    # float32 values of 7 sensors are 28 bytes raw; times cost almost nothing.
+    assert size / len(rows) < 28
+
+
+def readings(conn: Connection, asset: int = 1, **kw: object) -> list[blocks.Row]:
+    return list(blocks.iter_readings(conn, asset, **kw))  # type: ignore[arg-type]
+
+
+def test_large_writes_are_split_into_bounded_blocks(engine: Engine) -> None:
+    n = 2 * blocks.MAX_BLOCK_READINGS + 5
+    rows: list[blocks.Row] = [(i, i, {"x": float(i % 100)}) for i in range(n)]
+    with engine.begin() as conn:
+        assert blocks.insert_readings(conn, 1, rows) == n
+        counts = conn.execute(select(t.reading_blocks.c.count)).scalars().all()
+        assert sorted(counts) == [5, blocks.MAX_BLOCK_READINGS, blocks.MAX_BLOCK_READINGS]
+        assert readings(conn) == rows
+        # Written again (a redelivered backlog): not one reading is added.
+        assert blocks.insert_readings(conn, 1, rows) == 0
+        assert blocks.count_readings(conn) == n
+
+
+def test_ranges_count_and_order_across_assets(engine: Engine) -> None:
+    with engine.begin() as conn:
+        blocks.insert_readings(conn, 1, [(ts, ts, {"x": 1.0}) for ts in (10, 20, 30)])
+        blocks.insert_readings(conn, 2, [(ts, ts, {"y": 2.0}) for ts in (15, 25)])
+        blocks.insert_readings(conn, 1, [(ts, ts, {"x": 3.0}) for ts in (25, 40)])
+        assert [r[0] for r in readings(conn, since_ms=20, until_ms=40)] == [20, 25, 30]
+        assert blocks.count_readings(conn, [1], 20, 40) == 3
+        assert blocks.count_readings(conn) == 7
+        merged = [
+            (int(owner), int(ts))
+            for owners, block in blocks.read_all_blocks(conn, newest_first=True)
+            for owner, ts in zip(owners, block.ts_ms, strict=True)
+        ]
+        assert merged == [(1, 40), (1, 30), (2, 25), (1, 25), (1, 20), (2, 15), (1, 10)]
+        assert blocks.first_ts(conn, 1, 21, None) == 25
+        assert blocks.stored_values(conn, 2, 25) == {"y": 2.0}
+        assert blocks.stored_values(conn, 2, 26) is None
+
+
+def test_trimming_keeps_the_newer_part_of_a_straddling_block(engine: Engine) -> None:
+    with engine.begin() as conn:
+        blocks.insert_readings(conn, 1, [(ts, ts, {"x": float(ts)}) for ts in range(0, 100, 10)])
+        blocks.insert_readings(conn, 2, [(ts, ts, {"x": 1.0}) for ts in (1, 2)])
+        touched, removed = blocks.trim_before(conn, 45, limit=10)
+        assert (touched, removed) == (2, 5 + 2)
+        assert [r[0] for r in readings(conn)] == [50, 60, 70, 80, 90]
+        assert readings(conn, asset=2) == []
+        first = conn.execute(select(t.reading_blocks.c.first_ts_ms)).scalar_one()
+        assert first == 50
