@@ -131,7 +131,8 @@ class ModelLifecycle:
         self._lock = asyncio.Lock()
         #: The candidate's predictor while it is in probation (one at a time).
         self._candidate: Any = None
-        self._last_error: str | None = None
+        #: The last error of each step (poll, tick), logged once until it changes.
+        self._last_error: dict[str, str] = {}
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -153,23 +154,25 @@ class ModelLifecycle:
         """Run one step; a failure (a full disk, an unreadable state file) is logged
         once per distinct error and the live model keeps scoring: an update must
         never stop the agent."""
+        name = getattr(step, "__name__", "step")
         try:
             await step()
         except Exception as exc:
             text = str(exc) if isinstance(exc, EdgewatchError) else f"{type(exc).__name__}: {exc}"
-            if text != self._last_error:
-                log.error("model update step failed", extra=fields(error=text))
-            self._last_error = text
+            if text != self._last_error.get(name):
+                log.error("model update step failed", extra=fields(step=name, error=text))
+            self._last_error[name] = text
         else:
-            self._last_error = None
+            self._last_error.pop(name, None)
 
     async def tick(self) -> None:
         """Follow the store's state if it changed, then judge a finished probation."""
         async with self._lock:
             stamp = self.store.stamp()
             if stamp != self._stamp:
-                self._stamp = stamp
+                # Noted once followed: a step that failed is tried again next tick.
                 await self._follow(await asyncio.to_thread(self.store.read))
+                self._stamp = stamp
             progress = self.host.probation()
             if progress is not None and progress["done"]:
                 verdict = await self.host.judge()
