@@ -162,23 +162,32 @@ def decode(data: bytes, sensors: Sequence[str]) -> Block:
 
 def from_rows(rows: Sequence[Row]) -> Block:
     """A block of ``rows`` in the given order; sensors are the union of their names, sorted."""
-    names = tuple(rows[0][2]) if rows else ()
-    if all(tuple(r[2]) == names for r in rows):
+    return from_columns([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+def from_columns(
+    ts_ms: Sequence[int], received_ms: Sequence[int], values: Sequence[dict[str, float]]
+) -> Block:
+    """A block of readings given as columns, in the given order (see from_rows)."""
+    n = len(values)
+    names = tuple(values[0]) if values else ()
+    if all(tuple(v) == names for v in values):
         # The usual case, one sensor set in one key order: no per-value Python loop.
         order = sorted(range(len(names)), key=names.__getitem__)
         sensors = tuple(names[j] for j in order)
-        matrix = np.array([list(r[2].values()) for r in rows], dtype=np.float32)
-        values = matrix.reshape(len(rows), len(names))[:, order]
+        matrix = np.array([list(v.values()) for v in values], dtype=np.float32)
+        matrix = matrix.reshape(n, len(names))
+        columns = matrix if order == list(range(len(names))) else matrix[:, order]
     else:
-        sensors = tuple(sorted({name for _, _, v in rows for name in v}))
+        sensors = tuple(sorted({name for v in values for name in v}))
         column = {name: j for j, name in enumerate(sensors)}
-        values = np.full((len(rows), len(sensors)), np.nan, dtype=np.float32)
-        for i, (_, _, v) in enumerate(rows):
+        columns = np.full((n, len(sensors)), np.nan, dtype=np.float32)
+        for i, v in enumerate(values):
             for name, x in v.items():
-                values[i, column[name]] = x
-    ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    received = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-    return Block(ts, received, sensors, values)
+                columns[i, column[name]] = x
+    ts = np.asarray(ts_ms, dtype=np.int64).reshape(n)
+    received = np.asarray(received_ms, dtype=np.int64).reshape(n)
+    return Block(ts, received, sensors, columns)
 
 
 def concat(blocks: Sequence[Block]) -> Block:
@@ -260,31 +269,44 @@ def _stored_ts(conn: Connection, sets: SensorSets, asset_id: int, lo: int, hi: i
 def insert_readings(
     conn: Connection, asset_id: int, rows: Sequence[Row], sets: SensorSets | None = None
 ) -> int:
-    """Store one asset's readings (ts_ms, received_ms, values) in blocks; returns how
-    many were new. A reading whose timestamp is stored already, or repeated in
-    ``rows``, is left out (the first one stays): redeliveries change nothing.
+    """Store one asset's readings (ts_ms, received_ms, values); see insert_block."""
+    if not rows:
+        return 0
+    return insert_block(conn, asset_id, from_rows(rows), sets)
+
+
+def insert_block(
+    conn: Connection, asset_id: int, block: Block, sets: SensorSets | None = None
+) -> int:
+    """Store one asset's readings in blocks; returns how many were new. A reading whose
+    timestamp is stored already, or repeated in ``block``, is left out (the first one
+    stays): redeliveries change nothing.
 
     Readings newer than the asset's newest stored one (the normal case) need no look
     at stored data; older ones are checked against the blocks that cover them.
     """
-    if not rows:
+    if not len(block):
         return 0
     sets = sets if sets is not None else SensorSets()
     # Plain SQL on the hot path: building the statement would cost more than running it.
     high = conn.exec_driver_sql(_NEWEST_TS, (asset_id,)).scalar()
-    ordered = sorted(rows, key=lambda r: r[0])  # stable: the first of equal times wins
-    fresh: list[Row] = []
-    last: int | None = None
-    old = [r[0] for r in ordered if high is not None and r[0] <= int(high)]
-    stored = _stored_ts(conn, sets, asset_id, min(old), max(old)) if old else set()
-    for r in ordered:
-        if r[0] == last or r[0] in stored:
-            continue
-        fresh.append(r)
-        last = r[0]
-    if not fresh:
+    ts = block.ts_ms
+    if np.any(ts[1:] <= ts[:-1]):
+        # Stable, so that of equal times the first one is kept.
+        block = block.take(np.argsort(ts, kind="stable"))
+        ts = block.ts_ms
+        first = np.ones(len(ts), dtype=bool)
+        first[1:] = ts[1:] != ts[:-1]
+        if not first.all():
+            block = block.take(first)
+            ts = block.ts_ms
+    if high is not None and int(ts[0]) <= int(high):
+        old = ts[ts <= int(high)]
+        stored = _stored_ts(conn, sets, asset_id, int(old[0]), int(old[-1]))
+        if stored:
+            block = block.take(~np.isin(ts, np.fromiter(stored, dtype=np.int64)))
+    if not len(block):
         return 0
-    block = from_rows(fresh)
     write_blocks(conn, asset_id, block, sets)
     return len(block)
 
@@ -561,7 +583,9 @@ __all__ = [
     "encode",
     "exact",
     "first_ts",
+    "from_columns",
     "from_rows",
+    "insert_block",
     "insert_readings",
     "iter_readings",
     "newest_sensors",

@@ -152,7 +152,8 @@ class Writer:
     def _write(
         self, conn: Connection, items: Sequence[Item], now_ms: int, stats: WriteStats
     ) -> None:
-        readings: list[tuple[int, int, int, dict[str, float]]] = []
+        # Per asset id: times, received times and values, as columns of its block.
+        readings: dict[int, tuple[list[int], list[int], list[dict[str, float]]]] = {}
         late: list[tuple[Reading, RejectReason, int, str | None]] = []
         dead: list[DeadLetter] = []
         predictions: list[dict[str, object]] = []
@@ -160,12 +161,16 @@ class Writer:
         for item in items:
             if isinstance(item, Accepted):
                 received_ms = item.received_ms
-                for r in item.readings:
-                    aid = self._asset_ids.get(r.asset) or self.asset_id(conn, r.asset, r.ts_ms)
-                    if r.ts_ms > last_seen.get(r.asset, 0):
-                        last_seen[r.asset] = r.ts_ms
+                for asset, group in _by_asset(item.readings):
+                    aid = self._asset_ids.get(asset) or self.asset_id(conn, asset, group[0].ts_ms)
+                    newest = max(r.ts_ms for r in group)
+                    if newest > last_seen.get(asset, 0):
+                        last_seen[asset] = newest
                     if self.keep_readings:
-                        readings.append((aid, r.ts_ms, received_ms, r.values))
+                        times, received, values = readings.setdefault(aid, ([], [], []))
+                        times.extend(r.ts_ms for r in group)
+                        received.extend([received_ms] * len(group))
+                        values.extend(r.values for r in group)
                 for r, reason in item.late:
                     late.append((r, reason, item.received_ms, None))
                 if item.rejected is not None:
@@ -195,9 +200,10 @@ class Writer:
             else:
                 self._heartbeat(conn, item)
             stats.rows += 1
-        if readings:
-            self._insert_readings(conn, readings)
-            stats.rows += len(readings)
+        for aid, (times, received, values) in readings.items():
+            block = blocks.from_columns(times, received, values)
+            blocks.insert_block(conn, aid, block, self._sensor_sets)
+            stats.rows += len(times)
         if predictions:
             conn.execute(insert(t.predictions).prefix_with("OR IGNORE"), predictions)
         for r, reason, received_ms, _ in late:
@@ -235,15 +241,6 @@ class Writer:
                 }
             )
         return rows
-
-    def _insert_readings(
-        self, conn: Connection, rows: list[tuple[int, int, int, dict[str, float]]]
-    ) -> None:
-        by_asset: dict[int, list[blocks.Row]] = {}
-        for aid, ts, received, values in rows:
-            by_asset.setdefault(aid, []).append((ts, received, values))
-        for aid, readings in by_asset.items():
-            blocks.insert_readings(conn, aid, readings, self._sensor_sets)
 
     def _judge_late(
         self, conn: Connection, r: Reading, reason: RejectReason
@@ -404,6 +401,19 @@ class Writer:
                 },
             )
         )
+
+
+def _by_asset(readings: Sequence[Reading]) -> list[tuple[str, Sequence[Reading]]]:
+    """``readings`` by asset, in order: one group for the usual message of one asset."""
+    if not readings:
+        return []
+    first = readings[0].asset
+    if all(r.asset == first for r in readings):
+        return [(first, readings)]
+    groups: dict[str, list[Reading]] = {}
+    for r in readings:
+        groups.setdefault(r.asset, []).append(r)
+    return list(groups.items())
 
 
 def _late_letter(r: Reading, reason: RejectReason, received_ms: int, topic: str) -> DeadLetter:

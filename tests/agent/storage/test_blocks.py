@@ -101,3 +101,10 @@ def test_trimming_keeps_the_newer_part_of_a_straddling_block(engine: Engine) -> 
         assert readings(conn, asset=2) == []
         first = conn.execute(select(t.reading_blocks.c.first_ts_ms)).scalar_one()
         assert first == 50
+
+
+def test_a_timestamp_repeated_in_one_write_is_stored_once_the_first(engine: Engine) -> None:
+    rows: list[blocks.Row] = [(30, 1, {"x": 3.0}), (10, 1, {"x": 1.0}), (30, 2, {"x": 9.0})]
+    with engine.begin() as conn:
+        assert blocks.insert_readings(conn, 1, rows) == 2
+        assert readings(conn) == [(10, 1, {"x": 1.0}), (30, 1, {"x": 3.0})]
