@@ -696,3 +696,115 @@ def run_bench(options: BenchOptions, workdir: Path, progress: Progress) -> Bench
         return Bench(workdir, options, progress).run()
     finally:
         shutil.rmtree(workdir / "data", ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- storage alone
+
+
+@dataclass
+class StorageFigures:
+    """The recorder's writer alone: batched readings as the agent commits them."""
+
+    readings: int = 0
+    readings_per_message: int = 0
+    readings_per_commit: int = 0
+    #: Predictions written beside the readings (one per this many readings; 0: none).
+    prediction_every: int = 0
+    readings_per_s: float = 0.0
+    cpu_us_per_reading: float = 0.0
+    #: /proc/self/io write_bytes over the run (database, WAL, checkpoints) per reading.
+    write_bytes_per_reading: float = 0.0
+    #: Database file size per reading after a final checkpoint.
+    file_bytes_per_reading: float = 0.0
+    commits: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _self_write_bytes() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
+
+
+def storage_bench(
+    workdir: Path,
+    *,
+    assets: int = 50,
+    readings: int = 300_000,
+    per_commit: int = 6_000,
+    prediction_every: int = 0,
+) -> StorageFigures:
+    """Write ``readings`` pump readings of ``assets`` assets in BATCH_READINGS-reading
+    messages through the agent's writer, ``per_commit`` readings a transaction (the
+    recorder's commit_max_rows), optionally with a prediction every
+    ``prediction_every`` readings. Messages are made before the clock starts."""
+    from agent.domain import Accepted, Prediction, Reading
+    from agent.sqlite import open_engine
+    from agent.storage.writer import Item, Writer
+
+    steps = max(1, readings // (assets * BATCH_READINGS))
+    values = _healthy_values(assets, steps * BATCH_READINGS)
+    names = list(values[0])
+    t0_ms = int(time.time() * 1000) - steps * BATCH_READINGS * 1000
+    messages: list[Item] = []
+    for step in range(steps):
+        for a in range(assets):
+            base = step * BATCH_READINGS
+            rows = tuple(
+                Reading(
+                    SITE,
+                    f"pump-{a:03d}",
+                    t0_ms + (base + j) * 1000,
+                    {n: float(values[a][n][base + j]) for n in names},
+                )
+                for j in range(BATCH_READINGS)
+            )
+            messages.append(Accepted(None, t0_ms + base * 1000, readings=rows))
+            if prediction_every:
+                messages.extend(
+                    Prediction(r.asset, r.ts_ms, "bench", 1.0, 2.0, False, 80.0)
+                    for r in rows[prediction_every - 1 :: prediction_every]
+                )
+    db = workdir / "storage.db"
+    migrate.upgrade(db)
+    engine = open_engine(db)
+    writer = Writer(engine, site=SITE, outbox_enabled=False)
+    per_txn = max(1, per_commit // BATCH_READINGS)
+    batches: list[list[Item]] = []
+    current: list[Item] = []
+    count = 0
+    for item in messages:
+        # A message's predictions go in the transaction of its readings.
+        if isinstance(item, Accepted):
+            if count == per_txn:
+                batches.append(current)
+                current, count = [], 0
+            count += 1
+        current.append(item)
+    if current:
+        batches.append(current)
+    written0, cpu0, t0 = _self_write_bytes(), time.process_time(), time.perf_counter()
+    for batch in batches:
+        writer.write(batch, int(time.time() * 1000))
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    written = _self_write_bytes() - written0
+    engine.dispose()
+    total = steps * assets * BATCH_READINGS
+    return StorageFigures(
+        readings=total,
+        readings_per_message=BATCH_READINGS,
+        readings_per_commit=per_txn * BATCH_READINGS,
+        prediction_every=prediction_every,
+        readings_per_s=round(total / elapsed, 1),
+        cpu_us_per_reading=round(cpu / total * 1e6, 2),
+        write_bytes_per_reading=round(written / total, 1),
+        file_bytes_per_reading=round(db.stat().st_size / total, 1),
+        commits=len(batches),
+    )

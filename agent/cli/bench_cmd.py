@@ -25,6 +25,61 @@ app.command("models")(models_cmd.bench_models)
 app.command("sync")(sync_cmd.bench)
 
 
+@app.command("storage")
+def bench_storage(
+    readings: Annotated[
+        int, typer.Option("--readings", min=5_000, help="Readings written in all.")
+    ] = 300_000,
+    assets: Annotated[int, typer.Option("--assets", min=1, help="Simulated assets.")] = 50,
+    per_commit: Annotated[
+        int, typer.Option("--per-commit", min=100, help="Readings per transaction.")
+    ] = 6_000,
+    prediction_every: Annotated[
+        int,
+        typer.Option(
+            "--prediction-every",
+            min=0,
+            help="Also write a prediction every N readings (0: readings only).",
+        ),
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print figures as JSON.")] = False,
+) -> None:
+    """The database writer alone: batched readings/s, CPU and bytes written per reading."""
+    from agent.bench import storage_bench
+
+    with (
+        tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp,
+        console.status("writing readings"),
+    ):
+        figures = storage_bench(
+            Path(tmp),
+            assets=assets,
+            readings=readings,
+            per_commit=per_commit,
+            prediction_every=prediction_every,
+        )
+    if as_json:
+        emit_json(figures.as_dict())
+        return
+    table = Table(title="edgewatch bench storage (the recorder's writer alone)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("readings written", f"{figures.readings:,}")
+    table.add_row(
+        "readings per message / per commit",
+        f"{figures.readings_per_message} / {figures.readings_per_commit:,}",
+    )
+    table.add_row(
+        "predictions written",
+        f"one per {prediction_every} readings" if prediction_every else "none",
+    )
+    table.add_row("readings/s", f"{figures.readings_per_s:,.0f}")
+    table.add_row("CPU per reading, us", f"{figures.cpu_us_per_reading:.2f}")
+    table.add_row("bytes written to disk per reading", f"{figures.write_bytes_per_reading:,.1f}")
+    table.add_row("database file per reading, bytes", f"{figures.file_bytes_per_reading:,.1f}")
+    console.print(table)
+
+
 def _pair(d: dict[str, Any], a: str = "p50", b: str = "p99") -> str:
     return f"{d.get(a, '-')} / {d.get(b, '-')}"
 
