@@ -46,8 +46,20 @@ def _purge_readings(engine: Engine, cutoff_ms: int) -> int:
             return removed
 
 
+def compact_readings(engine: Engine) -> int:
+    """Merge small reading blocks (agent.blocks.compact); returns blocks merged away."""
+    merged = 0
+    while True:
+        with engine.begin() as conn:
+            removed, _ = blocks.compact(conn, CHUNK_BLOCKS * 20)
+        merged += removed
+        if removed == 0:
+            return merged
+
+
 def apply_retention(engine: Engine, policy: RetentionPolicy, now_ms: int) -> dict[str, int]:
-    """Delete expired rows; returns how many per table. Open alerts are never deleted."""
+    """Delete expired rows; returns how many per table (and how many small reading
+    blocks were merged into larger ones). Open alerts are never deleted."""
     raw_cutoff = now_ms - int(policy.readings_days * DAY_MS)
     cutoff = now_ms - int(policy.records_days * DAY_MS)
     return {
@@ -58,4 +70,5 @@ def apply_retention(engine: Engine, policy: RetentionPolicy, now_ms: int) -> dic
             engine, t.alerts, t.alerts.c.closed_ms.is_not(None) & (t.alerts.c.closed_ms < cutoff)
         ),
         "events": _purge(engine, t.events, t.events.c.ts_ms < cutoff),
+        "reading_blocks_merged": compact_readings(engine),
     }

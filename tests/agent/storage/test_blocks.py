@@ -108,3 +108,24 @@ def test_a_timestamp_repeated_in_one_write_is_stored_once_the_first(engine: Engi
     with engine.begin() as conn:
         assert blocks.insert_readings(conn, 1, rows) == 2
         assert readings(conn) == [(10, 1, {"x": 1.0}), (30, 1, {"x": 3.0})]
+
+
+def test_small_blocks_are_merged_without_changing_a_reading(engine: Engine) -> None:
+    # Plant rates: a reading or two per asset per transaction, one tiny block each.
+    with engine.begin() as conn:
+        for ts in range(0, 3000, 10):
+            blocks.insert_readings(conn, 1, [(ts, ts + 1, {"x": ts / 10, "y": 0.5})])
+            blocks.insert_readings(conn, 2, [(ts + 5, ts, {"z": 1.25} if ts % 20 else {"w": 2.0})])
+        before = {aid: readings(conn, aid) for aid in (1, 2)}
+        big = blocks.from_rows([(5000 + i, 0, {"x": 1.0}) for i in range(blocks.COMPACT_BELOW)])
+        blocks.write_blocks(conn, 1, big, blocks.SensorSets())  # large enough: left alone
+    with engine.begin() as conn:
+        assert blocks.compact(conn, limit=10_000) == (600, 2)
+        assert blocks.compact(conn, limit=10_000) == (0, 0)
+        after = {aid: readings(conn, aid) for aid in (1, 2)}
+        counts = conn.execute(select(t.reading_blocks.c.asset_id, t.reading_blocks.c.count)).all()
+    assert after == {
+        1: before[1] + list(big.rows()),
+        2: before[2],
+    }
+    assert sorted(counts) == [(1, 300), (1, blocks.COMPACT_BELOW), (2, 300)]

@@ -43,6 +43,7 @@ def test_expired_rows_go_and_recent_ones_stay(
         "predictions": 1,
         "alerts": 1,
         "events": 1,
+        "reading_blocks_merged": 0,
     }
     with engine.connect() as conn:
         assert [ts for ts, _, _ in blocks.iter_readings(conn, 1)] == [new]
