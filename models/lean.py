@@ -186,6 +186,15 @@ def load_lean_bundle(
         return _load(Path(tmp), p, threads, check_golden)
 
 
+def tolerance_key(output: str, tolerance: Mapping[str, Any]) -> str:
+    """Which tolerance of a manifest holds ``output``: the interval's bounds have their
+    own where recorded (``mean +- scale x sd`` multiplies the members' rounding by up to
+    ``1 + scale``), else the RUL's, as every other RUL output."""
+    if output in ("rul_low", "rul_high") and "rul_interval" in tolerance:
+        return "rul_interval"
+    return "rul" if output.startswith("rul") else output
+
+
 def _check_golden(root: Path, origin: Path, bundle: LeanBundle) -> None:
     from safetensors.numpy import load_file
 
@@ -202,7 +211,7 @@ def _check_golden(root: Path, origin: Path, bundle: LeanBundle) -> None:
     for key, got in outputs:
         if got is None or f"expected.{key}" not in golden:
             continue
-        limit = tolerance["rul" if key.startswith("rul") else key]
+        limit = tolerance[tolerance_key(key, tolerance)]
         diff = float(np.max(np.abs(got - golden[f"expected.{key}"])))
         if not diff <= float(limit):
             raise refuse(

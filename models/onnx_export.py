@@ -47,6 +47,7 @@ from models.lean import (
     BASELINE_WEIGHTS,
     OnnxPredictor,
     load_lean_bundle,
+    tolerance_key,
 )
 from models.manifest import MANIFEST, seal, sha256_file
 from models.network import reconstruction_error
@@ -98,11 +99,6 @@ class _ReconstructionError(nn.Module):
 
 #: Output of a RUL graph with every member's prediction, ``(members, batch)``.
 MEMBERS_OUTPUT = "members"
-
-
-def _tolerance_key(output: str) -> str:
-    """The interval's bounds are held to the RUL's tolerance."""
-    return "rul" if output.startswith("rul") else output
 
 
 def to_onnx(module: nn.Module, sensors: int, window: int, *, members_output: bool = False) -> bytes:
@@ -224,6 +220,8 @@ def export_bundle(
         cap = bundle.rul.cap if bundle.rul is not None else 0.0
         tolerance = {"rul": INT8_RUL_FRACTION * cap, "anomaly_score": INT8_SCORE_TOLERANCE}
         tolerance = {k: v for k, v in tolerance.items() if k in graphs}
+    if bundle.rul is not None and bundle.rul.interval is not None and "rul" in tolerance:
+        tolerance["rul_interval"] = tolerance["rul"] * (1.0 + bundle.rul.interval.scale)
     work = Path(tempfile.mkdtemp(prefix="bundle-export-"))
     try:
         staged = work / "bundle"
@@ -235,7 +233,7 @@ def export_bundle(
         lean = load_lean_bundle(staged, check_golden=False)
         got = _outputs(OnnxPredictor(lean).predict, golden)
         diff = {k: float(np.max(np.abs(got[k] - expected[k]))) for k in expected}
-        bad = {k: v for k, v in diff.items() if v > tolerance[_tolerance_key(k)]}
+        bad = {k: v for k, v in diff.items() if v > tolerance[tolerance_key(k, tolerance)]}
         if bad:
             raise BundleError(
                 f"ONNX and torch disagree on the golden windows: {bad} (tolerance {tolerance})",

@@ -21,6 +21,7 @@ from models.onnx_export import export_bundle, golden_windows
 from models.predictions import RulInterval
 from models.predictor import Predictor
 from models.preprocessing import Scaler
+from tests.models.conftest import make_bundle
 
 SENSORS = ("a_c", "b_bar", "c_rpm")
 WINDOW = 12
@@ -78,6 +79,9 @@ def test_onnx_interval_agrees_with_torch_and_the_golden_windows_hold_it(tmp_path
     assert max(report.max_abs_diff.values()) <= 1e-4
     lean = load_lean_bundle(path)  # checks the golden windows, bounds included
     assert lean.rul is not None and lean.rul.interval == RulInterval(0.8, 1.5)
+    # The bounds multiply the members' float rounding by up to 1 + scale.
+    tolerance = lean.manifest["onnx"]["tolerance"]
+    assert tolerance["rul_interval"] == pytest.approx(tolerance["rul"] * 2.5)
     x = golden_windows(lean.rul.scaler, WINDOW, n=50)[::-1].copy() * 1.01
     t_out, o_out = Predictor(load_bundle(path)).predict(x), OnnxPredictor(lean).predict(x)
     for key in ("rul", "rul_low", "rul_high"):
@@ -93,8 +97,8 @@ def test_onnx_interval_agrees_with_torch_and_the_golden_windows_hold_it(tmp_path
         load_lean_bundle(path)
 
 
-def test_a_bundle_without_an_interval_predicts_no_bounds() -> None:
-    bundle = load_bundle(default_bundle_path("cmapss-fd001"))
+def test_a_bundle_without_an_interval_predicts_no_bounds(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "plain", anomaly=False))
     assert bundle.rul is not None and bundle.rul.interval is None
     out = Predictor(bundle).predict(golden_windows(bundle.rul.scaler, bundle.window, n=4))
     assert out.rul is not None and out.rul_low is None and out.rul_high is None
