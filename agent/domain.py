@@ -48,6 +48,11 @@ class RejectReason(enum.StrEnum):
     BAD_ASSET_NAME = "bad_asset_name"
     #: A new asset while ingest.max_assets are held and none is idle to evict.
     TOO_MANY_ASSETS = "too_many_assets"
+    #: Sparkplug B: the payload is no Sparkplug B protobuf message.
+    INVALID_PROTOBUF = "invalid_protobuf"
+    #: Sparkplug B: data of a node or device whose birth (with the metric names and
+    #: aliases) has not been seen, or a metric its birth did not define.
+    NO_BIRTH = "no_birth"
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from agent.inference.worker import InferenceConfig, InferenceStage, Result
 from agent.ingest.decode import DecodeLimits
 from agent.ingest.link import MqttLink
 from agent.ingest.publisher import AlertPublisher, publish_json
+from agent.ingest.sparkplug import REBIRTH_PUBLISH_TIMEOUT_S, SparkplugSubscriber, subscription
 from agent.ingest.subscriber import Subscriber
 from agent.ingest.topics import TopicMatcher, format_topic
 from agent.logs import fields, loop_exception_handler
@@ -287,7 +288,12 @@ class Agent:
         queues = Queues()
         self._queues = queues
         matcher = TopicMatcher(s.mqtt.telemetry_topic, s.identity.site)
-        link = MqttLink(s, self.metrics)
+        sparkplug = s.sparkplug if s.sparkplug.enabled else None
+        link = MqttLink(
+            s,
+            self.metrics,
+            subscription=None if sparkplug is None else subscription(sparkplug.group_id),
+        )
         assembler = WindowAssembler(
             profiles=profiles,
             bundle=shape,
@@ -359,14 +365,27 @@ class Agent:
             self.metrics,
             on_committed=link.ack,
         )
-        subscriber = Subscriber(
-            link,
-            matcher,
-            DecodeLimits.from_settings(s.ingest),
-            queues.inbound,
-            self.metrics,
-            dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
-            profiles=profiles,
+        subscriber = (
+            Subscriber(
+                link,
+                matcher,
+                DecodeLimits.from_settings(s.ingest),
+                queues.inbound,
+                self.metrics,
+                dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
+                profiles=profiles,
+            )
+            if sparkplug is None
+            else SparkplugSubscriber(
+                link,
+                matcher,
+                DecodeLimits.from_settings(s.ingest),
+                queues.inbound,
+                self.metrics,
+                dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
+                settings=sparkplug,
+                profiles=profiles,
+            )
         )
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
         sync = SyncStage(s, metrics=self.metrics) if s.sync.enabled else None
@@ -417,6 +436,16 @@ class Agent:
                 start(self._health(link, queues, inference), "health")
                 start(self._housekeeping(engine, store, inference, assembler, queues), "house")
                 start(subscriber.run(), "subscriber")
+                if isinstance(subscriber, SparkplugSubscriber):
+                    start(
+                        subscriber.run_effects(
+                            lambda topic, payload: link.publish(
+                                topic, payload, qos=0, timeout_s=REBIRTH_PUBLISH_TIMEOUT_S
+                            ),
+                            queues.records.put,
+                        ),
+                        "sparkplug-effects",
+                    )
                 start(self._mark_ready(link, t0), "ready")
                 # Its own duty, sync or not: no export failure can switch it off.
                 start(BudgetDuty(s).run(), "disk-budget")

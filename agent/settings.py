@@ -229,6 +229,66 @@ class IngestSettings(_Section):
     )
 
 
+class SparkplugSettings(_Section):
+    """Sparkplug B ingest (docs/sparkplug.md): the agent as a host application of one group.
+
+    When enabled the agent subscribes to ``spBv1.0/<group_id>/#`` instead of the JSON
+    telemetry topic. Device data (DDATA) becomes readings of the asset named by
+    ``device_asset``, node data (NDATA) of the asset named by ``node_asset``; metric
+    names are the sensor names (a profile's ``rename`` maps them).
+    """
+
+    enabled: bool = Field(False, description="Ingest Sparkplug B instead of JSON telemetry.")
+    group_id: str = Field(
+        "edgewatch", description="Sparkplug group whose edge nodes are read (one topic level)."
+    )
+    device_asset: str = Field(
+        "{device}",
+        description=(
+            "Asset name of a device's data; placeholders {group}, {node} and {device} "
+            "(e.g. {node}.{device} where device ids repeat across nodes)."
+        ),
+    )
+    node_asset: str = Field(
+        "{node}", description="Asset name of a node's own data; placeholders {group} and {node}."
+    )
+    rebirth_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = Field(
+        10.0,
+        description=(
+            "Least time between two Rebirth requests (NCMD) to one edge node while its "
+            "births are awaited."
+        ),
+    )
+
+    @field_validator("group_id")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if name_problem(value) is not None:
+            raise ValueError("must be one topic level: no '/', '#', '+' or control characters")
+        return value
+
+    @field_validator("device_asset")
+    @classmethod
+    def _device_template(cls, value: str) -> str:
+        return _check_name_template(value, ("{group}", "{node}", "{device}"), "{device}")
+
+    @field_validator("node_asset")
+    @classmethod
+    def _node_template(cls, value: str) -> str:
+        return _check_name_template(value, ("{group}", "{node}"), "{node}")
+
+
+def _check_name_template(value: str, known: tuple[str, ...], required: str) -> str:
+    if required not in value:
+        raise ValueError(f"must contain {required}")
+    rest = value
+    for placeholder in known:
+        rest = rest.replace(placeholder, "")
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"knows only the placeholders {', '.join(known)}")
+    return value
+
+
 class StorageSettings(_Section):
     """Where records live and how much disk they may use."""
 
@@ -660,6 +720,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)  # type: ignore[arg-type]
     mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    sparkplug: SparkplugSettings = Field(default_factory=SparkplugSettings)  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
@@ -675,6 +736,7 @@ class Settings(BaseSettings):
         "identity",
         "mqtt",
         "ingest",
+        "sparkplug",
         "storage",
         "model",
         "sync",

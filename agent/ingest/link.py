@@ -168,6 +168,7 @@ class MqttLink:
         publish_timeout_s: float = PUBLISH_TIMEOUT_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         rng: random.Random | None = None,
+        subscription: str | None = None,
     ) -> None:
         mqtt = settings.mqtt
         self._mqtt = mqtt
@@ -178,6 +179,9 @@ class MqttLink:
         self._rng = rng or random.Random()
         self.client_id = settings.mqtt_client_id
         self.matcher = TopicMatcher(mqtt.telemetry_topic, settings.identity.site)
+        #: The topic filter subscribed to: the telemetry template's unless given
+        #: (Sparkplug B ingest reads its group's namespace instead).
+        self.subscription = subscription or self.matcher.subscription
         self.status = StatusReporter(
             site=settings.identity.site,
             agent=settings.identity.agent,
@@ -507,12 +511,12 @@ class MqttLink:
     async def _start_session(self, conn: _Connection) -> None:
         client = conn.client
         if self._subscribe:
-            granted = await client.subscribe(self.matcher.subscription, qos=self._mqtt.qos)
+            granted = await client.subscribe(self.subscription, qos=self._mqtt.qos)
             if any(_code_value(code) >= 0x80 for code in granted):
                 # Publishing still works; the operator must fix the broker's ACL.
                 log.error(
                     "broker refused the telemetry subscription",
-                    extra=fields(topic=self.matcher.subscription, granted=str(granted)),
+                    extra=fields(topic=self.subscription, granted=str(granted)),
                 )
         await client.publish(
             self.status.topic,

@@ -195,6 +195,9 @@ def test_every_reason_but_the_stateful_ones_is_covered() -> None:
         RejectReason.MISSING_SENSOR,
         RejectReason.UNKNOWN_SENSOR,
         RejectReason.TOO_MANY_ASSETS,
+        # Sparkplug B's, covered by tests/agent/ingest/test_sparkplug.py.
+        RejectReason.INVALID_PROTOBUF,
+        RejectReason.NO_BIRTH,
     }
 
 
