@@ -73,9 +73,13 @@ class RulInterval:
     def bounds(
         self, mean: FloatArray, spread: FloatArray, cap: float
     ) -> tuple[FloatArray, FloatArray]:
-        half = np.float32(self.scale) * np.asarray(spread, dtype=np.float32)
-        low: FloatArray = np.clip(mean - half, 0.0, cap).astype(np.float32)
-        high: FloatArray = np.clip(mean + half, 0.0, cap).astype(np.float32)
+        # maximum/minimum rather than np.clip: a tenth of the cost on the agent's small
+        # batches, where this runs once per window batch.
+        half = np.asarray(spread, dtype=np.float32) * np.float32(self.scale)
+        m = np.asarray(mean, dtype=np.float32)
+        zero, top = np.float32(0.0), np.float32(cap)
+        low: FloatArray = np.minimum(np.maximum(m - half, zero), top)
+        high: FloatArray = np.minimum(np.maximum(m + half, zero), top)
         return low, high
 
     def to_json(self) -> dict[str, object]:
@@ -95,7 +99,11 @@ class RulInterval:
 
 def member_spread(outputs: FloatArray) -> FloatArray:
     """Population sd over members of ``(members, batch)`` predictions -> ``(batch,)``."""
-    spread: FloatArray = np.asarray(outputs, dtype=np.float32).std(axis=0).astype(np.float32)
+    x = np.asarray(outputs, dtype=np.float32)
+    n = np.float32(x.shape[0])
+    # np.std's generic path costs more than the networks' own run on a single window.
+    d = x - x.sum(axis=0) / n
+    spread: FloatArray = np.sqrt(np.einsum("ij,ij->j", d, d) / n)
     return spread
 
 

@@ -30,19 +30,24 @@ DEFAULT_CMAPSS = (
     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cmapss-fd001" / "train_FD001.txt"
 )
 
-#: FD001 recipe: window 30, RUL cap 125, min-max scaling on training units, 2 seeds
-#: averaged (24-channel members keep the pair above 20k windows/s on one core); 20 % of
-#: the units (by unit) drive early stopping.
+#: FD001 recipe: min-max scaling fitted on the training engines, RUL capped at 125,
+#: 2 seeds averaged. Windows of 80 cycles read at stride 2 by the first convolution
+#: (16 channels): 5-fold cross-validation over engines gave RMSE 11.58 +- 1.71, against
+#: 13.35 +- 1.73 for the earlier 30-cycle window at the same cost per window (see
+#: models/README.md). An engine gets its first estimate after 30 cycles (``min_rows``,
+#: the shortest official test engine has 31): until then its window is front-padded.
 FD001_CONFIG = RulTrainConfig(
-    window=30,
+    window=80,
+    min_rows=30,
+    stride=2,
     cap=125.0,
     scaler="minmax",
-    epochs=150,
+    epochs=60,
     batch_size=128,
     patience=40,
     dropout=0.0,
     ensemble=2,
-    channels=(24, 24, 24),
+    channels=(16, 16, 16),
     seed=0,
 )
 
@@ -97,7 +102,13 @@ def retrain_cmapss(out_root: Path, data: Path) -> dict[str, Any]:
             name="cmapss-fd001",
             progress=_progress("cmapss-fd001"),
         )
-        _replace_dir(path, out_root / "cmapss-fd001")
+        print(f"cmapss-fd001 trained: {metrics}", file=sys.stderr, flush=True)  # noqa: T201
+        try:
+            _replace_dir(path, out_root / "cmapss-fd001")
+        except Exception:
+            # Half an hour of training is not thrown away with the temporary folder.
+            shutil.copytree(path, out_root / "cmapss-fd001.unexported", dirs_exist_ok=True)
+            raise
     return metrics
 
 

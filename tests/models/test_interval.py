@@ -20,7 +20,7 @@ from models.network import RulCNN, RulConfig
 from models.onnx_export import export_bundle, golden_windows
 from models.predictions import RulInterval
 from models.predictor import Predictor
-from models.preprocessing import Scaler
+from models.preprocessing import Scaler, windows_ending_at
 from tests.models.conftest import make_bundle
 
 SENSORS = ("a_c", "b_bar", "c_rpm")
@@ -128,13 +128,15 @@ def test_evaluate_rul_reports_each_units_interval_and_their_coverage(
     (tmp_path / "RUL.txt").write_text("".join(f"{e}\n" for e in ends))
     r = evaluate_rul_cmapss(bundle, tmp_path / "test.txt", tmp_path / "RUL.txt")
     # The agent's predictor on the same last windows gives the same bounds.
-    windows = np.stack(
+    # (unit 2's 60 cycles are fewer than the window: front-padded, as the agent pads.)
+    cols = bundle_columns(bundle)
+    windows = np.concatenate(
         [
-            raw[raw[:, 0] == u][cut - shipped.window : cut]
+            windows_ending_at(raw[raw[:, 0] == u][:cut, cols], [cut - 1], shipped.window)
             for u, cut in ((1, 120), (2, 60), (3, 150))
         ]
     )
-    live = Predictor(bundle).predict(windows[:, :, bundle_columns(bundle)].transpose(0, 2, 1))
+    live = Predictor(bundle).predict(windows)
     assert live.rul_low is not None and live.rul_high is not None
     np.testing.assert_allclose([u["rul_low"] for u in r.per_unit], live.rul_low, atol=1e-3)
     np.testing.assert_allclose([u["rul_high"] for u in r.per_unit], live.rul_high, atol=1e-3)

@@ -80,7 +80,7 @@ async def test_commission_then_score(predictor: Predictor, tmp_path: Path) -> No
     inbox: asyncio.Queue[Window | CommissionRequest] = asyncio.Queue()
     out: asyncio.Queue[Result] = asyncio.Queue()
     task = asyncio.create_task(inference.run(inbox, out))
-    samples = healthy(predictor, 200)
+    samples = healthy(predictor, 400)
     await inbox.put(CommissionRequest("p1", bundle_plan(predictor), samples, 0, 199_000))
     items = await collect(out, AssetStatus)
     status = items[-1]
