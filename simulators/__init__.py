@@ -12,8 +12,10 @@ Modules, in the order data flows through them:
 - :mod:`simulators.publisher`: the publisher interface and ``make_publisher``;
   backends :mod:`simulators.mqtt_wire` (default) and :mod:`simulators.paho_publisher`.
 - :mod:`simulators.fleet`: ``publish_fleet(FleetConfig(...), host=..., port=...)``.
+- :mod:`simulators.sparkplug_node`: the same fleet as one Sparkplug B edge node.
 
 Library code never prints: progress arrives through callbacks and results as objects;
-``edgewatch simulate`` renders them. Only ``agent.domain``, ``agent.errors`` and
-``agent.settings`` may be imported from the agent.
+``edgewatch simulate`` renders them. Only ``agent.domain``, ``agent.errors``,
+``agent.settings`` and ``agent.sparkplug`` (the Sparkplug B codec) may be imported from
+the agent.
 """

@@ -15,6 +15,7 @@ import itertools
 import select
 import threading
 import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -66,7 +67,13 @@ class PahoPublisher:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         reconnect_timeout_s: float = DEFAULT_RECONNECT_TIMEOUT_S,
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+        will: tuple[str, bytes] | None = None,
+        subscriptions: Sequence[str] = (),
+        on_message: Callable[[str, bytes], None] | None = None,
     ) -> None:
+        """``will`` (topic, payload) is the QoS 1 Last Will; ``subscriptions`` are
+        subscribed at every connect and their messages passed to ``on_message`` from
+        inside :meth:`publish`, :meth:`wait` and :meth:`flush`."""
         if qos not in (0, 1, 2):
             raise ValueError("qos must be 0, 1 or 2")
         if not 1 <= max_inflight <= 32_767:
@@ -107,6 +114,14 @@ class PahoPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        if will is not None:
+            self._client.will_set(will[0], will[1], qos=1)
+        self._subscriptions = tuple(subscriptions)
+        if on_message is not None:
+            handler = on_message
+            self._client.on_message = lambda _c, _u, message: handler(
+                message.topic, bytes(message.payload)
+            )
 
     # -- paho callbacks (called from inside our own loop calls) ---------------------
 
@@ -121,6 +136,8 @@ class PahoPublisher:
         self._ever_connected = True
         self._connected = True
         self._down_since = None
+        for topic in self._subscriptions:
+            self._client.subscribe(topic, qos=1)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _flags: Any, _reason: Any, _props: Any = None

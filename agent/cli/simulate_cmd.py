@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     # The simulators' stream, dataset and replay modules load pandas: imported in the
     # commands that use them, so that `edgewatch run` on a gateway never pays for it.
     from simulators.badinput import BadInputInjector
+    from simulators.fleet import FleetConfig
     from simulators.stream import Pacing, ProgressCallback, RunReport
 
 app = typer.Typer(
@@ -401,12 +402,35 @@ def fleet(
     mqtt_backend: BackendOpt = "auto",
     reconnect_timeout: ReconnectOpt = DEFAULT_RECONNECT_TIMEOUT_S,
     as_json: JsonOpt = False,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="json (edgewatch telemetry topics) or sparkplug (one Sparkplug B edge "
+            "node, every asset a device, QoS 0 as the specification asks; see "
+            "docs/sparkplug.md).",
+        ),
+    ] = "json",
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="Sparkplug group id (default: sparkplug.group_id)."),
+    ] = None,
+    node: Annotated[
+        str, typer.Option("--node", help="Sparkplug edge node id of the simulated fleet.")
+    ] = "sim-node",
 ) -> None:
     """Publish a degrading fleet of pumps and air compressors to the telemetry topics."""
     if rate_hz <= 0 or speedup <= 0:
         raise typer.BadParameter("--rate-hz and --speedup must be > 0")
     if assets + compressors == 0:
         raise typer.BadParameter("simulate at least one asset", param_hint="--assets")
+    if protocol not in ("json", "sparkplug"):
+        raise typer.BadParameter("use json or sparkplug", param_hint="--protocol")
+    if protocol == "sparkplug" and bad_input_rate > 0:
+        raise typer.BadParameter(
+            "bad input is JSON on purpose: not with --protocol sparkplug",
+            param_hint="--bad-input-rate",
+        )
     from simulators.fleet import FleetConfig, publish_fleet
 
     target = _target(ctx, broker, site)
@@ -423,6 +447,22 @@ def fleet(
         batch=batch,
     )
     bad = _injector(bad_input_rate, bad_input_kinds, seed, target, max_payload_bytes)
+    if protocol == "sparkplug":
+        _fleet_sparkplug(
+            ctx,
+            config,
+            target,
+            group,
+            node,
+            speedup,
+            as_fast_as_possible,
+            count,
+            truth,
+            max_inflight,
+            reconnect_timeout,
+            as_json,
+        )
+        return
 
     def run(on_progress: ProgressCallback, stop: threading.Event) -> RunReport:
         return publish_fleet(
@@ -449,6 +489,51 @@ def fleet(
     _render(_with_progress(f"fleet -> {target.host}:{target.port}", run), as_json)
     if as_fast_as_possible:
         typer.echo(FLAT_OUT_NOTE, err=True)
+
+
+def _fleet_sparkplug(
+    ctx: typer.Context,
+    config: FleetConfig,
+    target: _Target,
+    group: str | None,
+    node: str,
+    speedup: float,
+    as_fast_as_possible: bool,
+    count: int | None,
+    truth: Path | None,
+    max_inflight: int,
+    reconnect_timeout: float,
+    as_json: bool,
+) -> None:
+    from agent.domain import name_problem
+    from simulators.sparkplug_node import publish_fleet_sparkplug
+
+    group = group or invocation(ctx).settings().sparkplug.group_id
+    for flag, value in (("--group", group), ("--node", node)):
+        problem = name_problem(value)
+        if problem is not None:
+            raise typer.BadParameter(f"{value!r} {problem}", param_hint=flag)
+
+    def run(on_progress: ProgressCallback, stop: threading.Event) -> RunReport:
+        return publish_fleet_sparkplug(
+            config,
+            host=target.host,
+            port=target.port,
+            group=group,
+            node=node,
+            pacing=_pacing(as_fast_as_possible, speedup),
+            count=count,
+            truth_path=truth,
+            max_inflight=max_inflight,
+            username=target.username,
+            password=target.password,
+            reconnect_timeout_s=reconnect_timeout,
+            on_progress=on_progress,
+            stop=stop,
+        )
+
+    where = f"spBv1.0/{group}/+/{node} -> {target.host}:{target.port}"
+    _render(_with_progress(f"fleet (Sparkplug B) {where}", run), as_json)
 
 
 @app.command("replay")
