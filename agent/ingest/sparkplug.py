@@ -324,43 +324,46 @@ class SparkplugDecoder:
         self.asset = metrics.asset if metrics.problem is None else None
         if metrics.problem is not None:
             raise PayloadError(RejectReason.BAD_ASSET_NAME, metrics.problem)
-        default_ts = message.timestamp if message.HasField("timestamp") else None
+        # Unset proto2 fields read as 0 or "": no HasField per metric (a tenth of the
+        # time per reading). A time of 0 (1970) or an alias of 0 without a name then
+        # count as absent, which a birth-defined alias 0 alone would not want.
+        default_ts = message.timestamp or None
         names, types, sensors = metrics.names, metrics.types, metrics.sensors
         updates: dict[int, dict[str, float | None]] = {}
         for metric in message.metrics:
-            name = metric.name
-            if not name:
-                found = names.get(metric.alias) if metric.HasField("alias") else None
-                if found is None:
-                    self._ask_rebirth(
-                        node_id, node, now_ms, "an alias its birth did not define", {}
-                    )
-                    raise PayloadError(
-                        RejectReason.NO_BIRTH,
-                        f"alias {metric.alias} is not in the birth of {metrics.asset[:64]!r}",
-                    )
-                name = found
-            birth_type = types.get(name)
-            if birth_type is None:
-                if name == sp.BDSEQ_METRIC or name.startswith(sp.NODE_CONTROL_PREFIXES):
-                    continue
+            name = metric.name or names.get(metric.alias)
+            if name is None:
+                self._ask_rebirth(node_id, node, now_ms, "an alias its birth did not define", {})
+                raise PayloadError(
+                    RejectReason.NO_BIRTH,
+                    f"alias {metric.alias} is not in the birth of {metrics.asset[:64]!r}",
+                )
+            sensor = sensors.get(name)
+            if sensor is None:
+                if (
+                    name in types
+                    or name == sp.BDSEQ_METRIC
+                    or name.startswith(sp.NODE_CONTROL_PREFIXES)
+                ):
+                    continue  # not numeric, or the node's own controls
                 self._ask_rebirth(node_id, node, now_ms, "a metric its birth did not define", {})
                 raise PayloadError(
                     RejectReason.NO_BIRTH,
                     f"metric {name[:64]!r} is not in the birth of {metrics.asset[:64]!r}",
                 )
-            datatype = metric.datatype or birth_type
-            if datatype not in sp.NUMERIC_TYPES:
-                continue
-            value = sp.metric_value(metric, datatype)
+            # The birth's data type: a data message may leave it out.
+            datatype = types[name]
+            if datatype == sp.DOUBLE and not metric.is_null:
+                value: float | None = metric.double_value
+            else:
+                value = sp.metric_value(metric, datatype)
             if value is not None and not math.isfinite(value):
                 raise PayloadError(RejectReason.NON_FINITE, f"{name[:64]!r} is {value}")
-            ts = metric.timestamp if metric.HasField("timestamp") else default_ts
+            ts = metric.timestamp or default_ts
             if ts is None:
                 raise PayloadError(
                     RejectReason.SCHEMA, f"{name[:64]!r} has no timestamp, nor has the payload"
                 )
-            sensor = sensors.get(name, name)
             stamp = updates.get(ts)
             if stamp is None:
                 updates[ts] = {sensor: value}
