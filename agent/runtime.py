@@ -66,7 +66,7 @@ from agent.sync import SyncStage
 from agent.sync.budget import BudgetDuty, prepare
 from agent.updates.lifecycle import Configured, ModelLifecycle, bundle_version
 from agent.windowing.assembler import ToInference, WindowAssembler
-from models.bundles import default_bundle_path
+from models.bundles import SHIPPED, default_bundle_path
 from models.lean import has_graphs, onnxruntime_available
 from models.updates.store import ModelStore, StoreState, discard_partial
 
@@ -152,7 +152,14 @@ def choose_backend(requested: Backend, bundle: Path) -> Backend:
 
 
 def resolve_bundle(settings: Settings) -> Path:
-    return settings.model.bundle if settings.model.bundle else default_bundle_path("pump")
+    """The configured bundle; a shipped bundle's bare name (``cmapss-fd001``) stands for
+    its directory unless a path of that name exists."""
+    bundle = settings.model.bundle
+    if bundle is None:
+        return default_bundle_path("pump")
+    if str(bundle) in SHIPPED and not bundle.exists():
+        return default_bundle_path(str(bundle))
+    return bundle
 
 
 @dataclass

@@ -335,7 +335,9 @@ class ModelSettings(_Section):
     """Which model bundle runs and how predictions become alerts."""
 
     bundle: Path | None = Field(
-        None, description="Model bundle directory or .tar.gz (default: the built-in pump model)."
+        None,
+        description="Model bundle directory or .tar.gz, or the name of a shipped bundle "
+        "(pump, cmapss-fd001); default: the built-in pump model.",
     )
     window: PositiveInt | None = Field(None, description="Window length override (samples).")
     hop: PositiveInt | None = Field(None, description="Hop override (samples between windows).")
