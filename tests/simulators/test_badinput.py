@@ -205,7 +205,11 @@ def test_parse_kinds() -> None:
     with pytest.raises(ValueError, match="unknown bad-input kind"):
         parse_kinds("nonsense")
     # Every reason the agent still gives has a bad input that provokes it, but for
-    # too_many_assets: a flood of assets, not one message, provokes that one.
+    # too_many_assets: a flood of assets, not one message, provokes that one; and the
+    # Sparkplug reasons, which JSON payloads cannot provoke (their own tests do).
     retired = {RejectReason.UNKNOWN_SENSOR.value}
     flood = {RejectReason.TOO_MANY_ASSETS.value}
-    assert {k.value for k in BadKind} == {r.value for r in RejectReason} - retired - flood
+    sparkplug = {RejectReason.INVALID_PROTOBUF.value, RejectReason.NO_BIRTH.value}
+    assert {k.value for k in BadKind} == (
+        {r.value for r in RejectReason} - retired - flood - sparkplug
+    )
