@@ -579,7 +579,10 @@ class UpdateSettings(_Section):
 
     enabled: bool = Field(False, description="Poll the repository for model updates.")
     repo: str | None = Field(
-        None, description="Repository URL: file:///path or https://host/prefix."
+        None,
+        description="Repository URL: file:///path, s3://bucket/prefix (endpoint, region "
+        "and credentials from AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and boto3's usual "
+        "chain) or https://host/prefix.",
     )
     trusted_root: Path | None = Field(
         None,
@@ -626,8 +629,8 @@ class UpdateSettings(_Section):
     @field_validator("repo")
     @classmethod
     def _repo_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("file://", "https://", "http://")):
-            raise ValueError("must start with file://, https:// or http://")
+        if value is not None and not value.startswith(("file://", "s3://", "https://", "http://")):
+            raise ValueError("must start with file://, s3://, https:// or http://")
         return value
 
     @model_validator(mode="after")

@@ -38,8 +38,8 @@ def local_root(url: str, *, purpose: str) -> Path:
     parsed = urlparse(url)
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
         raise UpdateError(
-            f"{purpose} supports only file:// repositories, not {url!r}",
-            hint="publish into a file:///path folder and copy it to object storage",
+            f"{purpose} supports file:// and s3:// repositories, not {url!r}",
+            hint="give --repo as file:///path or s3://bucket/prefix",
         )
     return Path(unquote(parsed.path))
 

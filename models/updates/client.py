@@ -20,13 +20,14 @@ from urllib.parse import urlparse
 
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Targets
-from tuf.ngclient import Updater
+from tuf.ngclient import FetcherInterface, Updater
 
 from agent.errors import BundleError, UpdateError, UpdateRefusedError
 from models.lean import load_lean_bundle
 from models.manifest import extract, read_verified_manifest
 from models.updates._store import METADATA, TARGETS, FileFetcher, base_url
 from models.updates.repository import target_info
+from models.updates.s3 import S3Fetcher
 
 _KEPT = "the live bundle is unchanged"
 
@@ -84,7 +85,12 @@ def _updater(repo_url: str, trusted_root: Path, cache_dir: Path) -> Updater:
         ) from exc
     metadata_dir = cache_dir / METADATA
     metadata_dir.mkdir(parents=True, exist_ok=True)
-    fetcher = FileFetcher() if urlparse(repo_url).scheme == "file" else None
+    scheme = urlparse(repo_url).scheme
+    fetcher: FetcherInterface | None = None
+    if scheme == "file":
+        fetcher = FileFetcher()
+    elif scheme == "s3":
+        fetcher = S3Fetcher()
     try:
         return Updater(
             metadata_dir=str(metadata_dir),

@@ -20,6 +20,8 @@ running it can tell; it is never offered as an update.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +44,7 @@ from agent.errors import BundleError, UpdateError
 from models.lean import has_graphs
 from models.manifest import MANIFEST, extract, read_verified_manifest
 from models.updates._store import METADATA, TARGETS, local_root, pack, write_atomic
+from models.updates.s3 import working_copy
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ONLINE_ROLES = ("targets", "snapshot", "timestamp")
@@ -222,6 +225,17 @@ def _bundle_files(bundle: Path, work: Path) -> tuple[Path, dict[str, Any]]:
     return root, manifest
 
 
+@contextmanager
+def _repository(repo_url: str, purpose: str) -> Iterator[Path]:
+    """The repository as a local folder: itself for ``file://``, a working copy
+    uploaded on success for ``s3://`` (see :mod:`models.updates.s3`)."""
+    if repo_url.startswith("s3://"):
+        with working_copy(repo_url) as local:
+            yield local
+    else:
+        yield local_root(repo_url, purpose=purpose)
+
+
 def publish(
     bundle: Path,
     repo_url: str,
@@ -236,41 +250,41 @@ def publish(
     ``now`` is the signing time (expiry counts from it); tests set it in the past.
     """
     now = now or datetime.now(UTC)
-    repo = local_root(repo_url, purpose="publish")
     with tempfile.TemporaryDirectory(prefix="edgewatch-publish-") as tmp:
         root_dir, manifest = _bundle_files(bundle, Path(tmp))
         names = [MANIFEST, *manifest["files"]]
         data = pack(root_dir, names)
     version = str(manifest["version"])
     name, _, digest = version.partition("@")
-    state = _open_repo(repo, keys_dir)
-    targets = state.targets.signed.targets
-    sequence = 1
-    for existing in targets.values():
-        info = target_info(existing)
-        if info.get("version") == version:
-            state_word = "revoked" if info.get("revoked") else "published"
-            raise UpdateError(
-                f"{version} is already {state_word} in {repo_url}",
-                hint="a version is published once; retrain or re-export for a new one",
-            )
-        sequence = max(sequence, int(info.get("sequence", 0)) + 1)
-    target_path = f"{name}/{digest}.tar.gz"
-    target = TargetFile.from_data(target_path, data, ["sha256"])
-    target.unrecognized_fields["custom"] = {
-        CUSTOM: {
-            "version": version,
-            "name": name,
-            "sequence": sequence,
-            "published_at": now.isoformat(timespec="seconds"),
-            "revoked": False,
+    with _repository(repo_url, "publish") as repo:
+        state = _open_repo(repo, keys_dir)
+        targets = state.targets.signed.targets
+        sequence = 1
+        for existing in targets.values():
+            info = target_info(existing)
+            if info.get("version") == version:
+                state_word = "revoked" if info.get("revoked") else "published"
+                raise UpdateError(
+                    f"{version} is already {state_word} in {repo_url}",
+                    hint="a version is published once; retrain or re-export for a new one",
+                )
+            sequence = max(sequence, int(info.get("sequence", 0)) + 1)
+        target_path = f"{name}/{digest}.tar.gz"
+        target = TargetFile.from_data(target_path, data, ["sha256"])
+        target.unrecognized_fields["custom"] = {
+            CUSTOM: {
+                "version": version,
+                "name": name,
+                "sequence": sequence,
+                "published_at": now.isoformat(timespec="seconds"),
+                "revoked": False,
+            }
         }
-    }
-    # The bytes first, under their hash (consistent snapshot): then the metadata.
-    write_atomic(repo / TARGETS / name / f"{target.hashes['sha256']}.{digest}.tar.gz", data)
-    targets[target_path] = target
-    expires = _commit(repo, state, keys_dir, now, expires_days, timestamp_days)
-    return Published(version, target_path, sequence, state.targets.signed.version, expires)
+        # The bytes first, under their hash (consistent snapshot): then the metadata.
+        write_atomic(repo / TARGETS / name / f"{target.hashes['sha256']}.{digest}.tar.gz", data)
+        targets[target_path] = target
+        expires = _commit(repo, state, keys_dir, now, expires_days, timestamp_days)
+        return Published(version, target_path, sequence, state.targets.signed.version, expires)
 
 
 def revoke(
@@ -284,21 +298,21 @@ def revoke(
 ) -> Published:
     """Mark ``version`` revoked: agents never take it as an update again."""
     now = now or datetime.now(UTC)
-    repo = local_root(repo_url, purpose="revoke")
-    if not (repo / METADATA / "timestamp.json").is_file():
-        raise UpdateError(f"{repo_url} holds no published bundle", hint="check --repo")
-    state = _open_repo(repo, keys_dir)
-    for path, target in state.targets.signed.targets.items():
-        info = target_info(target)
-        if info.get("version") == version:
-            if info.get("revoked"):
-                raise UpdateError(f"{version} is already revoked in {repo_url}")
-            info["revoked"] = True
-            info["revoked_at"] = now.isoformat(timespec="seconds")
-            expires = _commit(repo, state, keys_dir, now, expires_days, timestamp_days)
-            return Published(
-                version, path, int(info["sequence"]), state.targets.signed.version, expires
-            )
+    with _repository(repo_url, "revoke") as repo:
+        if not (repo / METADATA / "timestamp.json").is_file():
+            raise UpdateError(f"{repo_url} holds no published bundle", hint="check --repo")
+        state = _open_repo(repo, keys_dir)
+        for path, target in state.targets.signed.targets.items():
+            info = target_info(target)
+            if info.get("version") == version:
+                if info.get("revoked"):
+                    raise UpdateError(f"{version} is already revoked in {repo_url}")
+                info["revoked"] = True
+                info["revoked_at"] = now.isoformat(timespec="seconds")
+                expires = _commit(repo, state, keys_dir, now, expires_days, timestamp_days)
+                return Published(
+                    version, path, int(info["sequence"]), state.targets.signed.version, expires
+                )
     raise UpdateError(
         f"{version} is not published in {repo_url}",
         hint="give the full version as `edgewatch model publish` printed it (name@hex)",

@@ -266,9 +266,9 @@ def test_an_unreadable_repository_is_an_update_error_not_a_refusal(world: World)
     assert tree_digest(world.live) == world.live_digest
 
 
-def test_only_file_urls_can_be_published_to(world: World) -> None:
-    with pytest.raises(UpdateError, match="only file://"):
-        publish(make_version(world.tmp, "1"), "s3://bucket/models", world.keys)
+def test_only_file_and_s3_urls_can_be_published_to(world: World) -> None:
+    with pytest.raises(UpdateError, match="supports file:// and s3://"):
+        publish(make_version(world.tmp, "1"), "https://host/models", world.keys)
 
 
 def test_enabling_updates_needs_a_repository_and_a_trusted_root() -> None:
