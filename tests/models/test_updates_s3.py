@@ -165,3 +165,44 @@ def test_the_gateway_settings_take_an_s3_repository() -> None:
 
     updates = {"enabled": True, "repo": "s3://models/site-a", "trusted_root": "/etc/root.json"}
     assert load_settings(None, {"updates": updates}).updates.repo == "s3://models/site-a"
+
+
+def test_publish_uploads_the_archive_then_metadata_then_the_timestamp_last(
+    s3: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.updates.s3 as s3_module
+
+    keys, _ = keys_and_live(tmp_path)
+    url = f"s3://{bucket}/o"
+    publish(make_version(tmp_path, "1"), url, keys)
+    puts: list[str] = []
+    real_client = s3_module.client
+
+    def recording_client() -> Any:
+        inner = real_client()
+        real_put = inner.put_object
+
+        def put_object(**kwargs: Any) -> Any:
+            puts.append(kwargs["Key"])
+            return real_put(**kwargs)
+
+        inner.put_object = put_object
+        return inner
+
+    monkeypatch.setattr(s3_module, "client", recording_client)
+    publish(make_version(tmp_path, "2"), url, keys)
+    assert puts[0].startswith("o/targets/pump/") and puts[-1] == "o/metadata/timestamp.json"
+    # Only what is new: versioned metadata is never rewritten, root is unchanged.
+    assert sorted(puts[1:-1]) == ["o/metadata/2.snapshot.json", "o/metadata/2.targets.json"]
+
+
+def test_a_missing_object_is_the_404_ngclient_expects(s3: Any, bucket: str) -> None:
+    from tuf.api.exceptions import DownloadHTTPError
+
+    from models.updates.s3 import S3Fetcher
+
+    with pytest.raises(DownloadHTTPError) as info:
+        S3Fetcher().fetch(f"s3://{bucket}/metadata/2.root.json")
+    assert info.value.status_code == 404
+    s3.put_object(Bucket=bucket, Key="metadata/1.root.json", Body=b"{}")
+    assert b"".join(S3Fetcher().fetch(f"s3://{bucket}/metadata/1.root.json")) == b"{}"
