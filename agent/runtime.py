@@ -38,6 +38,7 @@ from agent.domain import (
     AssetStatus,
     Event,
     Inbound,
+    Prediction,
 )
 from agent.errors import EdgewatchError, UpdateError
 from agent.exporter import MetricsServer
@@ -56,6 +57,7 @@ from agent.logs import fields, loop_exception_handler
 from agent.memory import release_free_memory
 from agent.metrics import Metrics, process_age_s
 from agent.profiles import PROFILE_CACHE_ASSETS, BundleShape, Profiles
+from agent.publish.sparkplug_out import SparkplugPublisher
 from agent.sdnotify import Notifier
 from agent.settings import Backend, Settings
 from agent.storage import migrate, queries
@@ -295,7 +297,13 @@ class Agent:
         queues = Queues()
         self._queues = queues
         matcher = TopicMatcher(s.mqtt.telemetry_topic, s.identity.site)
-        sparkplug = s.sparkplug if s.sparkplug.enabled else None
+        sparkplug = (
+            s.sparkplug.model_copy(
+                update={"edge_node_id": s.sparkplug.edge_node_id or s.identity.agent}
+            )
+            if s.sparkplug.enabled
+            else None
+        )
         link = MqttLink(
             s,
             self.metrics,
@@ -395,6 +403,17 @@ class Agent:
             )
         )
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
+        spb_out = (
+            SparkplugPublisher(
+                s.mqtt.host,
+                s.mqtt.port,
+                s.sparkplug.group_id,
+                s.sparkplug.edge_node_id or s.identity.agent,
+                max_pending=s.sparkplug.publish_max_pending,
+            )
+            if s.sparkplug.publish
+            else None
+        )
         sync = SyncStage(s, metrics=self.metrics) if s.sync.enabled else None
         await queues.records.put(
             Event(
@@ -434,12 +453,14 @@ class Agent:
 
                 start(link.run(), "mqtt-link")
                 start(recorder.run(queues.records), "recorder")
-                start(self._route(queues, assembler), "router")
+                start(self._route(queues, assembler, spb_out), "router")
                 start(inference.run(queues.inference, queues.results), "inference")
                 start(
                     assembler.run(queues.inbound, queues.records.put, queues.inference), "windowing"
                 )
                 start(publisher.run(), "alert-publisher")
+                if spb_out is not None:
+                    start(spb_out.run(), "sparkplug-out")
                 start(self._health(link, queues, inference), "health")
                 start(self._housekeeping(engine, store, inference, assembler, queues), "house")
                 start(subscriber.run(), "subscriber")
@@ -693,12 +714,17 @@ class Agent:
             ),
         )
 
-    async def _route(self, queues: Queues, assembler: WindowAssembler) -> None:
+    async def _route(
+        self, queues: Queues, assembler: WindowAssembler, spb_out: SparkplugPublisher | None
+    ) -> None:
         """Results of inference go to the recorder, alerts also to MQTT, and the
-        windowing stage learns which assets became (un)commissioned."""
+        windowing stage learns which assets became (un)commissioned. Sparkplug out
+        takes predictions and alerts without waiting (it coalesces, never blocks)."""
         while True:
             item = await queues.results.get()
             try:
+                if spb_out is not None and isinstance(item, Prediction | Alert):
+                    spb_out.offer_result(item)
                 if isinstance(item, Alert):
                     await queues.alerts.put(item)
                 elif isinstance(item, AssetStatus):

@@ -259,6 +259,30 @@ class SparkplugSettings(_Section):
             "births are awaited."
         ),
     )
+    publish: bool = Field(
+        False,
+        description=(
+            "Publish each asset's results as a Sparkplug B edge node of group_id "
+            "(NBIRTH/DBIRTH/DDATA, NDEATH as Will), on a connection of its own."
+        ),
+    )
+    edge_node_id: str | None = Field(
+        None, description="Edge node id of the published results (default: identity.agent)."
+    )
+    publish_max_pending: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        1000,
+        description=(
+            "Assets whose unsent values wait for a slow broker; past it the oldest "
+            "asset's are dropped and counted (Sparkplug data is QoS 0)."
+        ),
+    )
+
+    @field_validator("edge_node_id")
+    @classmethod
+    def _edge_node(cls, value: str | None) -> str | None:
+        if value is not None and name_problem(value) is not None:
+            raise ValueError("must be one topic level: no '/', '#', '+' or control characters")
+        return value
 
     @field_validator("group_id")
     @classmethod

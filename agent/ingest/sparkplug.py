@@ -134,6 +134,8 @@ class SparkplugDecoder:
         self._renames = renames
         self._interval_ms = round(settings.rebirth_interval_s * _MS_PER_S)
         self._nodes: dict[str, _Node] = {}
+        # The agent's own Sparkplug out comes back on the group's subscription.
+        self._own_node = settings.edge_node_id if settings.publish else None
         self.effects: list[Effect] = []
         self.counts = SparkplugCounts()
         #: The asset of the message being decoded, once known (for dead letters).
@@ -154,7 +156,7 @@ class SparkplugDecoder:
         if where.group != self._group:
             raise _unknown(topic, f"group {where.group[:64]!r} is not ours ({self._group!r})")
         kind = where.kind
-        if kind in _IGNORED_KINDS:
+        if kind in _IGNORED_KINDS or where.node == self._own_node:
             return ()  # commands to nodes (ours too) and host state: not data
         try:
             message = sp.decode(payload)

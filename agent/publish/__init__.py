@@ -1,0 +1,1 @@
+"""Publishing edgewatch's own results to plant systems (Sparkplug B out)."""
