@@ -380,26 +380,13 @@ class Agent:
             self.metrics,
             on_committed=link.ack,
         )
+        limits = DecodeLimits.from_settings(s.ingest)
+        dead_max = s.storage.dead_letter_max_bytes
         subscriber = (
-            Subscriber(
-                link,
-                matcher,
-                DecodeLimits.from_settings(s.ingest),
-                queues.inbound,
-                self.metrics,
-                dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
-                profiles=profiles,
-            )
+            Subscriber(link, matcher, limits, queues.inbound, self.metrics, dead_max, profiles)
             if sparkplug is None
             else SparkplugSubscriber(
-                link,
-                matcher,
-                DecodeLimits.from_settings(s.ingest),
-                queues.inbound,
-                self.metrics,
-                dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
-                settings=sparkplug,
-                profiles=profiles,
+                link, matcher, limits, queues.inbound, self.metrics, dead_max, sparkplug, profiles
             )
         )
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)

@@ -108,11 +108,7 @@ class Bundle:
     anomaly: AnomalyHead | None
     manifest: Mapping[str, Any] = field(repr=False)
     #: Rows before the first estimate (see :func:`models.manifest.min_rows`).
-    min_rows: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.min_rows:
-            object.__setattr__(self, "min_rows", self.window)
+    min_rows: int
 
     @property
     def kinds(self) -> tuple[str, ...]:

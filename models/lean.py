@@ -160,7 +160,7 @@ class LeanBundle:
     anomaly: LeanAnomaly | None
     manifest: dict[str, Any] = field(repr=False)
     #: Rows before the first estimate (see :func:`models.manifest.min_rows`).
-    min_rows: int = 0
+    min_rows: int
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -82,3 +82,21 @@ def test_min_rows_trains_on_front_padded_windows_from_that_row_on(fd001: Path) -
     np.testing.assert_array_equal(first[:, :21], np.repeat(first[:, :1], 21, axis=1))
     assert early.y_train[0] == min(units[0].n_cycles - 10, 125)
     np.testing.assert_array_equal(early.x_train[20], whole.x_train[0])
+
+
+def test_cosine_huber_and_noise_options_train_and_keep_the_schedule_in_the_final_run(
+    fd001: Path,
+) -> None:
+    from models.cv import train_rul_final
+
+    data = load_cmapss(fd001)
+    base = RulTrainConfig(**{**TINY.__dict__, "epochs": 2, "max_units": 4})
+    varied = RulTrainConfig(
+        **{**base.__dict__, "schedule": "cosine", "loss": "huber", "input_noise": 0.05}
+    )
+    plain, other = train_rul_cmapss(data, base), train_rul_cmapss(data, varied)
+    assert np.isfinite(other.metrics["val_rmse"])
+    assert other.history[0]["train_loss"] != plain.history[0]["train_loss"]
+    # The final model trains fewer epochs on the folds' cosine curve, not a shorter one.
+    final = train_rul_final(data, varied, epochs=1)
+    assert final.config.epochs == 1 and final.config.schedule_epochs == varied.epochs
