@@ -33,6 +33,7 @@ stored after its neighbours) into one time-ordered stream.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -420,25 +421,53 @@ def _blocks_in_range(
     meta = meta.order_by(
         *((b.c.last_ts_ms.desc(), b.c.id.desc()) if newest_first else (b.c.first_ts_ms, b.c.id))
     )
-    # The sorted list holds no blobs; the blobs are fetched a few blocks at a time.
-    result = conn.execution_options(stream_results=True, yield_per=1000).execute(meta)
+    # The sorted list holds no blobs; the blobs are fetched a few blocks at a time,
+    # all in one snapshot (see _snapshot).
+    with _snapshot(conn):
+        result = conn.execution_options(stream_results=True, yield_per=1000).execute(meta)
+        try:
+            while True:
+                chunk = result.fetchmany(FETCH_BLOCKS)
+                if not chunk:
+                    return
+                ids = [row.id for row in chunk]
+                data = dict(conn.execute(select(b.c.id, b.c.data).where(b.c.id.in_(ids))).all())
+                for row in chunk:
+                    names = sets.names(conn, int(row.sensor_set_id))
+                    yield (
+                        int(row.asset_id),
+                        int(row.first_ts_ms),
+                        int(row.last_ts_ms),
+                        decode(data[row.id], names),
+                    )
+        finally:
+            result.close()
+
+
+@contextlib.contextmanager
+def _snapshot(conn: Connection) -> Iterator[None]:
+    """Hold one read snapshot of the database for the statements inside.
+
+    pysqlite begins a transaction only before a write, so a reader's statements each
+    see the database as of their own start: a block listed by the first could be
+    merged or trimmed away (and committed by the agent) before the second fetches
+    its data. A savepoint outside a transaction is SQLite's deferred BEGIN; inside
+    one (a writer's) it only nests. Nothing may be written on ``conn`` while a
+    reader of this module is part-way through: the release would commit it.
+    """
+    dbapi = conn.connection.dbapi_connection
+    outermost = dbapi is not None and not getattr(dbapi, "in_transaction", True)
+    if not outermost:
+        yield
+        return
+    conn.exec_driver_sql("SAVEPOINT edgewatch_blocks_read")
     try:
-        while True:
-            chunk = result.fetchmany(FETCH_BLOCKS)
-            if not chunk:
-                return
-            ids = [row.id for row in chunk]
-            data = dict(conn.execute(select(b.c.id, b.c.data).where(b.c.id.in_(ids))).all())
-            for row in chunk:
-                names = sets.names(conn, int(row.sensor_set_id))
-                yield (
-                    int(row.asset_id),
-                    int(row.first_ts_ms),
-                    int(row.last_ts_ms),
-                    decode(data[row.id], names),
-                )
+        yield
     finally:
-        result.close()
+        # A reader abandoned part-way and collected after its connection committed or
+        # rolled back has no savepoint left to release.
+        if getattr(dbapi, "in_transaction", False):
+            conn.exec_driver_sql("RELEASE edgewatch_blocks_read")
 
 
 def read_blocks(

@@ -426,7 +426,7 @@ def crashed_lines(agent: AgentProcess) -> list[str]:
     with agent._lock:
         events = list(agent.events)
     return [
-        json.dumps(e)[:400]
+        json.dumps(e)[:4000]
         for e in events
         if e.get("event") == "non-json"
         or "Traceback" in json.dumps(e)

@@ -129,3 +129,27 @@ def test_small_blocks_are_merged_without_changing_a_reading(engine: Engine) -> N
         2: before[2],
     }
     assert sorted(counts) == [(1, 300), (1, blocks.COMPACT_BELOW), (2, 300)]
+
+
+def test_a_reader_sees_one_snapshot_while_blocks_are_merged_beside_it(engine: Engine) -> None:
+    # The agent merges small blocks (retention) while the sync stage, a report or
+    # `records readings` read the same asset on their own connections. The reader
+    # lists the blocks first and fetches their data a few at a time: a merge committed
+    # in between must not make a listed block vanish under it.
+    with engine.begin() as conn:
+        for ts in range(0, 3000, 10):
+            blocks.insert_readings(conn, 1, [(ts, ts + 1, {"x": ts / 10})])
+    with engine.connect() as conn:
+        expected = readings(conn)
+    reader = engine.connect()
+    try:
+        stream = blocks.iter_readings(reader, 1)
+        seen = [next(stream)]
+        with engine.begin() as other:
+            assert blocks.compact(other, limit=10_000)[0] == 300
+        seen += list(stream)
+    finally:
+        reader.close()
+    assert seen == expected
+    with engine.connect() as conn:
+        assert readings(conn) == expected
