@@ -24,12 +24,22 @@ from agent import schema as t
 
 # Kinds and their priorities: lower drains first, and is dropped last.
 ALERT: Final = "alert"
+#: An operator's label on an alert (agent.storage.labels): small and the most valuable
+#: training fact a deployment has, so it drains right after alerts.
+LABEL: Final = "label"
 EVENT: Final = "event"
 LEDGER: Final = "ledger"
 SUMMARY: Final = "summary"
 RETRAINING: Final = "retraining"
-KINDS: Final = (ALERT, EVENT, LEDGER, SUMMARY, RETRAINING)
-PRIORITY: Final[dict[str, int]] = {ALERT: 0, LEDGER: 1, EVENT: 2, SUMMARY: 3, RETRAINING: 5}
+KINDS: Final = (ALERT, LABEL, EVENT, LEDGER, SUMMARY, RETRAINING)
+PRIORITY: Final[dict[str, int]] = {
+    ALERT: 0,
+    LABEL: 1,
+    LEDGER: 1,
+    EVENT: 2,
+    SUMMARY: 3,
+    RETRAINING: 5,
+}
 
 PENDING: Final = "pending"
 DONE: Final = "done"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     Float,
     ForeignKey,
@@ -118,6 +119,24 @@ alerts = Table(
     UniqueConstraint("asset_id", "kind", "opened_ms"),
 )
 
+#: What an operator may say an alert was (agent.storage.labels).
+ALERT_LABELS = ("fault", "false_alarm", "maintenance")
+
+# Operator feedback on alerts: every label given, newest last. The newest row (by
+# created_ms, then id) is the alert's label; older rows are its history. Rows go with
+# their alert (retention, disk budget): each was synced as its own outbox item.
+alert_labels = Table(
+    "alert_labels",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(32), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("by", String(128), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    CheckConstraint("label IN ('fault', 'false_alarm', 'maintenance')", name="label"),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,
@@ -158,7 +177,7 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("kind", String(32), nullable=False),  # summary | alert | event | retraining | ledger
+    Column("kind", String(32), nullable=False),  # agent.outbox.KINDS
     Column("idempotency_key", String(255), nullable=False, unique=True),
     Column("priority", Integer, nullable=False),  # lower drains first
     Column("state", String(16), nullable=False, server_default="pending"),  # pending|done|dropped
@@ -219,6 +238,7 @@ Index("ix_predictions_asset_time", predictions.c.asset_id, predictions.c.window_
 Index("ix_predictions_time", predictions.c.window_end_ms)
 Index("ix_alerts_asset_time", alerts.c.asset_id, alerts.c.opened_ms)
 Index("ix_alerts_open", alerts.c.asset_id, sqlite_where=text("closed_ms IS NULL"))
+Index("ix_alert_labels_alert_time", alert_labels.c.alert_id, alert_labels.c.created_ms)
 Index("ix_dead_letters_time", dead_letters.c.received_ms)
 Index("ix_dead_letters_reason", dead_letters.c.reason, dead_letters.c.received_ms)
 Index("ix_dead_letters_digest", dead_letters.c.digest, unique=True)

@@ -567,6 +567,7 @@ class SyncSettings(_Section):
     ttl_days: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: {
             "alert": 90.0,
+            "label": 90.0,
             "event": 30.0,
             "ledger": 90.0,
             "summary": 30.0,
@@ -584,7 +585,7 @@ class SyncSettings(_Section):
     @field_validator("ttl_days")
     @classmethod
     def _ttl_kinds(cls, value: dict[str, float]) -> dict[str, float]:
-        known = {"alert", "event", "ledger", "summary", "retraining"}
+        known = {"alert", "label", "event", "ledger", "summary", "retraining"}
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"has unknown kinds {unknown} (known: {sorted(known)})")

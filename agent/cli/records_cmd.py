@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import getpass
 import math
 import sys
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from agent.cli._time import parse_when
 from agent.errors import EdgewatchError
 from agent.logs import printable
 from agent.sqlite import open_engine
-from agent.storage import records
+from agent.storage import labels, migrate, records
 from agent.storage.records import Field, Filters, Kind, RecordSet
 
 TABLE_LIMIT = 50
@@ -502,3 +503,88 @@ def readings(
         output=output,
         db=db,
     )
+
+
+# ------------------------------------------------------------ operator feedback
+
+
+class LabelChoice(enum.StrEnum):
+    FAULT = "fault"
+    FALSE_ALARM = "false_alarm"
+    MAINTENANCE = "maintenance"
+
+
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="Who says so (default: the login name)."),
+]
+
+
+def _writable(ctx: typer.Context, db: Path | None) -> Any:
+    """The database for a write, refused unless at the newest schema."""
+    path = db or invocation(ctx).settings().storage.database_path
+    return migrate.ensure_current(path)
+
+
+def _login() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+@app.command("label")
+def label(
+    ctx: typer.Context,
+    alert_id: Annotated[int, typer.Argument(help="The alert's id (`records alerts`).")],
+    what: Annotated[LabelChoice, typer.Argument(help="fault, false_alarm or maintenance.")],
+    note: Annotated[
+        str | None, typer.Option("--note", help="What was found, in a sentence or two.")
+    ] = None,
+    by: ByOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Say what an alert was: a real fault, a false alarm or planned maintenance.
+
+    The newest label counts; earlier ones stay as history. The label is synced (kind
+    `label`) and goes into the retraining export. An unacknowledged alert is
+    acknowledged too.
+    """
+    settings = invocation(ctx).settings()
+    engine = _writable(ctx, db)
+    try:
+        done = labels.label_alert(
+            engine,
+            alert_id,
+            what.value,
+            agent=settings.identity.agent,
+            note=note,
+            by=by if by is not None else _login(),
+            sync=settings.sync.enabled,
+        )
+    finally:
+        engine.dispose()
+    ack = " and acknowledged" if done.acknowledged else ""
+    console.print(f"alert {alert_id} labelled {done.label.label}{ack}")
+
+
+@app.command("ack")
+def ack(
+    ctx: typer.Context,
+    alert_id: Annotated[int, typer.Argument(help="The alert's id (`records alerts`).")],
+    by: ByOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Acknowledge an alert: someone has seen it (the first acknowledgement is kept)."""
+    engine = _writable(ctx, db)
+    try:
+        done = labels.acknowledge_alert(engine, alert_id, by=by if by is not None else _login())
+    finally:
+        engine.dispose()
+    if done.changed:
+        console.print(f"alert {alert_id} acknowledged")
+    else:
+        who = f" by {printable(done.by)}" if done.by else ""
+        console.print(
+            f"alert {alert_id} was already acknowledged{who} at {_local(done.acknowledged_ms)}"
+        )

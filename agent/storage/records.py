@@ -36,6 +36,7 @@ from sqlalchemy import (
 from agent import blocks
 from agent import schema as t
 from agent.errors import StorageError
+from agent.storage import labels
 
 #: Rows fetched from SQLite at a time while streaming.
 FETCH_ROWS = 2000
@@ -172,8 +173,10 @@ def _predictions(f: Filters) -> Select[Any]:
 
 def _alerts(f: Filters) -> Select[Any]:
     x = t.alerts
+    label = labels.newest_labels().subquery("label")
     query = (
         select(
+            x.c.id,
             x.c.opened_ms,
             x.c.closed_ms,
             _asset_name(),
@@ -184,9 +187,17 @@ def _alerts(f: Filters) -> Select[Any]:
             x.c.last_score,
             x.c.rul_at_open,
             x.c.model_version,
+            type_coerce(x.c.acknowledged, Boolean).label("acknowledged"),
+            x.c.acknowledged_ms,
+            x.c.acknowledged_by,
+            label.c.label,
+            label.c.note.label("label_note"),
+            label.c.by.label("labelled_by"),
+            label.c.created_ms.label("labelled_ms"),
         )
         .select_from(x)
         .join(t.assets, t.assets.c.id == x.c.asset_id)
+        .outerjoin(label, label.c.alert_id == x.c.id)
     )
     # An alert belongs to a range when it was active at some point in it.
     if f.since_ms is not None:
@@ -294,6 +305,7 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
         ),
         "alerts": _Spec(
             [
+                Field("id", Kind.INT),
                 Field("opened", Kind.TIME),
                 Field("closed", Kind.TIME),
                 Field("asset", Kind.TEXT),
@@ -304,6 +316,13 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 Field("last_score", Kind.FLOAT, table=False),
                 Field("rul_at_open", Kind.FLOAT, rul_unit),
                 Field("model_version", Kind.TEXT, table=False),
+                Field("acknowledged", Kind.BOOL, table=False),
+                Field("acknowledged_at", Kind.TIME, table=False),
+                Field("acknowledged_by", Kind.TEXT, table=False),
+                Field("label", Kind.TEXT),
+                Field("label_note", Kind.TEXT, table=False),
+                Field("labelled_by", Kind.TEXT, table=False),
+                Field("labelled_at", Kind.TIME, table=False),
             ],
             _alerts,
             t.alerts.c.opened_ms,

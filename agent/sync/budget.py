@@ -18,11 +18,12 @@ within a class, until usage is back under (docs/sync.md, "Disk budget"):
 8. closed alerts (local rows; their outbox items stay),
 9. events waiting in the outbox, then summaries waiting in the outbox.
 
-Open alerts, alert and ledger outbox items, assets and models are never dropped for
-space. Every other drop writes a loss-ledger row (what, how much, time range, per
-asset where there is one) and that row is synced like any other item. Freed pages
-go back to the file system (incremental vacuum, WAL checkpoint), so the files on
-disk shrink, not only the used pages.
+Open alerts, alert, label and ledger outbox items, assets and models are never
+dropped for space (a closed alert's label rows go with it: they were synced). Every
+other drop writes a loss-ledger row (what, how much, time range, per asset where
+there is one) and that row is synced like any other item. Freed pages go back to the
+file system (incremental vacuum, WAL checkpoint), so the files on disk shrink, not
+only the used pages.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ MAX_IDLE_ROUNDS = 3
 PREPARE_MAX_BYTES = 256 * MB
 #: How often the runtime's budget duty runs.
 BUDGET_INTERVAL_S = 60.0
-#: Outbox kinds never dropped for space.
-NEVER_DROPPED = (outbox.ALERT, outbox.LEDGER)
+#: Outbox kinds never dropped for space (labels: a few hundred bytes each, and what
+#: an operator said cannot be asked again).
+NEVER_DROPPED = (outbox.ALERT, outbox.LABEL, outbox.LEDGER)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Connection, Engine, or_, select
 
 # pyarrow is imported where Parquet is written (hourly), not when the agent starts:
 # it would add its memory to every agent process for nothing in between.
@@ -159,6 +159,9 @@ class RetrainingExporter:
                 )
                 .order_by(a.c.opened_ms)
             ).all()
+            # What operators said the alerts were, as of this export (a later label
+            # reaches the cloud as its own `label` item, docs/sync.md).
+            said = _labels_of(conn, [int(al.id) for al in alerts])
             preds = conn.execute(
                 select(
                     p.c.window_end_ms,
@@ -232,7 +235,11 @@ class RetrainingExporter:
             alert_id=pa.array([None if x < 0 else int(x) for x in alert_id[idx]], pa.int64()),
             reason=pa.array([str(x) for x in reasons], pa.string()),
             label=pa.array(
-                [LABEL_NORMAL if str(x) == REASON_BASELINE else None for x in reasons], pa.string()
+                [
+                    _row_label(str(reason), int(owner), said)
+                    for reason, owner in zip(reasons, alert_id[idx], strict=True)
+                ],
+                pa.string(),
             ),
         )
         table = pa.table(columns)
@@ -243,6 +250,31 @@ class RetrainingExporter:
             b"edgewatch.sensors": orjson.dumps(sensors),
         }
         return table.replace_schema_metadata(meta)
+
+
+def _labels_of(conn: Connection, alert_ids: list[int]) -> dict[int, str]:
+    """The newest label (by ``created_ms``, then id) of each alert that has one: the
+    rule of agent.storage.labels, which this stage may not import."""
+    if not alert_ids:
+        return {}
+    lab = t.alert_labels
+    rows = conn.execute(
+        select(lab.c.alert_id, lab.c.label)
+        .where(lab.c.alert_id.in_(alert_ids))
+        .order_by(lab.c.alert_id, lab.c.created_ms, lab.c.id)
+    ).all()
+    # Oldest first per alert: the last one written into the dict is the newest.
+    return {int(alert): str(label) for alert, label in rows}
+
+
+def _row_label(reason: str, alert: int, said: dict[int, str]) -> str | None:
+    """``normal`` for baseline rows, the operator's label for rows kept because of a
+    labelled alert, else unknown."""
+    if reason == REASON_BASELINE:
+        return LABEL_NORMAL
+    if reason == REASON_ALERT and alert in said:
+        return said[alert]
+    return None
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
