@@ -49,6 +49,7 @@ from agent.inference.shadow import ProbationLimits
 from agent.inference.worker import InferenceConfig, InferenceStage, Result
 from agent.ingest.decode import DecodeLimits
 from agent.ingest.link import MqttLink
+from agent.ingest.opcua import OpcUaIngest
 from agent.ingest.publisher import AlertPublisher, publish_json
 from agent.ingest.sparkplug import REBIRTH_PUBLISH_TIMEOUT_S, SparkplugSubscriber, subscription
 from agent.ingest.subscriber import Subscriber
@@ -389,6 +390,21 @@ class Agent:
                 link, matcher, limits, queues.inbound, self.metrics, dead_max, sparkplug, profiles
             )
         )
+        # OPC UA reads beside the MQTT subscriber, onto the same queue (asyncua is only
+        # imported once it runs).
+        opcua = (
+            OpcUaIngest(
+                s.opcua,
+                s.identity.site,
+                limits,
+                queues.inbound,
+                self.metrics,
+                dead_max,
+                queues.records.put,
+            )
+            if s.opcua.enabled
+            else None
+        )
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
         spb_out = (
             SparkplugPublisher(
@@ -451,6 +467,8 @@ class Agent:
                 start(self._health(link, queues, inference), "health")
                 start(self._housekeeping(engine, store, inference, assembler, queues), "house")
                 start(subscriber.run(), "subscriber")
+                if opcua is not None:
+                    start(opcua.run(), "opcua")
                 if isinstance(subscriber, SparkplugSubscriber):
                     start(
                         subscriber.run_effects(
@@ -472,6 +490,8 @@ class Agent:
                 log.info("stopping: draining queues")
                 self.notifier.stopping()
                 subscriber.stop()
+                if opcua is not None:
+                    opcua.stop()
                 await self._drain(queues)
                 await link.close()
                 for task in stages:

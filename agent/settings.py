@@ -313,6 +313,145 @@ def _check_name_template(value: str, known: tuple[str, ...], required: str) -> s
     return value
 
 
+OpcUaPolicy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
+
+
+class OpcUaEndpoint(_Section):
+    """One OPC UA server and the variables read from it (``[[opcua.endpoints]]``)."""
+
+    url: str = Field(
+        ..., description="Server endpoint, e.g. opc.tcp://plc-1:4840 (user:password@ not allowed)."
+    )
+    security_policy: OpcUaPolicy = Field(
+        "None", description="None, Basic256Sha256, Aes128Sha256RsaOaep or Aes256Sha256RsaPss."
+    )
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(
+        "None", description="Message security: None (policy None only), Sign or SignAndEncrypt."
+    )
+    cert_file: Path | None = Field(
+        None, description="This client's application instance certificate (DER or PEM)."
+    )
+    key_file: Path | None = Field(None, description="Private key of cert_file (PEM or DER).")
+    server_cert_file: Path | None = Field(
+        None,
+        description=(
+            "The server's certificate (DER or PEM), trusted as given: messages are signed "
+            "and encrypted for it, so no other server can answer."
+        ),
+    )
+    application_uri: str = Field(
+        "urn:edgewatch:client",
+        min_length=1,
+        description="This client's application URI; must be the URI in cert_file.",
+    )
+    username: str | None = Field(None, description="User name, if the server requires one.")
+    password: SecretStr | None = Field(None, description="Password (never logged or shown).")
+    assets: dict[str, dict[str, str]] = Field(
+        ...,
+        description=(
+            "Asset name -> {sensor name -> node id}, e.g. "
+            '{ "pump-1" = { bearing_temp_c = "ns=2;s=Pump1.BearingTemp" } }.'
+        ),
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith("opc.tcp://") or "@" in value:
+            raise ValueError("must be opc.tcp://HOST:PORT[/PATH], credentials in username/password")
+        return value
+
+    @field_validator("assets")
+    @classmethod
+    def _assets(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        if not value:
+            raise ValueError("must name at least one asset")
+        for asset, nodes in value.items():
+            problem = name_problem(asset)
+            if problem is not None:
+                raise ValueError(f"asset {asset[:64]!r} {problem}")
+            if not nodes:
+                raise ValueError(f"asset {asset!r} has no sensors")
+            for sensor, node in nodes.items():
+                if not sensor or not node.strip():
+                    raise ValueError(
+                        f"asset {asset!r}: sensor names and node ids must not be empty"
+                    )
+        return value
+
+    @model_validator(mode="after")
+    def _security(self) -> OpcUaEndpoint:
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError(
+                "security_policy None goes with security_mode None, any other policy "
+                "with Sign or SignAndEncrypt"
+            )
+        files = (self.cert_file, self.key_file, self.server_cert_file)
+        if self.security_policy != "None" and None in files:
+            raise ValueError(
+                f"security_policy {self.security_policy} needs cert_file, key_file and "
+                "server_cert_file"
+            )
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        return self
+
+    @property
+    def secure(self) -> bool:
+        return self.security_policy != "None"
+
+
+class OpcUaSettings(_Section):
+    """OPC UA ingest (docs/opcua.md): monitored items on one or more servers, as readings.
+
+    Runs beside the MQTT telemetry subscriber (or Sparkplug B): each endpoint's
+    variables are sampled by the server and their changes become readings of the
+    assets named in ``assets``, through the same validation and dead letters.
+    """
+
+    enabled: bool = Field(
+        False, description="Read the endpoints' variables (needs edgewatch[opcua])."
+    )
+    endpoints: list[OpcUaEndpoint] = Field(
+        default_factory=list,
+        description="Servers to read ([[opcua.endpoints]] tables; keys below).",
+    )
+    sampling_interval_ms: Annotated[float, Field(ge=0, le=3_600_000)] = Field(
+        1000.0,
+        description=(
+            "How often the server samples each variable (0: as fast as it can); also "
+            "the span within which an asset's changes make one reading."
+        ),
+    )
+    publishing_interval_ms: Annotated[float, Field(gt=0, le=3_600_000)] = Field(
+        1000.0, description="How often the server sends the changes it sampled."
+    )
+    queue_size: Annotated[int, Field(ge=1, le=10000)] = Field(
+        10,
+        description=(
+            "Samples the server keeps per variable between two publishes (oldest "
+            "discarded beyond it); at least publishing/sampling interval."
+        ),
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        5.0, description="Bound on each request to a server (connect included)."
+    )
+    reconnect_initial_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        1.0, description="First wait before reconnecting to a server that went away."
+    )
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="Longest wait between reconnect attempts (the wait doubles)."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> OpcUaSettings:
+        if self.enabled and not self.endpoints:
+            raise ValueError("enabled needs at least one [[opcua.endpoints]]")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
+        return self
+
+
 class StorageSettings(_Section):
     """Where records live and how much disk they may use."""
 
@@ -751,6 +890,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     sparkplug: SparkplugSettings = Field(default_factory=SparkplugSettings)  # type: ignore[arg-type]
+    opcua: OpcUaSettings = Field(default_factory=OpcUaSettings)  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     sync: SyncSettings = Field(default_factory=SyncSettings)  # type: ignore[arg-type]
@@ -767,6 +907,7 @@ class Settings(BaseSettings):
         "mqtt",
         "ingest",
         "sparkplug",
+        "opcua",
         "storage",
         "model",
         "sync",
@@ -999,4 +1140,20 @@ def reference_markdown() -> str:
             description = (info.description or "").replace("|", "\\|")
             lines.append(f"| `{name}` | {shown} | {description} |")
         lines.append("")
+        if section == "opcua":
+            lines += _endpoint_reference()
     return "\n".join(lines)
+
+
+def _endpoint_reference() -> list[str]:
+    lines = ["### [[opcua.endpoints]]", "", _dedent(OpcUaEndpoint.__doc__), ""]
+    lines += ["| key | default | description |", "|---|---|---|"]
+    for name, info in OpcUaEndpoint.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        shown = "(required)" if info.is_required() else "(not set)" if default is None else ""
+        if not shown:
+            shown = f"`{default if isinstance(default, str) else json.dumps(default)}`"
+        description = (info.description or "").replace("|", "\\|")
+        lines.append(f"| `{name}` | {shown} | {description} |")
+    lines.append("")
+    return lines
