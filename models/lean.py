@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import BundleError, ModelError
+from models.batch_predictor import BatchPredictor
 from models.manifest import (
     bundle_file,
     extract,
@@ -31,12 +32,7 @@ from models.manifest import (
     sha256_file,
 )
 from models.predictions import (
-    BaselineShape,
-    BoolArray,
-    Predictions,
     RulInterval,
-    member_spread,
-    pad_to_bucket,
 )
 from models.preprocessing import FloatArray, Scaler
 from models.scoring import RunCondition, ThresholdRule
@@ -371,118 +367,34 @@ def _baseline_network(
     return Network(_verified(folder, meta, "onnx").read_bytes(), threads=threads), None
 
 
-class OnnxPredictor:
-    """:class:`models.predictor.Predictor` on ONNX Runtime; one instance per thread."""
+class OnnxPredictor(BatchPredictor[LeanBaseline]):
+    """The scoring path (:class:`models.batch_predictor.BatchPredictor`) on ONNX
+    Runtime; one instance per thread."""
 
     def __init__(self, bundle: LeanBundle | str | Path, *, threads: int = 1) -> None:
         if threads < 1:
             raise ModelError(f"threads must be >= 1, got {threads}")
         self.threads = threads
-        self.bundle = (
+        self._bundle = (
             bundle if isinstance(bundle, LeanBundle) else load_lean_bundle(bundle, threads=threads)
         )
 
     @property
-    def sensors(self) -> tuple[str, ...]:
-        return self.bundle.sensors
+    def bundle(self) -> LeanBundle:
+        return self._bundle
 
-    @property
-    def window(self) -> int:
-        return self.bundle.window
-
-    @property
-    def hop(self) -> int:
-        return self.bundle.hop
-
-    @property
-    def model_version(self) -> str:
-        return self.bundle.version
-
-    def check_baseline(self, baseline: BaselineShape) -> None:
-        if tuple(baseline.sensors) != self.sensors or baseline.window != self.window:
-            raise ModelError(
-                f"asset baseline ({len(baseline.sensors)} sensors, window {baseline.window}) "
-                f"does not match bundle {self.model_version} ({len(self.sensors)} sensors, "
-                f"window {self.window})",
-                hint="commission the asset again with this bundle",
-            )
-
-    def predict(
-        self, windows: npt.ArrayLike, baselines: Sequence[LeanBaseline | None] | None = None
-    ) -> Predictions:
-        x = np.ascontiguousarray(windows, dtype=np.float32)
-        expected = (len(self.sensors), self.window)
-        if x.ndim != 3 or x.shape[1:] != expected:
-            raise ModelError(
-                f"windows must be shaped (batch, {expected[0]}, {expected[1]}), got {x.shape}"
-            )
-        if not np.isfinite(x).all():
-            raise ModelError("windows contain NaN or infinite values; fill gaps before predicting")
-        if baselines is not None and len(baselines) != len(x):
-            raise ModelError(f"got {len(baselines)} baselines for {len(x)} windows")
-        rul, spread = self._rul(x)
-        score, thr, judged = self._anomaly(x, baselines)
+    def _rul_outputs(
+        self, scaled: FloatArray, members: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
         head = self.bundle.rul
-        low = high = None
-        if head is not None and head.interval is not None and rul is not None:
-            assert spread is not None
-            low, high = head.interval.bounds(rul, spread, head.cap)
-        return Predictions(
-            model_version=self.model_version,
-            anomaly_score=score,
-            threshold=thr,
-            anomalous=None if score is None or thr is None else (score > thr) & judged,
-            judged=judged if score is not None else None,
-            rul=rul,
-            rul_unit=head.unit if head is not None else None,
-            rul_cap=head.cap if head is not None else None,
-            rul_low=low,
-            rul_high=high,
-        )
+        assert head is not None
+        if not members:
+            return head.network.run(scaled), None
+        both = head.network.run_all(scaled)
+        return both[0].reshape(-1), both[1]
 
-    def _rul(self, x: FloatArray) -> tuple[FloatArray | None, FloatArray | None]:
-        """As :meth:`models.predictor.Predictor._rul`: clipped mean and members' spread."""
-        head = self.bundle.rul
-        if head is None:
-            return None, None
-        if len(x) == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.float32)
-        n = len(x)
-        scaled = head.scaler.transform(pad_to_bucket(x), axis=1)
-        if head.interval is None:
-            mean, spread = head.network.run(scaled)[:n], None
-        else:
-            both = head.network.run_all(scaled)
-            mean = both[0].reshape(-1)[:n]
-            spread = member_spread(both[1][:, :n])
-        rul: FloatArray = np.clip(mean, 0.0, head.cap).astype(np.float32)
-        return rul, spread
-
-    def _anomaly(
-        self, x: FloatArray, baselines: Sequence[LeanBaseline | None] | None
-    ) -> tuple[FloatArray | None, FloatArray | None, BoolArray]:
+    def _fleet_scores(self, raw: FloatArray) -> FloatArray:
         fleet = self.bundle.anomaly
-        rows = baselines if baselines is not None else [None] * len(x)
-        judged = np.ones(len(x), dtype=bool)
-        if fleet is None and all(b is None for b in rows):
-            return None, None, judged
-        score = np.full(len(x), np.nan, dtype=np.float32)
-        thr = np.full(len(x), np.nan, dtype=np.float32)
-        groups: dict[int, tuple[LeanBaseline | None, list[int]]] = {}
-        for i, b in enumerate(rows):
-            groups.setdefault(id(b), (b, []))[1].append(i)
-        for b, idx in groups.values():
-            sel = np.asarray(idx)
-            if b is not None:
-                self.check_baseline(b)
-                score[sel] = b.score(pad_to_bucket(x[sel]))[: len(sel)]
-                thr[sel] = b.threshold
-                judged[sel] = b.judged(x[sel])
-            elif fleet is not None:
-                err = fleet.network.run(fleet.scaler.transform(pad_to_bucket(x[sel]), axis=1))
-                score[sel] = (err[: len(sel)] / np.float32(fleet.reference)).astype(np.float32)
-                thr[sel] = fleet.threshold
-                if fleet.run_condition is not None and fleet.run_condition.sensor in self.sensors:
-                    level = fleet.scaler.offset[self.sensors.index(fleet.run_condition.sensor)]
-                    judged[sel] = fleet.run_condition.judged(x[sel], self.sensors, level)
-        return score, thr, judged
+        assert fleet is not None
+        err = fleet.network.run(fleet.scaler.transform(raw, axis=1))
+        return (err / np.float32(fleet.reference)).astype(np.float32)
