@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -68,10 +69,11 @@ def make_certificates(
     *,
     server_uri: str = SERVER_URI,
     client_uri: str = CLIENT_URI,
-    hostname: str = "localhost",
+    hostname: str | None = None,
 ) -> Certificates:
     """Self-signed OPC UA application instance certificates (RSA 2048, SHA-256), with the
-    application URI and host name in subjectAltName and the key usages Part 6 asks for."""
+    application URI and host names (``hostname``, default this host's name, and
+    localhost) in subjectAltName and the key usages Part 6 asks for."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = Certificates(
         directory / "server_cert.der",
@@ -79,12 +81,15 @@ def make_certificates(
         directory / "client_cert.der",
         directory / "client_key.pem",
     )
-    _write_certificate(paths.server_cert, paths.server_key, server_uri, hostname, server=True)
-    _write_certificate(paths.client_cert, paths.client_key, client_uri, hostname, server=False)
+    hosts = sorted({hostname or socket.gethostname(), "localhost"})
+    _write_certificate(paths.server_cert, paths.server_key, server_uri, hosts, server=True)
+    _write_certificate(paths.client_cert, paths.client_key, client_uri, hosts, server=False)
     return paths
 
 
-def _write_certificate(cert_path: Path, key_path: Path, uri: str, host: str, server: bool) -> None:
+def _write_certificate(
+    cert_path: Path, key_path: Path, uri: str, hosts: Sequence[str], server: bool
+) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -109,7 +114,9 @@ def _write_certificate(cert_path: Path, key_path: Path, uri: str, host: str, ser
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=_CERT_DAYS))
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri), x509.DNSName(host)]),
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(uri), *(x509.DNSName(h) for h in hosts)]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -184,6 +191,7 @@ class FleetServer:
     async def start(self) -> None:
         from asyncua import ua
         from asyncua.server.server import Server
+        from asyncua.ua.status_codes import StatusCodes
 
         server = Server()
         await server.init()
@@ -203,6 +211,14 @@ class FleetServer:
                     f"ns={index};s={asset}.{sensor}",
                     sensor,
                     ua.Variant(0.0, ua.VariantType.Double),
+                )
+                # No sample yet: what OPC UA says of a source that has not delivered.
+                await server.write_attribute_value(
+                    variable.nodeid,
+                    ua.DataValue(
+                        Value=ua.Variant(0.0, ua.VariantType.Double),
+                        StatusCode=ua.StatusCode(ua.UInt32(StatusCodes.BadWaitingForInitialData)),
+                    ),
                 )
                 self._nodes[asset, sensor] = variable
         await server.start()
@@ -322,6 +338,8 @@ class ServerThread:
         return future.result(timeout_s)
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
         try:
             self.call(self.server.stop(), timeout_s=30.0)
         finally:
@@ -415,3 +433,50 @@ def serve_fleet_opcua(
     finally:
         server.close()
     return finish_run(stats, sink.result, truth=truth, truth_path=truth_path, bad_record_path=None)
+
+
+def agent_config(
+    endpoint: str,
+    sensors: Mapping[str, Iterable[str]],
+    *,
+    security_mode: str | None = None,
+    certs: Certificates | None = None,
+    sampling_interval_ms: float = 1000.0,
+    publishing_interval_ms: float = 1000.0,
+    queue_size: int = 10,
+) -> str:
+    """The agent's ``[opcua]`` settings (TOML) that read this simulator's fleet.
+
+    ``sampling_interval_ms`` is the fleet's sample spacing in data time (the grouping
+    span); a sped-up fleet needs a ``queue_size`` that holds the samples of one
+    ``publishing_interval_ms`` of wall time.
+    """
+    lines = [
+        "[opcua]",
+        "enabled = true",
+        f"sampling_interval_ms = {sampling_interval_ms!r}",
+        f"publishing_interval_ms = {publishing_interval_ms!r}",
+        f"queue_size = {queue_size}",
+        "",
+        "[[opcua.endpoints]]",
+        f"url = {_toml(endpoint)}",
+    ]
+    if security_mode is not None:
+        assert certs is not None, "security needs the certificates"
+        lines += [
+            'security_policy = "Basic256Sha256"',
+            f"security_mode = {_toml(security_mode)}",
+            f"cert_file = {_toml(str(certs.client_cert.resolve()))}",
+            f"key_file = {_toml(str(certs.client_key.resolve()))}",
+            f"server_cert_file = {_toml(str(certs.server_cert.resolve()))}",
+            f"application_uri = {_toml(CLIENT_URI)}",
+        ]
+    for asset, nodes in node_ids(sensors).items():
+        lines += ["", f"[opcua.endpoints.assets.{_toml(asset)}]"]
+        lines += [f"{_toml(sensor)} = {_toml(node)}" for sensor, node in nodes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(text: str) -> str:
+    # A JSON string of printable ASCII is a TOML basic string.
+    return orjson.dumps(text).decode()

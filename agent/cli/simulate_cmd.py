@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -406,9 +407,10 @@ def fleet(
         str,
         typer.Option(
             "--protocol",
-            help="json (edgewatch telemetry topics) or sparkplug (one Sparkplug B edge "
+            help="json (edgewatch telemetry topics), sparkplug (one Sparkplug B edge "
             "node, every asset a device, QoS 0 as the specification asks; see "
-            "docs/sparkplug.md).",
+            "docs/sparkplug.md) or opcua (an OPC UA server, every sensor a variable; "
+            "see docs/opcua.md).",
         ),
     ] = "json",
     group: Annotated[
@@ -418,17 +420,46 @@ def fleet(
     node: Annotated[
         str, typer.Option("--node", help="Sparkplug edge node id of the simulated fleet.")
     ] = "sim-node",
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", help="OPC UA: where the server listens.")
+    ] = "opc.tcp://127.0.0.1:4840",
+    security: Annotated[
+        str,
+        typer.Option(
+            "--security",
+            help="OPC UA: None, Sign or SignAndEncrypt (Basic256Sha256, certificates in --pki).",
+        ),
+    ] = "None",
+    pki: Annotated[
+        Path,
+        typer.Option(
+            "--pki",
+            help="OPC UA: folder of the server's and the agent's certificates and keys "
+            "(made there if missing; the server trusts the agent's client_cert.der).",
+        ),
+    ] = Path("opcua-pki"),
+    agent_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--agent-config",
+            help="OPC UA: write the agent's [opcua] settings for this fleet to this file.",
+        ),
+    ] = None,
+    linger: Annotated[
+        str,
+        typer.Option("--linger", help="OPC UA: keep serving the last values this long."),
+    ] = "2s",
 ) -> None:
     """Publish a degrading fleet of pumps and air compressors to the telemetry topics."""
     if rate_hz <= 0 or speedup <= 0:
         raise typer.BadParameter("--rate-hz and --speedup must be > 0")
     if assets + compressors == 0:
         raise typer.BadParameter("simulate at least one asset", param_hint="--assets")
-    if protocol not in ("json", "sparkplug"):
-        raise typer.BadParameter("use json or sparkplug", param_hint="--protocol")
-    if protocol == "sparkplug" and bad_input_rate > 0:
+    if protocol not in ("json", "sparkplug", "opcua"):
+        raise typer.BadParameter("use json, sparkplug or opcua", param_hint="--protocol")
+    if protocol != "json" and bad_input_rate > 0:
         raise typer.BadParameter(
-            "bad input is JSON on purpose: not with --protocol sparkplug",
+            f"bad input is JSON on purpose: not with --protocol {protocol}",
             param_hint="--bad-input-rate",
         )
     from simulators.fleet import FleetConfig, publish_fleet
@@ -447,6 +478,16 @@ def fleet(
         batch=batch,
     )
     bad = _injector(bad_input_rate, bad_input_kinds, seed, target, max_payload_bytes)
+    if protocol == "opcua":
+        _fleet_opcua(
+            config,
+            _OpcUaOptions(endpoint, security, pki, agent_config, parse_duration(linger)),
+            _pacing(as_fast_as_possible, speedup),
+            count,
+            truth,
+            as_json,
+        )
+        return
     if protocol == "sparkplug":
         _fleet_sparkplug(
             ctx,
@@ -534,6 +575,97 @@ def _fleet_sparkplug(
 
     where = f"spBv1.0/{group}/+/{node} -> {target.host}:{target.port}"
     _render(_with_progress(f"fleet (Sparkplug B) {where}", run), as_json)
+
+
+#: The agent's publishing interval for a simulated fleet: a tenth of a second of wall
+#: time, however fast data time runs.
+PUBLISHING_INTERVAL_MS = 100.0
+
+
+def _queue_size(rate_hz: float, pacing: Pacing) -> int:
+    """Samples per variable the server must hold between two publishes (twice over)."""
+    if pacing.speedup is None:
+        return 10_000
+    per_publish = rate_hz * pacing.speedup * PUBLISHING_INTERVAL_MS / 1000.0
+    return min(10_000, max(10, math.ceil(2 * per_publish)))
+
+
+@dataclass(frozen=True)
+class _OpcUaOptions:
+    endpoint: str
+    security: str
+    pki: Path
+    agent_config: Path | None
+    linger_s: float
+
+
+def _fleet_opcua(
+    config: FleetConfig,
+    options: _OpcUaOptions,
+    pacing: Pacing,
+    count: int | None,
+    truth: Path | None,
+    as_json: bool,
+) -> None:
+    from simulators.opcua_server import (
+        Certificates,
+        ServerSecurity,
+        agent_config,
+        fleet_sensors,
+        make_certificates,
+        serve_fleet_opcua,
+    )
+
+    if options.security not in ("None", "Sign", "SignAndEncrypt"):
+        raise typer.BadParameter("use None, Sign or SignAndEncrypt", param_hint="--security")
+    if not options.endpoint.startswith("opc.tcp://"):
+        raise typer.BadParameter("use opc.tcp://HOST:PORT", param_hint="--endpoint")
+    security = None
+    certs = None
+    if options.security != "None":
+        pki = options.pki
+        certs = Certificates(
+            pki / "server_cert.der",
+            pki / "server_key.pem",
+            pki / "client_cert.der",
+            pki / "client_key.pem",
+        )
+        if not all(path.exists() for path in astuple(certs)):
+            certs = make_certificates(pki)
+            err_console.print(f"certificates written to {pki}")
+        security = ServerSecurity(certs.server_cert, certs.server_key, modes=(options.security,))
+    if options.agent_config is not None:
+        options.agent_config.write_text(
+            agent_config(
+                options.endpoint,
+                fleet_sensors(config),
+                security_mode=None if security is None else options.security,
+                certs=certs,
+                sampling_interval_ms=round(1000.0 / config.rate_hz, 3),
+                publishing_interval_ms=PUBLISHING_INTERVAL_MS,
+                queue_size=_queue_size(config.rate_hz, pacing),
+            )
+        )
+
+    def run(on_progress: ProgressCallback, stop: threading.Event) -> RunReport:
+        return serve_fleet_opcua(
+            config,
+            endpoint=options.endpoint,
+            security=security,
+            pacing=pacing,
+            count=count,
+            truth_path=truth,
+            on_progress=on_progress,
+            stop=stop,
+            linger_s=options.linger_s,
+        )
+
+    try:
+        report = _with_progress(f"fleet (OPC UA) {options.endpoint}", run)
+    except OSError as exc:
+        err_console.print(f"error: cannot serve on {options.endpoint}: {exc}")
+        raise typer.Exit(1) from None
+    _render(report, as_json)
 
 
 @app.command("replay")

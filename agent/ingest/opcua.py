@@ -60,6 +60,8 @@ CHANGES_MAX: Final = 10_000
 #: watchdog reads the server state at this period too).
 WATCH_INTERVAL_S: Final = 1.0
 _DISCONNECT_TIMEOUT_S: Final = 2.0
+#: OPC UA's BadWaitingForInitialData: a variable whose source has not delivered yet.
+BAD_WAITING_FOR_INITIAL_DATA: Final = 0x80320000
 #: Ticks of one asset open at once (a server's queued samples arrive item by item);
 #: past it the oldest is closed as it is.
 MAX_OPEN_TICKS: Final = 1000
@@ -519,6 +521,8 @@ class _Handler:
         ts_ms: int | None = None
         if value is not None:
             code = value.StatusCode
+            if code is not None and code.value == BAD_WAITING_FOR_INITIAL_DATA:
+                return  # the server has no value yet: nothing was sampled, nothing is wrong
             if code is not None and not code.is_good():
                 status = code.name
             stamp = value.SourceTimestamp or value.ServerTimestamp
