@@ -23,7 +23,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from models.manifest import (
     sha256_file,
 )
 from models.network import AutoencoderConfig, ConvAutoencoder, RulCNN, RulConfig
-from models.predictions import RulInterval
+from models.predictions import LoadedBundle, RulInterval
 from models.preprocessing import Scaler
 from models.scoring import RunCondition, ThresholdRule
 
@@ -94,25 +94,8 @@ class AnomalyHead:
 
 
 @dataclass(frozen=True)
-class Bundle:
-    """A verified, loaded bundle. ``version`` is the model version the agent records."""
-
-    path: Path
-    name: str
-    version: str
-    sensors: tuple[str, ...]
-    sensor_units: tuple[str, ...]
-    window: int
-    hop: int
-    rul: RulHead | None
-    anomaly: AnomalyHead | None
-    manifest: Mapping[str, Any] = field(repr=False)
-    #: Rows before the first estimate (see :func:`models.manifest.min_rows`).
-    min_rows: int
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(k for k, h in (("rul", self.rul), ("anomaly", self.anomaly)) if h is not None)
+class Bundle(LoadedBundle[RulHead, AnomalyHead]):
+    """A verified bundle with its torch networks loaded."""
 
 
 # --------------------------------------------------------------------------- helpers

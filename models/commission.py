@@ -36,7 +36,7 @@ from agent.errors import ModelError
 from models.bundle import Bundle
 from models.network import AutoencoderConfig, ConvAutoencoder, reconstruction_error
 from models.preprocessing import FloatArray, Scaler, sliding_windows, windows_ending_at
-from models.scoring import RunCondition, ThresholdRule, calibrate
+from models.scoring import RunCondition, ThresholdRule, calibrate, judged_windows
 from models.train import ProgressCallback, fit_autoencoder
 
 #: Default CPU-time budget of one commissioning run (issue 4: <= 30 s on one thread).
@@ -88,10 +88,7 @@ class AssetBaseline:
 
     def judged(self, windows: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Per raw window: is the machine running, so that the score may be judged?"""
-        x = np.asarray(windows)
-        if self.run_condition is None or self.run_level is None:
-            return np.ones(len(x), dtype=bool)
-        return self.run_condition.judged(x, self.sensors, self.run_level)
+        return judged_windows(self.run_condition, self.run_level, windows, self.sensors)
 
     def score(self, windows: npt.ArrayLike) -> FloatArray:
         """Normalised anomaly scores ``(batch,)`` of raw windows ``(batch, sensors, window)``."""

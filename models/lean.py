@@ -31,11 +31,9 @@ from models.manifest import (
     refuse,
     sha256_file,
 )
-from models.predictions import (
-    RulInterval,
-)
+from models.predictions import LoadedBundle, RulInterval
 from models.preprocessing import FloatArray, Scaler
-from models.scoring import RunCondition, ThresholdRule
+from models.scoring import RunCondition, ThresholdRule, judged_windows
 
 ONNX_INPUT = "x"
 BASELINE_ONNX = "autoencoder.onnx"
@@ -142,25 +140,8 @@ class LeanAnomaly:
 
 
 @dataclass(frozen=True)
-class LeanBundle:
+class LeanBundle(LoadedBundle[LeanRul, LeanAnomaly]):
     """A verified bundle with its ONNX graphs loaded (same fields the agent reads)."""
-
-    path: Path
-    name: str
-    version: str
-    sensors: tuple[str, ...]
-    sensor_units: tuple[str, ...]
-    window: int
-    hop: int
-    rul: LeanRul | None
-    anomaly: LeanAnomaly | None
-    manifest: dict[str, Any] = field(repr=False)
-    #: Rows before the first estimate (see :func:`models.manifest.min_rows`).
-    min_rows: int
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(k for k, h in (("rul", self.rul), ("anomaly", self.anomaly)) if h is not None)
 
 
 def load_lean_bundle(
@@ -299,10 +280,8 @@ class LeanBaseline:
     run_level: float | None = None
 
     def judged(self, windows: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-        x = np.asarray(windows)
-        if self.run_condition is None or self.run_level is None:
-            return np.ones(len(x), dtype=bool)
-        return self.run_condition.judged(x, self.sensors, self.run_level)
+        """Per raw window: is the machine running, so that the score may be judged?"""
+        return judged_windows(self.run_condition, self.run_level, windows, self.sensors)
 
     def score(self, windows: npt.ArrayLike) -> FloatArray:
         x = np.asarray(windows, dtype=np.float32)

@@ -5,8 +5,10 @@ No torch here: the ONNX Runtime agent imports this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +16,32 @@ import numpy.typing as npt
 from models.preprocessing import FloatArray
 
 BoolArray = npt.NDArray[np.bool_]
+
+RulT = TypeVar("RulT")
+AnomalyT = TypeVar("AnomalyT")
+
+
+@dataclass(frozen=True)
+class LoadedBundle(Generic[RulT, AnomalyT]):
+    """A verified, loaded bundle; each backend brings its own heads (networks).
+    ``version`` is the model version the agent records."""
+
+    path: Path
+    name: str
+    version: str
+    sensors: tuple[str, ...]
+    sensor_units: tuple[str, ...]
+    window: int
+    hop: int
+    rul: RulT | None
+    anomaly: AnomalyT | None
+    manifest: Mapping[str, Any] = field(repr=False)
+    #: Rows before the first estimate (see :func:`models.manifest.min_rows`).
+    min_rows: int
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for k, h in (("rul", self.rul), ("anomaly", self.anomaly)) if h is not None)
 
 
 class BaselineShape(Protocol):

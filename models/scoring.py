@@ -116,6 +116,19 @@ class RunCondition:
         return flags
 
 
+def judged_windows(
+    condition: RunCondition | None,
+    level: float | None,
+    windows: npt.ArrayLike,
+    sensors: Sequence[str],
+) -> npt.NDArray[np.bool_]:
+    """Per raw window: is the machine running (an asset's run condition at its learnt
+    ``level``), so that its score may be judged? Every window without a condition."""
+    if condition is None or level is None:
+        return np.ones(len(np.asarray(windows)), dtype=bool)
+    return condition.judged(windows, sensors, level)
+
+
 class Hysteresis:
     """Stateful alarm filter for one asset (see steps 4-5 of the module docs).
 
