@@ -74,6 +74,9 @@ from models.lean import has_graphs, onnxruntime_available
 from models.updates.store import ModelStore, StoreState, discard_partial
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from agent.dashboard.server import DashboardServer
     from models.bundle import Bundle
     from models.lean import LeanBundle, OnnxPredictor
     from models.predictor import Predictor
@@ -447,6 +450,7 @@ class Agent:
         # rollback replaces it, its graphs are freed (two models at most, in probation).
         del live, bundle, predictor
         exporter = self._start_exporter()
+        dashboard = self._start_dashboard()
         stages: list[asyncio.Task[None]] = []
         try:
             async with asyncio.TaskGroup() as group:
@@ -486,6 +490,8 @@ class Agent:
                     start(sync.run(), "sync")
                 start(self._systemd(queues), "systemd")
                 start(lifecycle.run(), "model-updates")
+                if dashboard is not None:
+                    start(self._dashboard(dashboard[0]), "dashboard")
                 await self._stop.wait()
                 log.info("stopping: draining queues")
                 self.notifier.stopping()
@@ -501,6 +507,8 @@ class Agent:
         finally:
             if exporter is not None:
                 exporter.close()
+            if dashboard is not None:
+                dashboard[1].dispose()
             engine.dispose()
         log.info("agent stopped", extra=fields(**self.metrics.snapshot()))
 
@@ -666,6 +674,32 @@ class Agent:
         )
         log.info("serving metrics", extra=fields(address=self.settings.metrics.address))
         return server
+
+    def _start_dashboard(self) -> tuple[DashboardServer, Engine] | None:
+        """The web dashboard (``run --http``) on its own engine, its socket bound now so
+        that a port in use stops the start with one clear line."""
+        if self.settings.dashboard.address is None:
+            return None
+        # Imported only here: Starlette, Jinja2 and uvicorn stay out of a plain agent.
+        from agent.dashboard.server import for_agent
+        from agent.sqlite import open_engine
+
+        engine = open_engine(self.settings.storage.database_path, create=False)
+        try:
+            server = for_agent(self.settings, engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        assert server is not None  # the address is set
+        return server, engine
+
+    async def _dashboard(self, server: DashboardServer) -> None:
+        """The dashboard's task: a failure of the web server is logged, never the end of
+        the agent (it keeps recording whatever happens to its pages)."""
+        try:
+            await server.run()
+        except Exception:
+            log.exception("the dashboard stopped; the agent keeps running")
 
     def _status_line(self) -> str:
         m = self.metrics

@@ -836,6 +836,29 @@ class MetricsSettings(_Section):
         return None if self.address is None else split_listen_address(self.address)
 
 
+class DashboardSettings(_Section):
+    """Local web dashboard of ``edgewatch run --http`` and ``edgewatch dashboard``."""
+
+    address: Annotated[str | None, AfterValidator(_listen_address)] = Field(
+        None,
+        description=(
+            "HOST:PORT to serve the dashboard on from `edgewatch run`, e.g. 127.0.0.1:8080 "
+            "(default: off). On any address but loopback every page needs the token."
+        ),
+    )
+    token: SecretStr | None = Field(
+        None,
+        description=(
+            "Token for acknowledging and labelling alerts (and for reading on a "
+            "non-loopback address); without it the dashboard is read-only. Never shown."
+        ),
+    )
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        return None if self.address is None else split_listen_address(self.address)
+
+
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "edgewatch_toml_path", default=None
 )
@@ -897,6 +920,7 @@ class Settings(BaseSettings):
     updates: UpdateSettings = Field(default_factory=UpdateSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)  # type: ignore[arg-type]
     profiles: list[ProfileSettings] = Field(
         default_factory=list,
         description="Asset profiles ([[profiles]] tables), first match wins.",
@@ -914,6 +938,7 @@ class Settings(BaseSettings):
         "updates",
         "logging",
         "metrics",
+        "dashboard",
         "profiles",
     )
 

@@ -91,6 +91,9 @@ app.add_typer(sync_cmd.app, name="sync")
 from agent.cli import records_cmd  # noqa: E402 - kept next to its registration line
 
 app.add_typer(records_cmd.app, name="records")
+from agent.cli import dashboard_cmd  # noqa: E402 - kept next to its registration line
+
+app.command("dashboard")(dashboard_cmd.dashboard)
 from agent.cli import report_cmd  # noqa: E402 - kept next to its registration line
 
 app.command("report")(report_cmd.report)

@@ -22,6 +22,14 @@ def run(
             help="Serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9108 (default: off).",
         ),
     ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            metavar="HOST:PORT",
+            help="Serve the web dashboard on HOST:PORT, e.g. 127.0.0.1:8080 (default: off).",
+        ),
+    ] = None,
 ) -> None:
     """Run the agent until SIGTERM or Ctrl-C: subscribe, score, record, alert.
 
@@ -31,6 +39,8 @@ def run(
     inv = invocation(ctx)
     if metrics_addr is not None:
         inv.overrides.setdefault("metrics", {})["address"] = metrics_addr
+    if http is not None:
+        inv.overrides.setdefault("dashboard", {})["address"] = http
     settings = inv.settings()
     configure_logging(inv.log_level or settings.logging.level, settings.logging.format)
     limit_malloc_arenas()
