@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import signal
@@ -616,6 +617,8 @@ def _fleet_opcua(
         serve_fleet_opcua,
     )
 
+    # asyncua warns of every client that comes and goes; errors still show.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     if options.security not in ("None", "Sign", "SignAndEncrypt"):
         raise typer.BadParameter("use None, Sign or SignAndEncrypt", param_hint="--security")
     if not options.endpoint.startswith("opc.tcp://"):

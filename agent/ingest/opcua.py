@@ -288,6 +288,7 @@ class OpcUaIngest:
         endpoints = self._settings.endpoints
         for endpoint in endpoints:
             _check_node_ids(endpoint)
+        _quiet_asyncua()
         secrets = [await asyncio.to_thread(_load_security, ep) for ep in endpoints]
         async with asyncio.TaskGroup() as group:
             for endpoint, security in zip(endpoints, secrets, strict=True):
@@ -300,8 +301,9 @@ class OpcUaIngest:
         url = endpoint.url
         while not self._stopping.is_set():
             changes: asyncio.Queue[Change] = asyncio.Queue(CHANGES_MAX)
+            lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             try:
-                client, subscribed = await self._connect(endpoint, security, changes)
+                client, subscribed = await self._connect(endpoint, security, changes, lost)
             except Exception as exc:  # every failure to connect is retried
                 if state != "down":
                     state = "down"
@@ -331,24 +333,28 @@ class OpcUaIngest:
                 **subscribed,
             )
             try:
-                lost = await self._read(client, endpoint, changes)
+                why = await self._read(client, endpoint, changes, lost)
             finally:
                 self.connected[url] = False
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), _DISCONNECT_TIMEOUT_S)
-            if lost is None:
+            if why is None:
                 return
             state = "down"
             await self._state_change(
                 url,
                 "opcua_disconnected",
-                f"OPC UA server {url} connection lost: {lost}",
+                f"OPC UA server {url} connection lost: {why}",
                 "warning",
                 retry_s=delay,
             )
 
     async def _connect(
-        self, endpoint: OpcUaEndpoint, security: _Security | None, changes: asyncio.Queue[Change]
+        self,
+        endpoint: OpcUaEndpoint,
+        security: _Security | None,
+        changes: asyncio.Queue[Change],
+        lost: asyncio.Future[str],
     ) -> tuple[Client, dict[str, object]]:
         from asyncua import ua
         from asyncua.client.client import Client
@@ -372,15 +378,24 @@ class OpcUaIngest:
         if endpoint.password is not None:
             client.set_password(endpoint.password.get_secret_value())
         await asyncio.wait_for(client.connect(), s.timeout_s)
+
+        async def on_lost(exc: Exception) -> None:
+            _lose(lost, _why(exc))
+
+        client.connection_lost_callback = on_lost
         try:
-            return client, await self._subscribe(client, endpoint, changes)
+            return client, await self._subscribe(client, endpoint, changes, lost)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), _DISCONNECT_TIMEOUT_S)
             raise
 
     async def _subscribe(
-        self, client: Client, endpoint: OpcUaEndpoint, changes: asyncio.Queue[Change]
+        self,
+        client: Client,
+        endpoint: OpcUaEndpoint,
+        changes: asyncio.Queue[Change],
+        lost: asyncio.Future[str],
     ) -> dict[str, object]:
         from asyncua import ua
 
@@ -389,7 +404,9 @@ class OpcUaIngest:
         for asset, nodes in endpoint.assets.items():
             for sensor, node_id in nodes.items():
                 targets.setdefault(ua.NodeId.from_string(node_id), []).append((asset, sensor))
-        handler = _Handler(targets, lambda change: self._offer(changes, change))
+        handler = _Handler(
+            targets, lambda change: self._offer(changes, change), lambda why: _lose(lost, why)
+        )
         sub = await client.create_subscription(s.publishing_interval_ms, handler)
         items = [client.get_node(node_id) for node_id in targets]
         handles = await sub.subscribe_data_change(
@@ -409,7 +426,11 @@ class OpcUaIngest:
         return {"monitored_items": len(items) - len(refused), "refused": sorted(refused)[:20]}
 
     async def _read(
-        self, client: Client, endpoint: OpcUaEndpoint, changes: asyncio.Queue[Change]
+        self,
+        client: Client,
+        endpoint: OpcUaEndpoint,
+        changes: asyncio.Queue[Change],
+        lost: asyncio.Future[str],
     ) -> str | None:
         """Changes to the ingest queue until the connection is lost (why) or stop (None)."""
         s = self._settings
@@ -423,13 +444,6 @@ class OpcUaIngest:
             dead_letter_max_bytes=self._dead_max,
             metrics=self._metrics,
         )
-        lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-        async def on_lost(exc: Exception) -> None:
-            if not lost.done():
-                lost.set_result(_why(exc))
-
-        client.connection_lost_callback = on_lost
         watch = asyncio.create_task(self._watch(client, lost))
         stop = asyncio.create_task(self._stopping.wait())
         try:
@@ -466,8 +480,7 @@ class OpcUaIngest:
             try:
                 await asyncio.wait_for(client.check_connection(), self._settings.timeout_s)
             except Exception as exc:  # whatever it raises, the connection is unusable
-                if not lost.done():
-                    lost.set_result(_why(exc))
+                _lose(lost, _why(exc))
 
     def _offer(self, changes: asyncio.Queue[Change], change: Change) -> None:
         """From the subscription handler: never blocks the client's publish loop."""
@@ -507,10 +520,14 @@ class _Handler:
     """asyncua's subscription handler: data changes to :class:`Change` objects."""
 
     def __init__(
-        self, targets: dict[Any, list[tuple[str, str]]], offer: Callable[[Change], None]
+        self,
+        targets: dict[Any, list[tuple[str, str]]],
+        offer: Callable[[Change], None],
+        lose: Callable[[str], None],
     ) -> None:
         self._targets = targets
         self._offer = offer
+        self._lose = lose
 
     def datachange_notification(self, node: Any, val: Any, data: DataChangeNotif) -> None:
         targets = self._targets.get(node.nodeid)
@@ -532,7 +549,10 @@ class _Handler:
             self._offer(Change(asset, sensor, val, status, ts_ms))
 
     def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
-        log.warning("opcua subscription status changed", extra=fields(status=str(status.Status)))
+        # The server ended the subscription (BadTimeout, BadShutdown...): start over.
+        code = status.Status
+        if code is not None and not code.is_good():
+            self._lose(f"subscription ended by the server: {code.name}")
 
 
 def _epoch_ms(stamp: datetime) -> int:
@@ -586,9 +606,27 @@ def _load_security(endpoint: OpcUaEndpoint) -> _Security | None:
     return _Security(*loaded)
 
 
+def _lose(lost: asyncio.Future[str], why: str) -> None:
+    if not lost.done():
+        lost.set_result(why)
+
+
 def _why(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _quiet_asyncua() -> None:
+    """asyncua logs every publish at INFO and each lost connection as warnings and
+    tracebacks; the state-change lines here say what matters. At DEBUG its warnings
+    go to the agent's log too."""
+    lib = logging.getLogger("asyncua")
+    lib.propagate = False
+    if log.isEnabledFor(logging.DEBUG):
+        lib.handlers[:] = logging.getLogger("agent").handlers
+        lib.setLevel(logging.WARNING)
+    else:
+        lib.setLevel(logging.CRITICAL)
 
 
 def _check_node_ids(endpoint: OpcUaEndpoint) -> None:

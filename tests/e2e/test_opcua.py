@@ -130,6 +130,11 @@ def test_opcua_readings_dead_letters_and_reconnect(tmp_path: Path, mqtt_broker: 
         )[0]
         assert json.loads(detail)["security"] == "Basic256Sha256/SignAndEncrypt"
         assert agent.stop() == 0
+        # One line per state change, in the agent's format: asyncua's own chatter
+        # (a line per publish, tracebacks on disconnect) stays out of the log.
+        assert [e for e in agent.events if e.get("event") == "non-json"] == []
+        changes = [e["event"] for e in agent.events if str(e.get("event")).startswith("opcua")]
+        assert changes == ["opcua connected", "opcua disconnected", "opcua connected"], changes
     finally:
         if agent.process is not None and agent.process.poll() is None:
             agent.kill()
