@@ -232,9 +232,9 @@ heartbeats = Table(
     Column("health_json", Text, nullable=False, server_default="{}"),
 )
 
-# The records CLI filters by asset and time range; the uploader drains by state,
+# The records CLI filters by asset and time range (predictions: through their unique
+# key, whose first columns are asset and time); the uploader drains by state,
 # priority and age.
-Index("ix_predictions_asset_time", predictions.c.asset_id, predictions.c.window_end_ms)
 Index("ix_predictions_time", predictions.c.window_end_ms)
 Index("ix_alerts_asset_time", alerts.c.asset_id, alerts.c.opened_ms)
 Index("ix_alerts_open", alerts.c.asset_id, sqlite_where=text("closed_ms IS NULL"))

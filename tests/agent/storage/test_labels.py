@@ -232,7 +232,7 @@ def test_downgrade_to_0007_drops_labels_and_restores_the_view(migrated_db: Path)
         columns = [r[1] for r in conn.execute("PRAGMA table_info(v_alerts)")]
     assert "alert_labels" not in names and "v_alert_labels" not in names
     assert columns[-1] == "opened_ms" and "label" not in columns
-    assert migrate.upgrade(migrated_db).to_revision == "0008"
+    assert migrate.upgrade(migrated_db).to_revision == migrate.HEAD_REVISION
 
 
 def test_the_retraining_export_carries_the_label_of_the_alert(
