@@ -329,6 +329,134 @@ async def _time_pages(path: Path, repeats: int) -> Timings:
     return out
 
 
+@dataclass
+class Rss:
+    """The agent's memory after the same work, without and with the dashboard."""
+
+    assets: int
+    readings: int
+    requests: int
+    rss_off_mb: float
+    rss_on_mb: float
+    peak_off_mb: float
+    peak_on_mb: float
+    runs: int = 1
+    each_off_mb: list[float] = field(default_factory=list)
+    each_on_mb: list[float] = field(default_factory=list)
+
+    @property
+    def growth_mb(self) -> float:
+        return round(self.rss_on_mb - self.rss_off_mb, 1)
+
+
+def _proc_mb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no {key} for process {pid}")
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)  # polls another process's files
+
+
+def _agent_rss(
+    workdir: Path, broker_port: int, http_port: int | None, assets: int, samples: int
+) -> tuple[float, float, int, int]:
+    """Run ``edgewatch run`` through one fleet's data; its RSS and peak, readings, requests."""
+    import signal
+    import sqlite3
+    import subprocess
+    import urllib.request
+
+    from simulators.fleet import publish_fleet
+    from simulators.stream import Pacing
+
+    data_dir = workdir / ("on" if http_port else "off")
+    config = workdir / f"{data_dir.name}.toml"
+    config.write_text(
+        '[identity]\nsite = "plant-a"\nagent = "gw-rss"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n'
+        f'[storage]\ndata_dir = "{data_dir}"\n'
+        '[sync]\nenabled = false\n[logging]\nlevel = "INFO"\nformat = "json"\n'
+    )
+    log_path = workdir / f"{data_dir.name}.log"
+    exe = Path(sys.executable).with_name("edgewatch")
+    command = [str(exe), "--config", str(config), "run"]
+    if http_port:
+        command += ["--http", f"127.0.0.1:{http_port}"]
+    with log_path.open("w") as log:
+        agent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        _wait(lambda: '"subscribed"' in log_path.read_text(), 120, "the agent to subscribe")
+        report = publish_fleet(
+            FleetConfig(assets=assets, rate_hz=1.0, duration_s=float(samples), seed=5),
+            host="127.0.0.1",
+            port=broker_port,
+            site="plant-a",
+            pacing=Pacing.fast(),
+        )
+        db = data_dir / "edgewatch.db"
+
+        def stored() -> int:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                return int(
+                    conn.execute("SELECT coalesce(sum(count), 0) FROM reading_blocks").fetchone()[0]
+                )
+
+        _wait(lambda: stored() >= report.stream.readings, 300, "every reading stored")
+        requests = 0
+        if http_port:
+            base = f"http://127.0.0.1:{http_port}"
+            pages = ["/", "/api/fleet", "/alerts", "/assets/pump-001", "/api/assets/pump-001"]
+            for _ in range(20):
+                for page in pages:
+                    with urllib.request.urlopen(base + page, timeout=30) as response:
+                        response.read()
+                    requests += 1
+        time.sleep(2.0)  # the recorder's last commits and the allocator settle
+        rss, peak = _proc_mb(agent.pid, "VmRSS"), _proc_mb(agent.pid, "VmHWM")
+        return rss, peak, stored(), requests
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+
+
+def measure_rss(workdir: Path, *, assets: int = 10, samples: int = 600, runs: int = 3) -> Rss:
+    """The same fleet through ``edgewatch run`` and ``edgewatch run --http`` (with 100
+    page and API requests), ``runs`` times each in turn: the median resident memory at
+    the end of a run, and the median peak (one run's RSS varies by several MB)."""
+    from agent.localbroker import LocalBroker, free_port
+
+    offs, ons = [], []
+    with LocalBroker(workdir) as broker:
+        for n in range(runs):
+            where = workdir / f"run-{n}"
+            where.mkdir()
+            offs.append(_agent_rss(where, broker.port, None, assets, samples))
+            ons.append(_agent_rss(where, broker.port, free_port("127.0.0.1"), assets, samples))
+
+    def median(rows: list[tuple[float, float, int, int]], i: int) -> float:
+        return round(statistics.median(r[i] for r in rows), 1)
+
+    return Rss(
+        assets,
+        ons[0][2],
+        ons[0][3],
+        median(offs, 0),
+        median(ons, 0),
+        median(offs, 1),
+        median(ons, 1),
+        runs,
+        [r[0] for r in offs],
+        [r[0] for r in ons],
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assets", type=int, default=50)
@@ -337,7 +465,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prediction-period-s", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--db", type=Path, help="Keep the database here (default: a temp dir).")
+    parser.add_argument(
+        "--rss",
+        action="store_true",
+        help="Measure the agent's RSS with and without --http instead (needs mosquitto).",
+    )
     args = parser.parse_args(argv)
+    if args.rss:
+        with tempfile.TemporaryDirectory() as tmp:
+            rss = measure_rss(Path(tmp))
+        sys.stdout.write(
+            f"edgewatch run, {rss.assets} assets, {rss.readings:,} readings: "
+            f"median RSS of {rss.runs} runs {rss.rss_off_mb} MB without the dashboard, "
+            f"{rss.rss_on_mb} MB with it after {rss.requests} requests: "
+            f"{rss.growth_mb:+} MB (peak {rss.peak_off_mb} -> {rss.peak_on_mb} MB; "
+            f"each run without {rss.each_off_mb}, with {rss.each_on_mb})\n"
+        )
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         path = args.db or Path(tmp) / "dashboard-bench.db"
         if not path.exists():
