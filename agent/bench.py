@@ -40,6 +40,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent import sparkplug as sp
 from agent.errors import EdgewatchError
 from agent.localbroker import LocalBroker
 from agent.storage import migrate
@@ -55,6 +56,11 @@ SITE = "bench"
 SUBSCRIBE_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 120.0
 SAMPLE_PERIOD_S = 0.1
+#: The bench's Sparkplug B edge node: every simulated asset is one of its devices.
+SPARKPLUG_GROUP = "bench"
+SPARKPLUG_NODE = "bench-node"
+#: How long the stored count may stand still before a QoS 0 run counts as over.
+SETTLE_S = 10.0
 #: The shipped pump model is trained on one sample a minute; the bench replays such
 #: samples faster, with timestamps SAMPLE_PERIOD_S apart.
 PUMP_PERIOD_S = 60.0
@@ -82,6 +88,8 @@ class BenchOptions:
     protocol: str = "5"
     #: Hops to measure besides the bundle's own, each in extra agent runs.
     extra_hops: tuple[int, ...] = ()
+    #: Also run each backend's agent on Sparkplug B ingest (one more agent run each).
+    sparkplug: bool = False
 
 
 @dataclass
@@ -117,6 +125,13 @@ class AgentFigures:
     batched_write_bytes_per_reading: float = 0.0
     #: The backend's predictor alone, in a fresh process (:mod:`models.backend_bench`).
     inference: dict[str, Any] = field(default_factory=dict)
+    #: Sparkplug B ingest, from an agent run of its own with ``[sparkplug]`` on and the
+    #: same messages as (b) re-encoded as DDATA (QoS 0, as the specification has it):
+    #: readings/s and readings not stored, one sample per message and 100.
+    sparkplug_readings_s: float = 0.0
+    sparkplug_lost: int = 0
+    sparkplug_batched_readings_s: float = 0.0
+    sparkplug_batched_lost: int = 0
 
 
 @dataclass
@@ -226,6 +241,22 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> Non
         time.sleep(0.05)  # polling another process's database
 
 
+def _wait_settled(db: Path, target: int) -> tuple[int, float]:
+    """Until ``target`` readings are stored, or the count has stood still for SETTLE_S
+    (QoS 0: what the broker dropped never comes). Returns the count and the monotonic
+    time it last grew."""
+    stored, grew = _count(db, STORED_READINGS), time.monotonic()
+    deadline = grew + DRAIN_TIMEOUT_S
+    while stored < target and time.monotonic() - grew < SETTLE_S:
+        if time.monotonic() > deadline:
+            raise EdgewatchError("benchmark timed out waiting for Sparkplug B readings")
+        time.sleep(0.2)  # polling another process's database
+        now = _count(db, STORED_READINGS)
+        if now > stored:
+            stored, grew = now, time.monotonic()
+    return stored, grew
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -280,11 +311,65 @@ class Bench:
             batch = {s: [float(v[j]) for j in idx] for s, v in values[i].items()}
             yield self.topic_for(names[i]), encode_batch(ts, batch)
 
+    def sparkplug_messages(
+        self, count: int, values: list[dict[str, np.ndarray]], start: float, samples: int
+    ) -> list[tuple[str, bytes]]:
+        """The node's NBIRTH, every device's DBIRTH, then ``count`` DDATA of ``samples``
+        samples each: the readings of :meth:`single_messages` (``samples`` 1) or of
+        :meth:`batch_messages` (``samples`` BATCH_READINGS), with the same times."""
+        names = self.assets()
+        sensors = list(values[0])
+        aliases = {
+            name: {s: i * len(sensors) + j + 1 for j, s in enumerate(sensors)}
+            for i, name in enumerate(names)
+        }
+        seq = 0
+
+        def take() -> int:
+            nonlocal seq
+            seq, taken = (seq + 1) % sp.SEQ_MODULUS, seq
+            return taken
+
+        def topic(kind: sp.MessageType, device: str | None = None) -> str:
+            return sp.topic(SPARKPLUG_GROUP, kind, SPARKPLUG_NODE, device)
+
+        born_ms = round(start * 1000)
+        out = [(topic(sp.MessageType.NBIRTH), sp.birth_payload(born_ms, take(), {}, {}, bdseq=0))]
+        for i, name in enumerate(names):
+            first = {s: float(values[i][s][0]) for s in sensors}
+            out.append(
+                (
+                    topic(sp.MessageType.DBIRTH, name),
+                    sp.birth_payload(born_ms, take(), first, aliases[name]),
+                )
+            )
+        for k in range(count):
+            i, step = k % len(names), k // len(names)
+            base = step * samples
+            rows = [
+                (
+                    round((start + (base + j) * SAMPLE_PERIOD_S) * 1000),
+                    {s: float(v[(base + j) % len(v)]) for s, v in values[i].items()},
+                )
+                for j in range(samples)
+            ]
+            out.append(
+                (
+                    topic(sp.MessageType.DDATA, names[i]),
+                    sp.data_payload(take(), rows, aliases[names[i]]),
+                )
+            )
+        return out
+
     def publish(
-        self, broker: LocalBroker, messages: Iterable[tuple[str, bytes]], readings: int = 1
+        self,
+        broker: LocalBroker,
+        messages: Iterable[tuple[str, bytes]],
+        readings: int = 1,
+        qos: int = 1,
     ) -> int:
         sent = 0
-        with make_publisher(broker.host, broker.port, qos=1) as publisher:
+        with make_publisher(broker.host, broker.port, qos=qos) as publisher:
             for seq, (topic, payload) in enumerate(messages):
                 if publisher.publish(seq, topic, payload, readings):
                     sent += 1
@@ -342,8 +427,10 @@ class Bench:
         baseline: AssetBaseline,
         backend: str,
         hop: int | None,
+        sparkplug: bool = False,
     ) -> Path:
-        """The agent's config: the shipped defaults, plus a hop override if ``hop``."""
+        """The agent's config: the shipped defaults, plus a hop override if ``hop``, and
+        Sparkplug B ingest instead of JSON with ``sparkplug``."""
         from agent.inference.baselines import BaselineStore
 
         store = BaselineStore(data_dir / "baselines")
@@ -371,6 +458,11 @@ class Bench:
                     "[model]",
                     *([f"hop = {hop}"] if hop is not None else []),
                     f'backend = "{backend}"',
+                    *(
+                        ["[sparkplug]", "enabled = true", f'group_id = "{SPARKPLUG_GROUP}"']
+                        if sparkplug
+                        else []
+                    ),
                     "[sync]",
                     "enabled = false",
                     "[logging]",
@@ -428,8 +520,7 @@ class Bench:
         values: list[dict[str, np.ndarray]],
     ) -> None:
         n, m, assets = self.options.messages, self.options.batch_messages, self.options.assets
-        single_span = (n // assets + 1) * SAMPLE_PERIOD_S
-        batch_span = (m // assets + 1) * BATCH_READINGS * SAMPLE_PERIOD_S
+        single_span, batch_span = self.spans()
         # Both runs lie in the recent past, the batched one right after the single one.
         start = time.time() - single_span - batch_span - 60
         self.progress(f"(b) agent end to end, {n} single-reading QoS 1 messages, {assets} assets")
@@ -517,6 +608,58 @@ class Bench:
                     return False
 
         _wait_for(stored, DRAIN_TIMEOUT_S, what)
+
+    def spans(self) -> tuple[float, float]:
+        """Data time the single and the batched messages of (b) cover, in seconds."""
+        n, m, assets = self.options.messages, self.options.batch_messages, self.options.assets
+        return (
+            (n // assets + 1) * SAMPLE_PERIOD_S,
+            (m // assets + 1) * BATCH_READINGS * SAMPLE_PERIOD_S,
+        )
+
+    def sparkplug_run(
+        self,
+        fig: AgentFigures,
+        broker: LocalBroker,
+        baseline: AssetBaseline,
+        values: list[dict[str, np.ndarray]],
+    ) -> None:
+        """An agent of the same backend reading Sparkplug B: (b)'s readings as DDATA at
+        QoS 0, one sample a message and then 100, from one edge node."""
+        self.site = f"{SITE}-{fig.backend}-spb"
+        data_dir = self.workdir / "data" / self.site
+        config = self.prepare_agent(data_dir, broker, baseline, fig.backend, None, sparkplug=True)
+        db = data_dir / "edgewatch.db"
+        self.progress(f"{fig.backend}: starting an agent on Sparkplug B")
+        process, _ = self.start_agent(config)
+        try:
+            single_span, batch_span = self.spans()
+            start = time.time() - single_span - batch_span - 60
+            for samples, count, offset in (
+                (1, self.options.messages, 0.0),
+                (BATCH_READINGS, self.options.batch_messages, single_span),
+            ):
+                self.progress(
+                    f"(b) Sparkplug B, {count} DDATA of {samples} sample(s), QoS 0, "
+                    f"{self.options.assets} devices"
+                )
+                messages = self.sparkplug_messages(count, values, start + offset, samples)
+                expected = count * samples
+                before = _count(db, STORED_READINGS)
+                t0 = time.monotonic()
+                threading.Thread(
+                    target=self.publish, args=(broker, messages, samples, 0), daemon=True
+                ).start()
+                stored, done = _wait_settled(db, before + expected)
+                rate = round((stored - before) / max(done - t0, 1e-9), 1)
+                if samples == 1:
+                    fig.sparkplug_readings_s, fig.sparkplug_lost = rate, expected - stored + before
+                else:
+                    fig.sparkplug_batched_readings_s = rate
+                    fig.sparkplug_batched_lost = expected - stored + before
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
     def latency(
         self, fig: AgentFigures, broker: LocalBroker, db: Path, values: list[dict[str, np.ndarray]]
@@ -666,7 +809,11 @@ class Bench:
             self.ceiling(broker, values)
             baseline = self.learn_baseline(values)
             for backend in self.options.backends:
-                self.report.backends[backend] = self.agent_run(backend, broker, baseline, values)
+                fig = self.report.backends[backend] = self.agent_run(
+                    backend, broker, baseline, values
+                )
+                if self.options.sparkplug:
+                    self.sparkplug_run(fig, broker, baseline, values)
             for hop in self.options.extra_hops:
                 for backend in self.options.backends:
                     self.report.extra.append(

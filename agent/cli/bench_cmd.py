@@ -153,6 +153,29 @@ FIGURES: list[tuple[str, Callable[[Any], str], str]] = [
     ("predictor import + load, s", lambda f: f"{f.inference.get('load_s', 0):.2f}", ""),
 ]
 
+#: Rows of the Sparkplug B agent runs (``--sparkplug``), with their ratio to the JSON
+#: run of the same backend.
+SPARKPLUG_FIGURES: list[tuple[str, Callable[[Any], str], str]] = [
+    (
+        "Sparkplug B (b), readings/s, 1 sample per DDATA / 100",
+        lambda f: f"{f.sparkplug_readings_s:,.0f} / {f.sparkplug_batched_readings_s:,.0f}",
+        "",
+    ),
+    (
+        "Sparkplug B / JSON (b) readings/s, single / batched",
+        lambda f: (
+            f"{f.sparkplug_readings_s / max(f.agent_msg_s, 1e-9):.2f} / "
+            f"{f.sparkplug_batched_readings_s / max(f.batched_readings_s, 1e-9):.2f}"
+        ),
+        ">= 0.8",
+    ),
+    (
+        "Sparkplug B readings lost (QoS 0), single / batched",
+        lambda f: f"{f.sparkplug_lost} / {f.sparkplug_batched_lost}",
+        "",
+    ),
+]
+
 #: What runs at another hop than the bundle's add as rows (the predictor alone does
 #: not depend on the hop).
 EXTRA_FIGURES: list[tuple[str, Callable[[Any], str], str]] = [
@@ -186,6 +209,10 @@ def render(report: Any) -> Table:
     )
     for label, read, target in FIGURES:
         table.add_row(label, *(read(report.backends[b]) for b in backends), target)
+    if any(report.backends[b].sparkplug_readings_s for b in backends):
+        table.add_section()
+        for label, read, target in SPARKPLUG_FIGURES:
+            table.add_row(label, *(read(report.backends[b]) for b in backends), target)
     for hop in sorted({f.hop for f in report.extra}):
         runs = {f.backend: f for f in report.extra if f.hop == hop}
         table.add_section()
@@ -228,6 +255,14 @@ def bench(
             "use the bundle's own hop and these are extra, labelled rows.",
         ),
     ] = None,
+    sparkplug: Annotated[
+        bool,
+        typer.Option(
+            "--sparkplug",
+            help="Also run each backend's agent on Sparkplug B ingest: (b)'s readings as "
+            "DDATA, compared with the JSON run (one more agent run per backend).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print figures as JSON.")] = False,
 ) -> None:
     """Run the agent against a local Mosquitto and print its figures beside a baseline."""
@@ -243,6 +278,7 @@ def bench(
         protocol=protocol,
         backends=tuple(b.value for b in (backend or [Backend.TORCH, Backend.ONNX])),
         extra_hops=tuple(extra_hop or ()),
+        sparkplug=sparkplug,
     )
     with (
         tempfile.TemporaryDirectory(prefix="edgewatch-bench-") as tmp,

@@ -40,3 +40,18 @@ def test_extra_hops_are_rows_of_their_own_labelled_with_their_hop() -> None:
     assert [c.strip() for c in default.split("│")[2:4]] == ["4,321", "4,000"]
     assert [c.strip() for c in extra.split("│")[2:4]] == ["5,555", "5,000"]
     assert sum("hop 8, not the default: (b) windows scored / shed" in ln for ln in lines) == 1
+
+
+def test_sparkplug_rows_give_the_ratio_to_the_json_run_of_the_same_backend() -> None:
+    report = BenchReport(protocol="5", window=32, hop=1)
+    report.backends["onnx"] = _figures("onnx", 1, 4000.0)
+    assert "Sparkplug" not in _text(report)  # no --sparkplug run: no rows
+    fig = report.backends["onnx"]
+    fig.batched_readings_s = 50_000.0
+    fig.sparkplug_readings_s, fig.sparkplug_batched_readings_s = 3_600.0, 45_000.0
+    fig.sparkplug_lost, fig.sparkplug_batched_lost = 0, 12
+    lines = _text(report).splitlines()
+    ratio = next(line for line in lines if "Sparkplug B / JSON" in line)
+    lost = next(line for line in lines if "Sparkplug B readings lost" in line)
+    assert [c.strip() for c in ratio.split("│")[2:4]] == ["0.90 / 0.90", ">= 0.8"]
+    assert lost.split("│")[2].strip() == "0 / 12"
