@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
+import orjson
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import Engine
 from starlette.applications import Starlette
@@ -209,7 +210,10 @@ class Dashboard:
         origin = request.headers.get("origin")
         if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
             return self._error(request, 403, "form posted from another site")
-        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return self._error(request, 411, "a form needs its Content-Length")
+        if int(length) > MAX_FORM_BYTES:
             return self._error(request, 413, "form too large")
         form = await request.form(max_files=0, max_fields=20)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
@@ -454,14 +458,21 @@ def _local_path(params: Any, default: str = "/") -> str:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise EdgewatchError("request body too large")
-    raw = await request.body()
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        # Without a length the body is chunked: read up to the bound, no further.
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_FORM_BYTES:
+                raise EdgewatchError("request body too large")
+    else:
+        raw = await request.body()
     if not raw:
         return {}
     try:
-        body = await request.json()
-    except ValueError:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise EdgewatchError("the body is not JSON") from None
     if not isinstance(body, dict):
         raise EdgewatchError("the body is a JSON object")
