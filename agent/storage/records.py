@@ -314,7 +314,9 @@ def _specs(rul_unit: str) -> dict[str, _Spec]:
                 Field("status", Kind.TEXT, table=False),
                 Field("peak_score", Kind.FLOAT),
                 Field("last_score", Kind.FLOAT, table=False),
-                Field("rul_at_open", Kind.FLOAT, rul_unit),
+                # Not in the 80-column table, which shows the label instead (JSON,
+                # CSV and Parquet have every field).
+                Field("rul_at_open", Kind.FLOAT, rul_unit, table=False),
                 Field("model_version", Kind.TEXT, table=False),
                 Field("acknowledged", Kind.BOOL, table=False),
                 Field("acknowledged_at", Kind.TIME, table=False),
