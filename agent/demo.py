@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.errors import EdgewatchError
 from agent.localbroker import BrokerChoice, LocalBroker
@@ -26,6 +26,7 @@ from agent.settings import Settings
 from agent.sqlite import open_engine
 from agent.storage import queries
 from simulators.fleet import FleetConfig, publish_fleet
+from simulators.sparkplug_node import DEFAULT_NODE, publish_fleet_sparkplug
 from simulators.stream import Pacing, RunReport
 
 VIEW_INTERVAL_S = 1.0
@@ -72,6 +73,9 @@ class DemoOptions:
     #: Publish a new version of the model bundle midway: the agent fetches it, runs it
     #: in shadow and promotes it (docs/updates.md).
     model_update: bool = False
+    #: sparkplug: the fleet is a Sparkplug B edge node, the agent reads the group and
+    #: publishes its results as an edge node of its own (docs/sparkplug.md).
+    protocol: Literal["json", "sparkplug"] = "json"
 
 
 @dataclass
@@ -87,6 +91,10 @@ class DemoView:
     broker: str = ""
     #: The live model, a candidate and its probation, the last change (--model-update).
     model: dict[str, Any] = field(default_factory=dict)
+    #: The demo broker's port on 127.0.0.1 (for a client of one's own).
+    port: int = 0
+    #: With Sparkplug B: the group, the fleet's edge node and the agent's.
+    sparkplug: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,9 +149,14 @@ def prepare_data_dir(settings: Settings) -> bool:
     return cleared
 
 
-def demo_settings(base: Settings, port: int, broker_kind: str = "mosquitto") -> Settings:
-    """The user's settings with the broker pointed at the demo's own broker."""
+def demo_settings(
+    base: Settings, port: int, broker_kind: str = "mosquitto", protocol: str = "json"
+) -> Settings:
+    """The user's settings with the broker pointed at the demo's own broker (and, for
+    Sparkplug B, ingest and output through the user's ``sparkplug.group_id``)."""
     data = base.model_dump()
+    if protocol == "sparkplug":
+        data["sparkplug"].update(enabled=True, publish=True)
     data["mqtt"].update(host="127.0.0.1", port=port)
     if broker_kind == "embedded":
         data["mqtt"]["protocol"] = "3.1.1"  # all the embedded broker speaks
@@ -170,7 +183,7 @@ async def run_demo(
         choice=options.broker,
         max_payload_bytes=base.ingest.max_payload_bytes,
     ) as broker:
-        settings = demo_settings(base, broker.port, broker.kind)
+        settings = demo_settings(base, broker.port, broker.kind, options.protocol)
         updates = DemoUpdates(data_dir / "demo-updates", resolve_bundle(settings))
         if options.model_update:
             settings = await asyncio.to_thread(updates.prepare, settings)
@@ -198,8 +211,30 @@ async def run_demo(
         def progress(done: int, _total: int | None) -> None:
             sent[0] = done
 
-        simulator = asyncio.create_task(
-            asyncio.to_thread(
+        spb = settings.sparkplug
+        sparkplug = (
+            {
+                "group": spb.group_id,
+                "fleet": DEFAULT_NODE,
+                "agent": spb.edge_node_id or settings.identity.agent,
+            }
+            if spb.enabled
+            else {}
+        )
+        if spb.enabled:
+            publishing = asyncio.to_thread(
+                publish_fleet_sparkplug,
+                config,
+                host=broker.host,
+                port=broker.port,
+                group=spb.group_id,
+                pacing=Pacing(speedup=options.speedup),
+                truth_path=data_dir / DEMO_TRUTH,
+                on_progress=progress,
+                stop=sim_stop,
+            )
+        else:
+            publishing = asyncio.to_thread(
                 publish_fleet,
                 config,
                 host=broker.host,
@@ -210,9 +245,8 @@ async def run_demo(
                 truth_path=data_dir / DEMO_TRUTH,
                 on_progress=progress,
                 stop=sim_stop,
-            ),
-            name="simulator",
-        )
+            )
+        simulator = asyncio.create_task(publishing, name="simulator")
         engine = open_engine(settings.storage.database_path)
         rul_unit = bundle_rul_unit(resolve_bundle(settings))
         started = time.monotonic()
@@ -244,6 +278,8 @@ async def run_demo(
                             if options.model_update
                             else {}
                         ),
+                        port=broker.port,
+                        sparkplug=sparkplug,
                     )
                 )
                 if simulator.done() or elapsed >= options.duration_s:

@@ -16,6 +16,11 @@ from agent.cli._common import console, invocation
 from agent.logs import configure_logging, printable
 
 
+class ProtocolOption(StrEnum):
+    json = "json"
+    sparkplug = "sparkplug"
+
+
 class BrokerOption(StrEnum):
     auto = "auto"
     mosquitto = "mosquitto"
@@ -58,6 +63,20 @@ def _model_line(model: dict[str, Any]) -> str:
     return text + "\n"
 
 
+def _sparkplug_line(sparkplug: dict[str, str]) -> str:
+    """Where the Sparkplug B traffic is (``--protocol sparkplug``)."""
+    if not sparkplug:
+        return ""
+    group = sparkplug["group"]
+    return (
+        printable(
+            f"Sparkplug B: fleet spBv1.0/{group}/+/{sparkplug['fleet']}, "
+            f"agent's results spBv1.0/{group}/+/{sparkplug['agent']}"
+        )
+        + "\n"
+    )
+
+
 def render(view: Any) -> Table:
     health = view.health
     table = Table(
@@ -66,7 +85,9 @@ def render(view: Any) -> Table:
             f"messages {health['messages_received']}  predictions {health['predictions']}  "
             f"alerts opened {health['alerts_opened']}  dead letters {health['dead_letters_total']}"
         ),
-        caption=_model_line(view.model) + f"broker: {view.broker}   Ctrl-C stops the demo cleanly",
+        caption=_model_line(view.model)
+        + _sparkplug_line(view.sparkplug)
+        + f"broker: {view.broker} on 127.0.0.1:{view.port}   Ctrl-C stops the demo cleanly",
     )
     rul = f"RUL ({view.rul_unit})" if view.rul_unit else "RUL"
     for column in ("asset", "state", "anomaly score", "threshold", rul, "open alerts"):
@@ -121,6 +142,15 @@ def demo(
             "the view shows it fetched, in shadow probation and promoted.",
         ),
     ] = False,
+    protocol: Annotated[
+        ProtocolOption,
+        typer.Option(
+            "--protocol",
+            help="json: edgewatch telemetry topics. sparkplug: the fleet is a Sparkplug B "
+            "edge node, and the agent publishes its scores, RUL and alerts as one "
+            "(group: sparkplug.group_id; docs/sparkplug.md).",
+        ),
+    ] = ProtocolOption.json,
 ) -> None:
     """Run a local broker, simulated pumps and compressors (some develop faults) and the agent.
 
@@ -142,6 +172,7 @@ def demo(
         seed=seed,
         broker=broker.value,
         model_update=model_update,
+        protocol="sparkplug" if protocol is ProtocolOption.sparkplug else "json",
     )
     if prepare_data_dir(settings):
         console.print(f"cleared the previous demo's records in {settings.storage.data_dir}")
