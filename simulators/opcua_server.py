@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from asyncua import ua
     from asyncua.common.node import Node
     from asyncua.server.server import Server
+    from asyncua.server.user_managers import UserManager
 
 NAMESPACE: Final = "urn:edgewatch:simulator"
 SERVER_URI: Final = "urn:edgewatch:simulator:server"
@@ -183,6 +184,8 @@ class FleetServer:
     endpoint: str
     sensors: Mapping[str, Sequence[str]]
     security: ServerSecurity | None = None
+    #: User name -> password; set: a session needs one of them (anonymous refused).
+    users: Mapping[str, str] | None = None
     _server: Server | None = None
     _nodes: dict[tuple[str, str], Node] = field(default_factory=dict)
     #: Values written (one per sensor per sample).
@@ -193,7 +196,7 @@ class FleetServer:
         from asyncua.server.server import Server
         from asyncua.ua.status_codes import StatusCodes
 
-        server = Server()
+        server = Server(user_manager=None if self.users is None else _user_manager(self.users))
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("edgewatch simulated fleet")
@@ -202,6 +205,8 @@ class FleetServer:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         else:
             await self._secure(server, self.security)
+        if self.users is not None:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
         index = await server.register_namespace(NAMESPACE)
         objects = server.nodes.objects
         for asset, names in self.sensors.items():
@@ -287,6 +292,28 @@ class FleetServer:
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop()
+
+
+def _user_manager(users: Mapping[str, str]) -> UserManager:
+    """asyncua's user manager for a fixed table of users."""
+    from asyncua.crypto.permission_rules import User, UserRole
+    from asyncua.server.user_managers import UserManager
+
+    table = dict(users)
+
+    class Users(UserManager):
+        def get_user(
+            self,
+            iserver: Any,
+            username: str | None = None,
+            password: str | None = None,
+            certificate: Any = None,
+        ) -> User | None:
+            if username is None or table.get(username) != password:
+                return None
+            return User(role=UserRole.User, name=username)
+
+    return Users()
 
 
 def _variant_type(value: object) -> ua.VariantType:

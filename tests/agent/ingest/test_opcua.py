@@ -331,6 +331,36 @@ async def test_a_client_certificate_the_server_does_not_trust_is_refused_and_ret
         await server.stop()
 
 
+async def test_a_server_that_wants_a_user_takes_the_right_password_only(
+    certs: Certificates,
+) -> None:
+    url = f"opc.tcp://127.0.0.1:{free_port()}"
+    security = ServerSecurity.from_certificates(certs)
+    server = FleetServer(url, SENSORS, security, users={"edgewatch": "s3cret"})
+    await server.start()
+    now = time.time_ns() // 1_000_000
+    await server.write("pump-1", now, {"temp_c": 40.0, "flow_m3_h": 10.0})
+    try:
+        for password, kind in (("wrong", "opcua_unreachable"), ("s3cret", "opcua_connected")):
+            doc = settings_for(url, certs).model_dump()
+            doc["endpoints"][0].update(username="edgewatch", password=password)
+            runs = start_ingest(OpcUaSettings.model_validate(doc))
+            running = await anext(runs)
+            try:
+                await running.event(kind)
+                if kind == "opcua_unreachable":
+                    assert running.ingest.sessions[url] == 0
+                    # The password is a secret: not in the events.
+                    assert all("wrong" not in e.message for e in running.events)
+                else:
+                    item = await running.take(reading_of("pump-1", now))
+                    assert item.readings[0].values == {"temp_c": 40.0, "flow_m3_h": 10.0}
+            finally:
+                await runs.aclose()
+    finally:
+        await server.stop()
+
+
 async def test_a_malformed_node_id_or_key_file_stops_the_agent_with_one_line(
     certs: Certificates, tmp_path: Path
 ) -> None:
