@@ -377,7 +377,13 @@ class OpcUaIngest:
             client.set_user(endpoint.username)
         if endpoint.password is not None:
             client.set_password(endpoint.password.get_secret_value())
-        await asyncio.wait_for(client.connect(), s.timeout_s)
+        try:
+            await asyncio.wait_for(client.connect(), s.timeout_s)
+        except BaseException:
+            # A connect cut short (the timeout's cancel) leaves its socket open.
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+            raise
 
         async def on_lost(exc: Exception) -> None:
             _lose(lost, _why(exc))
@@ -462,6 +468,9 @@ class OpcUaIngest:
                 out = grouper.add(change, now_ms, mono) if change is not None else []
                 out += grouper.due(now_ms, mono)
                 if stop in done or lost in done:
+                    # What the server sent before the end is read, not dropped.
+                    while not changes.empty():
+                        out += grouper.add(changes.get_nowait(), now_ms, mono)
                     out += grouper.flush(now_ms)
                 for inbound in out:
                     await self._out.put(inbound)
