@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
+from pathlib import Path
 
 #: glibc's mallopt parameters.
 _M_TRIM_THRESHOLD = -1
@@ -52,6 +54,15 @@ def limit_malloc_arenas(arenas: int = ARENA_MAX) -> bool:
         )
     except AttributeError:
         return False
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MB (Linux; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def release_free_memory() -> bool:

@@ -351,6 +351,7 @@ class Agent:
                     max_errors=s.updates.max_errors,
                     max_latency_ratio=s.updates.max_latency_ratio,
                     rul_alert_below=s.model.rul_alert_below,
+                    max_score_quantile_ratio=s.updates.max_score_quantile_ratio,
                 ),
             ),
             self.metrics,

@@ -784,6 +784,16 @@ class UpdateSettings(_Section):
     max_latency_ratio: Annotated[float, Field(ge=1)] = Field(
         3.0, description="Largest candidate/live ratio of scoring time per batch."
     )
+    max_score_quantile_ratio: Annotated[float, Field(ge=1)] = Field(
+        2.0,
+        description="Largest candidate/live ratio of an asset's p50, p95 and p99 anomaly "
+        "scores on the same judged windows (compared from 100 windows on).",
+    )
+    max_rss_growth_mb: Annotated[float, Field(gt=0)] = Field(
+        128.0,
+        description="Largest growth of the agent's resident memory from before the "
+        "candidate is loaded to the end of its probation, in MB.",
+    )
     control_interval_s: Annotated[float, Field(ge=0.1, le=60)] = Field(
         1.0,
         description="Seconds between the agent's checks of the model store's state "

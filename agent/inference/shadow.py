@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 #: Scores kept per asset and model for quantiles (memory stays bounded).
 SCORES_KEPT = 1024
 QUANTILES = (0.5, 0.95, 0.99)
+#: Judged scores an asset needs on both sides before its quantiles are compared.
+MIN_QUANTILE_SCORES = 100
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class ProbationLimits:
     max_errors: int = 0
     max_latency_ratio: float = 3.0
     rul_alert_below: float | None = None
+    #: Largest candidate/live ratio of each score quantile of an asset's judged
+    #: windows (both scores are normalised: about 1 on healthy data).
+    max_score_quantile_ratio: float = 2.0
 
 
 @dataclass
@@ -174,6 +179,20 @@ class Shadow:
                     f"alerts on {live_rate:.1%} (limit {allowed:.1%})",
                     figures,
                 )
+        for asset, f in sorted(self.assets.items()):
+            if min(len(f.live.scores), len(f.candidate.scores)) < MIN_QUANTILE_SCORES:
+                continue
+            for q, mine, theirs in zip(
+                QUANTILES, f.live.quantiles(), f.candidate.quantiles(), strict=True
+            ):
+                if theirs > lim.max_score_quantile_ratio * max(mine, 0.0):
+                    return Verdict(
+                        False,
+                        f"its p{q * 100:g} anomaly score on {asset}'s windows is {theirs:g} "
+                        f"where the live model's is {mine:g} (limit "
+                        f"{lim.max_score_quantile_ratio:g}x)",
+                        figures,
+                    )
         if self.live_s > 0 and self.candidate_s > lim.max_latency_ratio * self.live_s:
             return Verdict(
                 False,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import tarfile
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 from agent.domain import Event
 from agent.errors import EdgewatchError, UpdateError, UpdateRefusedError
 from agent.logs import fields
+from agent.memory import rss_mb
 from agent.settings import UpdateSettings
 from models.manifest import MANIFEST
 from models.updates.store import ModelStore, Slot, StoreState
@@ -82,15 +82,6 @@ def bundle_version(path: Path) -> str:
         return str(path)
 
 
-def _rss_mb() -> float | None:
-    """This process's resident memory (Linux; None elsewhere): what a candidate costs."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -114,6 +105,7 @@ class ModelLifecycle:
         emit: Callable[[Event], Awaitable[None]],
         status: Callable[[dict[str, Any]], Awaitable[object]],
         on_live: Callable[[Any, Path], Awaitable[None]],
+        rss: Callable[[], float | None] = rss_mb,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -127,10 +119,14 @@ class ModelLifecycle:
         self.emit = emit
         self.status = status
         self.on_live = on_live
+        #: The agent's resident memory in MB (a parameter: tests stand in for /proc).
+        self.rss = rss
         self._stamp: tuple[int, int] | None = None
         self._lock = asyncio.Lock()
         #: The candidate's predictor while it is in probation (one at a time).
         self._candidate: Any = None
+        #: The agent's RSS before the candidate was loaded (its probation's memory cost).
+        self._rss_before: float | None = None
         #: The last error of each step (poll, tick), logged once until it changes.
         self._last_error: dict[str, str] = {}
 
@@ -310,7 +306,7 @@ class ModelLifecycle:
     async def _start(self, candidate: Slot) -> None:
         path = self.store.path_of(candidate)
         assert path is not None
-        rss_before = _rss_mb()
+        rss_before = self.rss()
         try:
             predictor = await asyncio.to_thread(self.load, path)
         except EdgewatchError as exc:
@@ -321,8 +317,12 @@ class ModelLifecycle:
         if (why := self.host.incompatible(predictor)) is not None:
             await self._reject(candidate.version, why)
             return
+        if (why := self._memory_beyond_limit(rss_before, "loading it")) is not None:
+            await self._reject(candidate.version, why)
+            return
         await self.host.start_shadow(candidate.version, path, predictor)
         self._candidate = predictor
+        self._rss_before = rss_before
         lim = self.host.probation() or {}
         await self._tell(
             "model_probation_started",
@@ -330,12 +330,27 @@ class ModelLifecycle:
             f"{lim.get('windows_needed')} windows and {lim.get('seconds_needed')} s",
             state="probation",
             version=candidate.version,
-            detail={"rss_before_mb": rss_before, "rss_with_candidate_mb": _rss_mb()},
+            detail={"rss_before_mb": rss_before, "rss_with_candidate_mb": self.rss()},
+        )
+
+    def _memory_beyond_limit(self, before: float | None, what: str) -> str | None:
+        """Why the agent's memory grew too much since ``before`` (None: within limit)."""
+        now = self.rss()
+        limit = self.settings.max_rss_growth_mb
+        if before is None or now is None or now - before <= limit:
+            return None
+        return (
+            f"{what} grew the agent's memory by {now - before:.0f} MB "
+            f"({before:.0f} -> {now:.0f} MB; limit {limit:g} MB)"
         )
 
     async def _decide(self, version: str, verdict: VerdictLike) -> None:
         if not verdict.passed:
             await self._reject(version, verdict.reason, verdict.figures)
+            return
+        why = self._memory_beyond_limit(self._rss_before, "its probation")
+        if why is not None:
+            await self._reject(version, why, verdict.figures)
             return
         try:
             state = await asyncio.to_thread(

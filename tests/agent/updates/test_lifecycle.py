@@ -321,6 +321,27 @@ async def test_a_candidate_alerting_on_healthy_assets_is_rejected(world: World) 
     assert world.store.read().candidate is None
 
 
+async def test_a_candidate_that_grows_the_agents_memory_past_the_limit_is_rejected(
+    world: World,
+) -> None:
+    # /proc stands in: 100 MB until the candidate is in probation, 300 at its end.
+    memory = {"mb": 100.0}
+    world.lifecycle.rss = lambda: memory["mb"]
+    heavy = make_version(world.tmp, "heavy")
+    publish(heavy, world.url, world.keys)
+    await world.lifecycle.poll_once()
+    assert world.kinds()[-1] == "model_probation_started"
+    memory["mb"] = 300.0
+    await until_probation_done(world)
+    await world.lifecycle.tick()
+    (rejected,) = [e for e in world.events if e.kind == "model_rejected"]
+    assert "its probation grew the agent's memory by 200 MB (100 -> 300 MB; limit 128 MB)" in (
+        rejected.message
+    )
+    assert world.inference.predictor is world.live and world.inference.shadow is None
+    assert world.store.read().rejected == (version_of(heavy),)
+
+
 async def test_a_pinned_model_takes_no_update(world: World) -> None:
     world.store.pin(world.live.model_version, world.live.model_version)
     publish(make_version(world.tmp, "1"), world.url, world.keys)

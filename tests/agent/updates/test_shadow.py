@@ -3,11 +3,12 @@ a swapped model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from agent.domain import Prediction
 from agent.inference.alerting import AlertPolicy, AlertTracker
-from agent.inference.shadow import ProbationLimits, Shadow
+from agent.inference.shadow import MIN_QUANTILE_SCORES, ProbationLimits, Shadow
 
 
 def _p(asset: str, end: int, *, anomalous: bool = False, rul: float | None = 20.0) -> Prediction:
@@ -63,6 +64,23 @@ def test_a_slow_candidate_fails() -> None:
     same = [_p("a", i) for i in range(10)]
     shadow.record(same, same, 0.01, 0.05)
     assert "5.0x slower" in shadow.verdict().reason
+
+
+def test_a_candidate_whose_scores_shift_upwards_fails_before_it_alerts_more() -> None:
+    shadow = Shadow("pump@c", Path("/x"), None, ProbationLimits(windows=10, seconds=0))  # type: ignore[arg-type]
+    n = MIN_QUANTILE_SCORES
+    live = [_p("a", i) for i in range(n)]
+    # Healthy scores at 2.5 where the live model's are at 1: below the threshold of
+    # 4, so no more alerts, but the healthy margin has mostly gone.
+    theirs = [replace(_p("a", i), anomaly_score=2.5) for i in range(n)]
+    shadow.record(live[: n - 1], theirs[: n - 1], 0.01, 0.01)
+    assert shadow.verdict().passed  # too few windows to compare quantiles
+    shadow.record(live[n - 1 :], theirs[n - 1 :], 0.01, 0.01)
+    verdict = shadow.verdict()
+    assert not verdict.passed
+    assert verdict.reason == (
+        "its p50 anomaly score on a's windows is 2.5 where the live model's is 1 (limit 2x)"
+    )
 
 
 def _policy(open_after: int) -> AlertPolicy:
