@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -q --disable-pip-version-check "hatchling>=1.24" "editables>=0.5"
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[dev,onnx,opcua,dashboard]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[dev,onnx,opcua,dashboard,fleet]"
 	touch $@
 
 mosquitto:

@@ -106,6 +106,9 @@ model_cmd.app.add_typer(update_cmd.keys_app, name="keys")
 model_cmd.app.command("publish")(update_cmd.publish)
 model_cmd.app.command("revoke")(update_cmd.revoke)
 model_cmd.app.command("fetch")(update_cmd.fetch)
+from agent.cli import fleet_cmd  # noqa: E402 - kept next to its registration line
+
+app.add_typer(fleet_cmd.app, name="fleet")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,99 @@
+"""The Ray engine against the local one: same rows read, same model trained.
+
+One local Ray instance (2 CPUs) for the module: Ray's start-up is the slow part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from models.fleet.catalog import load_catalog
+from models.fleet.engines import ray_session, train_local, train_ray
+from models.fleet.profiles import profile
+from models.fleet.read import read_local, read_ray
+from models.fleet.retrain import RetrainOptions, retrain
+from models.fleet.store import Store
+from models.fleet.training import LoopConfig, equal_shards
+from models.network import AutoencoderConfig, ConvAutoencoder
+from tests.models.test_fleet import PUMP_SENSORS, small_fleet, write_asset, write_label
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[Any]:
+    with ray_session(None, workers=2) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cloud")
+    small_fleet(root, gateways=2, assets=3, rows=240)
+    # A fan among the pumps (lacks sensors) and a labelled false alarm.
+    write_asset(root, "gw-1", "fan-1", 60, sensors=PUMP_SENSORS[:2])
+    reason = ["baseline"] * 100 + ["alert"] * 100
+    alert: list[int | None] = [None] * 100 + [4] * 100
+    write_asset(root, "gw-0", "pump-007", 200, seed=5, reason=reason, alert_id=alert)
+    write_label(root, "gw-0", "pump-007", 4, "false_alarm", 1)
+    return root
+
+
+def test_ray_data_reads_the_same_rows_as_the_local_reader(ray_instance: Any, cloud: Path) -> None:
+    store = Store(cloud.as_uri())
+    entries = load_catalog(store).retraining
+    local = read_local(store, entries, PUMP_SENSORS)
+    remote = read_ray(store, entries, PUMP_SENSORS)
+    assert remote.engine == "ray" and remote.rows == local.rows == 6 * 240 + 60 + 200
+    assert remote.table.equals(local.table)
+
+
+def test_two_ray_train_workers_and_the_local_engine_give_bit_identical_weights(
+    ray_instance: Any,
+) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(96, 3, 16)).astype(np.float32)
+    cfg = LoopConfig(AutoencoderConfig(3, 16, (8, 4), 3, 4), 3, 16, 1e-3, 5, 11, 2)
+    shards = equal_shards(x, 2, cfg.seed)
+    torch.manual_seed(3)
+    start = {k: v.numpy() for k, v in ConvAutoencoder(cfg.network).state_dict().items()}
+    local = train_local(cfg, shards, x[:16], initial=start)
+    remote = train_ray(ray_instance, cfg, shards, x[:16], initial=start)
+    assert set(local.state) == set(remote.state)
+    for name, tensor in local.state.items():
+        assert torch.equal(tensor, remote.state[name]), name
+    assert local.history == remote.history
+    assert [w["windows"] for w in remote.workers] == [w["windows"] for w in local.workers]
+
+
+def test_retrain_on_ray_and_locally_gives_the_same_model(
+    ray_instance: Any, cloud: Path, tmp_path: Path
+) -> None:
+    made = {}
+    for engine in ("ray", "local"):
+        out = tmp_path / engine
+        made[engine] = retrain(
+            RetrainOptions(
+                cloud.as_uri(), profile("pump"), out, engine=engine, epochs=2, export_onnx=False
+            )
+        )
+    ray_dir, local_dir = tmp_path / "ray", tmp_path / "local"
+    assert (ray_dir / "anomaly.safetensors").read_bytes() == (
+        local_dir / "anomaly.safetensors"
+    ).read_bytes()
+    ray_seen = made["ray"].manifest_training
+    local_seen = made["local"].manifest_training
+    assert ray_seen["data"] == local_seen["data"]
+    assert ray_seen["data"]["assets_without_profile_sensors"] == ["plant/gw-1/fan-1"]
+    assert ray_seen["throughput"]["read"]["engine"] == "ray"
+    assert ray_seen["throughput"]["train"]["engine"] == "ray"
+    assert [w["windows_trained"] for w in ray_seen["throughput"]["train"]["per_worker"]] == [
+        w["windows_trained"] for w in local_seen["throughput"]["train"]["per_worker"]
+    ]
+    assert made["ray"].metrics == made["local"].metrics
