@@ -10,10 +10,11 @@ queue as :class:`~agent.domain.Inbound` objects, exactly like the MQTT subscribe
 Grouping rule (docs/opcua.md): an asset's changes whose source timestamps lie within
 one sampling interval of the first of them, with no sensor twice, are one reading,
 stamped with the newest of those source timestamps. The group closes as soon as every
-sensor of the asset has reported in it, else when a change that does not fit comes,
-else one publishing interval after it opened (the rest of a tick may come in the next
-publish). A reading holds the latest good value of every sensor of the asset, so a
-sensor the server reports by exception (unchanged, not sent) keeps its value.
+sensor of the asset has reported in it, else two publishing intervals after it opened
+(the rest of a tick may come in the next publish; counted only while the agent is not
+behind), else when the connection ends. A reading holds the latest good value of
+every sensor of the asset, so a sensor the server reports by exception (unchanged, not
+sent) keeps its value.
 
 A bad value (non-finite, not a number, a status other than Good) makes its group a
 dead letter and takes the sensor's value away until a good one comes: later readings
@@ -30,6 +31,7 @@ import contextlib
 import logging
 import math
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,15 +58,16 @@ log = logging.getLogger(__name__)
 #: Changes the servers sent that wait for the grouper; past it new ones are dropped
 #: and counted (OPC UA has no flow control back to the server's sampling).
 CHANGES_MAX: Final = 10_000
-#: Seconds between checks that a connected server still answers (asyncua's own
-#: watchdog reads the server state at this period too).
+#: Seconds between checks of the client's own connection state (no request: asyncua's
+#: watchdog is what asks the server, every ``timeout_s``).
 WATCH_INTERVAL_S: Final = 1.0
 _DISCONNECT_TIMEOUT_S: Final = 2.0
+#: A tick some of whose sensors have not reported closes after this many publishing
+#: intervals: the server may cut a tick between two publishes, and the second comes a
+#: publishing interval (and some jitter) after the first.
+HOLD_PUBLISHES: Final = 2
 #: OPC UA's BadWaitingForInitialData: a variable whose source has not delivered yet.
 BAD_WAITING_FOR_INITIAL_DATA: Final = 0x80320000
-#: Ticks of one asset open at once (a server's queued samples arrive item by item);
-#: past it the oldest is closed as it is.
-MAX_OPEN_TICKS: Final = 1000
 _DROP_LOG_INTERVAL_S: Final = 60.0
 _MS_PER_S: Final = 1000
 
@@ -86,7 +89,7 @@ class Change:
     ts_ms: int | None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Group:
     first_ms: int
     last_ms: int
@@ -108,6 +111,7 @@ class Grouper:
         limits: DecodeLimits,
         dead_letter_max_bytes: int,
         metrics: Metrics,
+        max_open: int = 1000,
     ) -> None:
         self._site = site
         self._source = source
@@ -119,8 +123,11 @@ class Grouper:
         self._limits = limits
         self._dead_max = dead_letter_max_bytes
         self._metrics = metrics
-        #: Asset -> its open groups, oldest source timestamp first.
+        self._max_open = max_open
+        #: Asset -> its open groups, oldest source timestamp first, and their first
+        #: source timestamps (for bisection: a backlog opens thousands of ticks).
         self._open: dict[str, list[_Group]] = {}
+        self._starts: dict[str, list[int]] = {}
         #: Asset -> sensor -> latest good value.
         self._current: dict[str, dict[str, float]] = {asset: {} for asset in assets}
 
@@ -128,25 +135,27 @@ class Grouper:
         asset = change.asset
         ts = now_ms if change.ts_ms is None else change.ts_ms
         groups = self._open.setdefault(asset, [])
+        starts = self._starts.setdefault(asset, [])
         # A server sends the samples it queued item by item (all of one variable's,
         # then the next one's): each change joins the nearest open tick it fits.
         target: _Group | None = None
-        for group in groups:
+        span = self._span_ms
+        for group in groups[bisect_right(starts, ts - span) : bisect_left(starts, ts + span)]:
             gap = abs(ts - group.first_ms)
-            fits = gap < self._span_ms and change.sensor not in group.changes
-            if fits and (target is None or gap < abs(ts - target.first_ms)):
+            if change.sensor not in group.changes and (
+                target is None or gap < abs(ts - target.first_ms)
+            ):
                 target = group
         if target is None:
             target = _Group(ts, ts, mono)
-            at = len(groups)
-            while at > 0 and groups[at - 1].first_ms > ts:
-                at -= 1
+            at = bisect_right(starts, ts)
+            starts.insert(at, ts)
             groups.insert(at, target)
         target.changes[change.sensor] = change
         target.last_ms = max(target.last_ms, ts)
         if len(target.changes) == len(self._sensors[asset]):
             return self._close_through(asset, target, now_ms)
-        if len(groups) > MAX_OPEN_TICKS:
+        if len(groups) > self._max_open:
             return self._close_through(asset, groups[0], now_ms)
         return []
 
@@ -178,6 +187,7 @@ class Grouper:
         groups = self._open[asset]
         upto = groups.index(last) + 1
         closing, groups[:upto] = groups[:upto], []
+        del self._starts[asset][:upto]
         return [self._close(asset, group, now_ms) for group in closing]
 
     def _close(self, asset: str, group: _Group, now_ms: int) -> Inbound:
@@ -361,7 +371,11 @@ class OpcUaIngest:
         from asyncua.crypto import security_policies
 
         s = self._settings
-        client = Client(endpoint.url, timeout=s.timeout_s, watchdog_intervall=WATCH_INTERVAL_S)
+        # asyncua's watchdog reads the server state every watchdog_intervall and gives
+        # the read as long: a busy server answering in 1.5 s is not a dead one (at 1 s
+        # a flat-out simulator was "lost" and re-subscribed). A closed socket is
+        # noticed at once whatever the period.
+        client = Client(endpoint.url, timeout=s.timeout_s, watchdog_intervall=s.timeout_s)
         client.application_uri = endpoint.application_uri
         client.name = client.description = "edgewatch"
         if security is not None:
@@ -445,16 +459,19 @@ class OpcUaIngest:
             endpoint.url,
             dict(endpoint.assets),
             span_ms=s.sampling_interval_ms,
-            hold_s=s.publishing_interval_ms / _MS_PER_S,
+            hold_s=HOLD_PUBLISHES * s.publishing_interval_ms / _MS_PER_S,
             limits=self._limits,
             dead_letter_max_bytes=self._dead_max,
             metrics=self._metrics,
+            # A publish may carry queue_size samples of every variable, item by item:
+            # that many ticks open before their second sensor comes.
+            max_open=2 * s.queue_size + 10,
         )
         watch = asyncio.create_task(self._watch(client, lost))
         stop = asyncio.create_task(self._stopping.wait())
         try:
             while True:
-                due = grouper.next_due()
+                due = grouper.next_due() if changes.empty() else None
                 timeout = None if due is None else max(0.0, due - time.monotonic())
                 get = asyncio.ensure_future(changes.get())
                 waiting: set[asyncio.Future[Any]] = {get, lost, stop}
@@ -466,7 +483,10 @@ class OpcUaIngest:
                 change = get.result() if get in done else None
                 now_ms, mono = _now_ms(), time.monotonic()
                 out = grouper.add(change, now_ms, mono) if change is not None else []
-                out += grouper.due(now_ms, mono)
+                if changes.empty():
+                    # Behind (a backlog queued), a tick's other sensors may be in the
+                    # queue still: the timer only runs once everything sent is read.
+                    out += grouper.due(now_ms, mono)
                 if stop in done or lost in done:
                     # What the server sent before the end is read, not dropped.
                     while not changes.empty():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.domain import Event, Inbound, RejectReason
+from agent.domain import Event, Inbound, Reading, RejectReason
 from agent.errors import EdgewatchError
 from agent.ingest.decode import DecodeLimits
 from agent.ingest.opcua import Change, Grouper, OpcUaIngest
@@ -164,6 +164,45 @@ def test_source_timestamps_are_checked_like_json_ones(offset_ms: int, reason: Re
     g.add(change("temp_c", 1.0, NOW_MS + offset_ms), NOW_MS, 0.0)
     (out,) = g.add(change("flow_m3_h", 1.0, NOW_MS + offset_ms), NOW_MS, 0.0)
     assert out.rejected is not None and out.rejected.reason is reason
+
+
+async def test_a_backlog_is_read_whole_before_the_hold_timer_closes_a_tick() -> None:
+    # The server sent many samples per variable in one publish (every temp, then every
+    # flow); the ingest takes longer to work through them than the hold time: no tick
+    # may close half-full while its other sensor still waits in the queue.
+    settings = OpcUaSettings.model_validate(
+        {
+            "enabled": True,
+            "publishing_interval_ms": 1,
+            "queue_size": 3000,
+            "endpoints": [
+                {"url": "opc.tcp://plc:4840", "assets": node_ids({"pump-1": SENSORS["pump-1"]})}
+            ],
+        }
+    )
+    out: asyncio.Queue[Inbound] = asyncio.Queue()
+    ingest = OpcUaIngest(settings, "site", DecodeLimits(max_past_ms=10**13), out, Metrics(), 4096)
+    changes: asyncio.Queue[Change] = asyncio.Queue()
+    ticks = range(3000)
+    for sensor in ("temp_c", "flow_m3_h"):
+        for i in ticks:
+            changes.put_nowait(Change("pump-1", sensor, float(i), None, NOW_MS + i * 1000))
+    lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    class Client:
+        async def check_connection(self) -> None:
+            return None
+
+    reading = asyncio.create_task(ingest._read(Client(), settings.endpoints[0], changes, lost))  # type: ignore[arg-type]
+    got: list[Reading] = []
+    async with asyncio.timeout(WAIT_S):
+        while len(got) < len(ticks):
+            got += (await out.get()).readings
+    lost.set_result("test over")
+    assert await reading == "test over"
+    assert [(r.ts_ms, r.values) for r in got] == [
+        (NOW_MS + i * 1000, {"temp_c": float(i), "flow_m3_h": float(i)}) for i in ticks
+    ]
 
 
 # -- against a real server ------------------------------------------------------------
