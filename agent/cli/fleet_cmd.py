@@ -7,6 +7,10 @@ Ray load only when a command needs them; Ray is the optional ``edgewatch[fleet]`
 from __future__ import annotations
 
 import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +40,24 @@ class Engine(StrEnum):
 _DATA = typer.Option(
     "--data", help="Sync target the gateways upload to: file:///path or s3://bucket/prefix."
 )
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout meanwhile to stderr, at the descriptor level.
+
+    Ray's raylet and log monitor print warnings to the driver's stdout; ``--json``
+    promises one JSON document there, and a table reader expects our lines alone.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _bar(disable: bool) -> Progress:
@@ -126,7 +148,8 @@ def retrain(
                 tasks[stage] = bar.add_task(stage, total=total or None)
             bar.update(tasks[stage], completed=done, total=total or None)
 
-        report = run_retrain(options, update)
+        with _stdout_to_stderr():
+            report = run_retrain(options, update)
     training = report.manifest_training
     seen = training["data"]
     throughput = training["throughput"]

@@ -67,6 +67,8 @@ def ray_session(address: str | None, workers: int) -> Iterator[Any]:
     else:
         # A local instance: every core, but at least one per training worker.
         kwargs["num_cpus"] = max(workers, os.cpu_count() or 1)
+    # Ray Data logs every dataset's plan and progress at INFO: the CLI shows its own.
+    logging.getLogger("ray").setLevel(logging.WARNING)
     try:
         ray.init(**kwargs)
     except Exception as exc:  # ConnectionError, RuntimeError, ... from ray.init

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from moto.server import ThreadedMotoServer
 
 from agent import outbox
 from agent.errors import DatasetError
@@ -29,6 +33,7 @@ from models.fleet.store import ObjectInfo, Store
 from models.fleet.training import LoopConfig, equal_shards, local_reducer, run_loop
 from models.network import AutoencoderConfig
 from tests.conftest import CliRunner
+from tests.support import free_port
 
 SITE = "plant"
 MINUTE_MS = 60_000
@@ -425,3 +430,51 @@ def test_fleet_commands_fail_with_one_line(cli: CliRunner, tmp_path: Path) -> No
         "kettle",
     )
     assert unknown.returncode == 1 and "no fleet training profile named 'kettle'" in unknown.stderr
+
+
+# --------------------------------------------------------------------------- s3
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def test_an_s3_prefix_reads_as_the_same_folder_does(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    small_fleet(tmp_path, gateways=2, assets=2, rows=90)
+    write_label(tmp_path, "gw-1", "pump-001", 2, "false_alarm", 5)
+    s3 = boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="fleet")
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            s3.put_object(
+                Bucket="fleet",
+                Key=f"edge/{path.relative_to(tmp_path).as_posix()}",
+                Body=path.read_bytes(),
+            )
+    s3.put_object(Bucket="fleet", Key="elsewhere/x.txt", Body=b"not ours")
+    local_store, s3_store = Store(tmp_path.as_uri()), Store("s3://fleet/edge")
+    local, remote = load_catalog(local_store), load_catalog(s3_store)
+    assert [e.key for e in remote.entries] == [e.key for e in local.entries]
+    assert remote.labels == local.labels and remote.ignored == 0
+    a = read_local(local_store, local.retraining, PUMP_SENSORS).table
+    b = read_local(s3_store, remote.retraining, PUMP_SENSORS).table
+    assert a.equals(b)
+    with pytest.raises(DatasetError, match="cannot list s3://nope/edge"):
+        list(Store("s3://nope/edge").list())

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
 import torch
@@ -21,9 +22,16 @@ from models.fleet.retrain import RetrainOptions, retrain
 from models.fleet.store import Store
 from models.fleet.training import LoopConfig, equal_shards
 from models.network import AutoencoderConfig, ConvAutoencoder
-from tests.models.test_fleet import PUMP_SENSORS, small_fleet, write_asset, write_label
+from tests.models.test_fleet import (
+    PUMP_SENSORS,
+    s3_endpoint,
+    small_fleet,
+    write_asset,
+    write_label,
+)
 
 ray = pytest.importorskip("ray")
+__all__ = ["s3_endpoint"]  # the moto fixture, shared with tests/models/test_fleet.py
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +105,27 @@ def test_retrain_on_ray_and_locally_gives_the_same_model(
         w["windows_trained"] for w in local_seen["throughput"]["train"]["per_worker"]
     ]
     assert made["ray"].metrics == made["local"].metrics
+
+
+def test_ray_data_reads_an_s3_prefix(
+    ray_instance: Any, cloud: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="fleet-ray")
+    for path in cloud.rglob("*"):
+        if path.is_file():
+            key = f"edge/{path.relative_to(cloud).as_posix()}"
+            s3.put_object(Bucket="fleet-ray", Key=key, Body=path.read_bytes())
+    store = Store("s3://fleet-ray/edge")
+    entries = load_catalog(store).retraining
+    remote = read_ray(store, entries, PUMP_SENSORS)
+    local_store = Store(cloud.as_uri())
+    local = read_local(local_store, load_catalog(local_store).retraining, PUMP_SENSORS)
+    assert remote.table.equals(local.table)
