@@ -67,7 +67,7 @@ def test_a_slow_candidate_fails() -> None:
 
 
 def test_a_candidate_whose_scores_shift_upwards_fails_before_it_alerts_more() -> None:
-    shadow = Shadow("pump@c", Path("/x"), None, ProbationLimits(windows=10, seconds=0))  # type: ignore[arg-type]
+    shadow = _shadow()
     n = MIN_QUANTILE_SCORES
     live = [_p("a", i) for i in range(n)]
     # Healthy scores at 2.5 where the live model's are at 1: below the threshold of
