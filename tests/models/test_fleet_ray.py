@@ -5,9 +5,10 @@ One local Ray instance (2 CPUs) for the module: Ray's start-up is the slow part.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import numpy as np
@@ -33,9 +34,23 @@ from tests.models.test_fleet import (
 ray = pytest.importorskip("ray")
 __all__ = ["s3_endpoint"]  # the moto fixture, shared with tests/models/test_fleet.py
 
+#: Longest any one Ray call may take here (they take 1-15 s on 2 cores).
+RAY_CALL_TIMEOUT_S = 180.0
+T = TypeVar("T")
+
+
+def bounded(call: Callable[[], T]) -> T:
+    """``call()``, failing the test instead of hanging CI if Ray never answers."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(call).result(timeout=RAY_CALL_TIMEOUT_S)
+    finally:
+        pool.shutdown(wait=False)
+
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[Any]:
+    # ray.init belongs to the main thread; it fails fast rather than hangs.
     with ray_session(None, workers=2) as session:
         yield session
 
@@ -57,7 +72,7 @@ def test_ray_data_reads_the_same_rows_as_the_local_reader(ray_instance: Any, clo
     store = Store(cloud.as_uri())
     entries = load_catalog(store).retraining
     local = read_local(store, entries, PUMP_SENSORS)
-    remote = read_ray(store, entries, PUMP_SENSORS)
+    remote = bounded(lambda: read_ray(store, entries, PUMP_SENSORS))
     assert remote.engine == "ray" and remote.rows == local.rows == 6 * 240 + 60 + 200
     assert remote.table.equals(local.table)
 
@@ -72,7 +87,7 @@ def test_two_ray_train_workers_and_the_local_engine_give_bit_identical_weights(
     torch.manual_seed(3)
     start = {k: v.numpy() for k, v in ConvAutoencoder(cfg.network).state_dict().items()}
     local = train_local(cfg, shards, x[:16], initial=start)
-    remote = train_ray(ray_instance, cfg, shards, x[:16], initial=start)
+    remote = bounded(lambda: train_ray(ray_instance, cfg, shards, x[:16], initial=start))
     assert set(local.state) == set(remote.state)
     for name, tensor in local.state.items():
         assert torch.equal(tensor, remote.state[name]), name
@@ -86,11 +101,10 @@ def test_retrain_on_ray_and_locally_gives_the_same_model(
     made = {}
     for engine in ("ray", "local"):
         out = tmp_path / engine
-        made[engine] = retrain(
-            RetrainOptions(
-                cloud.as_uri(), profile("pump"), out, engine=engine, epochs=2, export_onnx=False
-            )
+        options = RetrainOptions(
+            cloud.as_uri(), profile("pump"), out, engine=engine, epochs=2, export_onnx=False
         )
+        made[engine] = bounded(lambda: retrain(options))  # noqa: B023 - called at once
     ray_dir, local_dir = tmp_path / "ray", tmp_path / "local"
     assert (ray_dir / "anomaly.safetensors").read_bytes() == (
         local_dir / "anomaly.safetensors"
@@ -125,7 +139,7 @@ def test_ray_data_reads_an_s3_prefix(
             s3.put_object(Bucket="fleet-ray", Key=key, Body=path.read_bytes())
     store = Store("s3://fleet-ray/edge")
     entries = load_catalog(store).retraining
-    remote = read_ray(store, entries, PUMP_SENSORS)
+    remote = bounded(lambda: read_ray(store, entries, PUMP_SENSORS))
     local_store = Store(cloud.as_uri())
     local = read_local(local_store, load_catalog(local_store).retraining, PUMP_SENSORS)
     assert remote.table.equals(local.table)
