@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
+import socket
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +29,34 @@ from agent.settings import Settings
 from agent.sqlite import open_engine
 from agent.storage import queries
 from simulators.fleet import FleetConfig, publish_fleet
+from simulators.opcua_server import (
+    FleetServer,
+    ServerSecurity,
+    ServerThread,
+    agent_config,
+    fleet_sensors,
+    make_certificates,
+    serve_fleet_opcua,
+)
 from simulators.sparkplug_node import DEFAULT_NODE, publish_fleet_sparkplug
 from simulators.stream import Pacing, RunReport
 
 VIEW_INTERVAL_S = 1.0
+#: ``--protocol opcua``: how long the simulator waits for the agent's OPC UA session.
+OPCUA_READY_TIMEOUT_S = 60.0
 #: Marks a data directory the demo made: only such a directory is cleared for the next run.
 DEMO_MARKER = ".edgewatch-demo"
 #: What a demo run leaves behind besides the database files.
-DEMO_FOLDERS = ("baselines", "outbox", "cloud", "demo-broker", "backups", "updates", "demo-updates")
+DEMO_FOLDERS = (
+    "baselines",
+    "outbox",
+    "cloud",
+    "demo-broker",
+    "backups",
+    "updates",
+    "demo-updates",
+    "demo-opcua",
+)
 #: ``--model-update``: a TUF repository of the demo's own, polled often, with a short
 #: probation, so that shadow scoring and promotion happen within a few minutes.
 DEMO_UPDATES = {
@@ -74,8 +97,9 @@ class DemoOptions:
     #: in shadow and promotes it (docs/updates.md).
     model_update: bool = False
     #: sparkplug: the fleet is a Sparkplug B edge node, the agent reads the group and
-    #: publishes its results as an edge node of its own (docs/sparkplug.md).
-    protocol: Literal["json", "sparkplug"] = "json"
+    #: publishes its results as an edge node of its own (docs/sparkplug.md). opcua: the
+    #: fleet is an OPC UA server (SignAndEncrypt) the agent reads (docs/opcua.md).
+    protocol: Literal["json", "sparkplug", "opcua"] = "json"
 
 
 @dataclass
@@ -95,6 +119,8 @@ class DemoView:
     port: int = 0
     #: With Sparkplug B: the group, the fleet's edge node and the agent's.
     sparkplug: dict[str, str] = field(default_factory=dict)
+    #: With OPC UA: the simulated fleet's server endpoint.
+    opcua: str = ""
 
 
 @dataclass
@@ -184,20 +210,6 @@ async def run_demo(
         max_payload_bytes=base.ingest.max_payload_bytes,
     ) as broker:
         settings = demo_settings(base, broker.port, broker.kind, options.protocol)
-        updates = DemoUpdates(data_dir / "demo-updates", resolve_bundle(settings))
-        if options.model_update:
-            settings = await asyncio.to_thread(updates.prepare, settings)
-        agent = Agent(settings)
-        agent_task = asyncio.create_task(agent.run(), name="agent")
-        ready = asyncio.create_task(agent.subscribed.wait())
-        await asyncio.wait({agent_task, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if agent_task.done():
-            ready.cancel()
-            agent_task.result()  # raises the agent's startup error
-            raise EdgewatchError("the agent stopped before it subscribed")
-
-        sim_stop = threading.Event()
-        sent = [0]
         config = FleetConfig(
             assets=options.assets,
             compressors=options.compressors,
@@ -207,6 +219,25 @@ async def run_demo(
             sensor_fault_fraction=0.0,
             seed=options.seed,
         )
+        opcua = DemoOpcUa(data_dir / "demo-opcua") if options.protocol == "opcua" else None
+        if opcua is not None:
+            settings = await asyncio.to_thread(opcua.prepare, settings, config, options.speedup)
+        updates = DemoUpdates(data_dir / "demo-updates", resolve_bundle(settings))
+        if options.model_update:
+            settings = await asyncio.to_thread(updates.prepare, settings)
+        agent = Agent(settings)
+        agent_task = asyncio.create_task(agent.run(), name="agent")
+        ready = asyncio.create_task(agent.subscribed.wait())
+        await asyncio.wait({agent_task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if agent_task.done():
+            ready.cancel()
+            if opcua is not None:
+                await asyncio.to_thread(opcua.close)
+            agent_task.result()  # raises the agent's startup error
+            raise EdgewatchError("the agent stopped before it subscribed")
+
+        sim_stop = threading.Event()
+        sent = [0]
 
         def progress(done: int, _total: int | None) -> None:
             sent[0] = done
@@ -221,7 +252,32 @@ async def run_demo(
             if spb.enabled
             else {}
         )
-        if spb.enabled:
+        if opcua is not None:
+            loop = asyncio.get_running_loop()
+
+            def agent_reading(_server: object) -> None:
+                # The server keeps only current values: samples written before the
+                # agent's monitored items exist would never reach it.
+                ingest = agent.opcua
+                assert ingest is not None
+                asyncio.run_coroutine_threadsafe(
+                    asyncio.wait_for(ingest.first_session.wait(), OPCUA_READY_TIMEOUT_S), loop
+                ).result(OPCUA_READY_TIMEOUT_S + 5)
+
+            publishing = asyncio.to_thread(
+                serve_fleet_opcua,
+                config,
+                endpoint=opcua.endpoint,
+                security=opcua.security,
+                pacing=Pacing(speedup=options.speedup),
+                truth_path=data_dir / DEMO_TRUTH,
+                on_progress=progress,
+                on_ready=agent_reading,
+                stop=sim_stop,
+                server=opcua.server,
+                linger_s=options.duration_s,
+            )
+        elif spb.enabled:
             publishing = asyncio.to_thread(
                 publish_fleet_sparkplug,
                 config,
@@ -280,6 +336,7 @@ async def run_demo(
                         ),
                         port=broker.port,
                         sparkplug=sparkplug,
+                        opcua="" if opcua is None else opcua.endpoint,
                     )
                 )
                 if simulator.done() or elapsed >= options.duration_s:
@@ -290,6 +347,11 @@ async def run_demo(
                 except TimeoutError:
                     pass
         finally:
+            if opcua is not None:
+                # The agent leaves first: its server closing under it would read as a
+                # lost session (the server lingers until sim_stop for that).
+                agent.request_stop()
+                await agent_task
             sim_stop.set()
             report = await simulator
             agent.request_stop()
@@ -303,6 +365,50 @@ async def run_demo(
         broker=broker.kind,
         truth=report.truth_path if report is not None else None,
     )
+
+
+class DemoOpcUa:
+    """``--protocol opcua``: certificates, a free port and the agent's ``[opcua]``
+    settings for the fleet's OPC UA server (Basic256Sha256, SignAndEncrypt)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.endpoint = ""
+        self.security: ServerSecurity | None = None
+        #: The fleet's server, listening before the agent starts (which then connects
+        #: at its first attempt).
+        self.server: ServerThread | None = None
+
+    def prepare(self, settings: Settings, config: FleetConfig, speedup: float) -> Settings:
+        shutil.rmtree(self.root, ignore_errors=True)
+        certs = make_certificates(self.root)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.endpoint = f"opc.tcp://127.0.0.1:{port}"
+        self.security = ServerSecurity.from_certificates(certs)
+        publishing_ms = 100.0
+        section = tomllib.loads(
+            agent_config(
+                self.endpoint,
+                fleet_sensors(config),
+                security_mode="SignAndEncrypt",
+                certs=certs,
+                sampling_interval_ms=1000.0 / config.rate_hz,
+                publishing_interval_ms=publishing_ms,
+                # Twice what the sped-up fleet samples per variable in one publish.
+                queue_size=max(10, math.ceil(2 * config.rate_hz * speedup * publishing_ms / 1000)),
+            )
+        )["opcua"]
+        data = settings.model_dump()
+        data["opcua"] = section
+        self.server = ServerThread(FleetServer(self.endpoint, fleet_sensors(config), self.security))
+        self.server.start()
+        return Settings.model_validate(data)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
 
 
 class DemoUpdates:

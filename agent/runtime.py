@@ -215,6 +215,8 @@ class Agent:
         self.backend: Backend | None = None
         #: The inference stage once running (the demo's view reads its probation).
         self.inference: InferenceStage | None = None
+        #: OPC UA ingest once running (the demo waits for its first session).
+        self.opcua: OpcUaIngest | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -409,6 +411,7 @@ class Agent:
             if s.opcua.enabled
             else None
         )
+        self.opcua = opcua
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
         spb_out = (
             SparkplugPublisher(

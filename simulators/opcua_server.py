@@ -431,15 +431,18 @@ def serve_fleet_opcua(
     on_ready: Callable[[FleetServer], None] | None = None,
     stop: threading.Event | None = None,
     linger_s: float = 0.0,
+    server: ServerThread | None = None,
 ) -> RunReport:
     """Serve the simulated fleet on ``endpoint`` while streaming it into the variables.
 
     ``on_ready`` is called once the server listens, before the first sample;
     ``linger_s`` keeps serving the last values that long after the stream ends (so a
-    client sees the final publish).
+    client sees the final publish). ``server``: one already started (for the fleet's
+    sensors), which this closes at the end like its own.
     """
-    server = ServerThread(FleetServer(endpoint, fleet_sensors(config), security))
-    server.start()
+    if server is None:
+        server = ServerThread(FleetServer(endpoint, fleet_sensors(config), security))
+        server.start()
     truth = TruthTable() if truth_path else None
     try:
         if on_ready is not None:

@@ -19,6 +19,7 @@ from agent.logs import configure_logging, printable
 class ProtocolOption(StrEnum):
     json = "json"
     sparkplug = "sparkplug"
+    opcua = "opcua"
 
 
 class BrokerOption(StrEnum):
@@ -87,6 +88,7 @@ def render(view: Any) -> Table:
         ),
         caption=_model_line(view.model)
         + _sparkplug_line(view.sparkplug)
+        + (f"OPC UA: fleet at {printable(view.opcua)} (SignAndEncrypt)\n" if view.opcua else "")
         + f"broker: {view.broker} on 127.0.0.1:{view.port}   Ctrl-C stops the demo cleanly",
     )
     rul = f"RUL ({view.rul_unit})" if view.rul_unit else "RUL"
@@ -148,7 +150,8 @@ def demo(
             "--protocol",
             help="json: edgewatch telemetry topics. sparkplug: the fleet is a Sparkplug B "
             "edge node, and the agent publishes its scores, RUL and alerts as one "
-            "(group: sparkplug.group_id; docs/sparkplug.md).",
+            "(group: sparkplug.group_id; docs/sparkplug.md). opcua: the fleet is an OPC UA "
+            "server the agent reads with SignAndEncrypt (docs/opcua.md).",
         ),
     ] = ProtocolOption.json,
 ) -> None:
@@ -172,7 +175,7 @@ def demo(
         seed=seed,
         broker=broker.value,
         model_update=model_update,
-        protocol="sparkplug" if protocol is ProtocolOption.sparkplug else "json",
+        protocol=protocol.value,
     )
     if prepare_data_dir(settings):
         console.print(f"cleared the previous demo's records in {settings.storage.data_dir}")

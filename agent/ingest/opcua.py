@@ -283,6 +283,8 @@ class OpcUaIngest:
         self._dead_max = dead_letter_max_bytes
         self._record = record
         self._stopping = asyncio.Event()
+        #: Set once any endpoint's first session is up (monitored items created).
+        self.first_session = asyncio.Event()
         self.connected: dict[str, bool] = {ep.url: False for ep in settings.endpoints}
         #: Connections made per endpoint (tests and status read it).
         self.sessions: dict[str, int] = {ep.url: 0 for ep in settings.endpoints}
@@ -334,6 +336,7 @@ class OpcUaIngest:
             state = "up"
             self.connected[url] = True
             self.sessions[url] += 1
+            self.first_session.set()
             await self._state_change(
                 url,
                 "opcua_connected",
