@@ -31,11 +31,16 @@ def all_command_paths() -> list[list[str]]:
 
 
 @pytest.mark.parametrize("path", all_command_paths(), ids=lambda p: " ".join(p) or "root")
-def test_every_command_has_help(cli: CliRunner, path: list[str]) -> None:
-    result = cli(*path, "--help")
-    assert result.returncode == 0, result.stderr
+def test_every_command_has_help(path: list[str]) -> None:
+    # In this process: the installed entry point is run as a subprocess by the other
+    # tests here; 61 fresh interpreters only to print help cost over a minute of CI.
+    from typer.testing import CliRunner as TyperRunner
+
+    result = TyperRunner().invoke(app, [*path, "--help"], prog_name="edgewatch")
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
     assert "Usage:" in result.stdout
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_version(cli: CliRunner) -> None:
