@@ -37,7 +37,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 pytest: install mosquitto
-	$(BIN)/pytest -m "not slow" --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" --cov --cov-report=term --durations=25 $(PYTEST_ARGS)
 
 test: lint pytest
 
