@@ -15,9 +15,10 @@ Row classes (what a row may be used for):
 - ``FAULT``: readings inside an alert (opened to closed) labelled ``fault``: never
   trained on, the positives of the evaluation;
 - ``UNKNOWN``: readings around an alert nobody labelled, the context of a fault alert
-  outside its open interval, and every unlabelled reading of an asset after its first
-  fault opened (a fault outlasts its alert; the asset is not healthy again until it is
-  repaired and commissioned anew): neither trained on nor scored.
+  outside its open interval, and the sampled windows of an asset that had a fault (a
+  fault develops for hours or days before its alert and outlasts it; of such an asset
+  only its commissioning baseline and what operators called normal are healthy):
+  neither trained on nor scored.
 
 The split is by asset, never by window: a BLAKE2b hash of (seed, site, agent, asset)
 decides, so adding gateways leaves every other asset's side unchanged.
@@ -196,7 +197,7 @@ def classify(
         # Baseline and sampled rows are healthy by the gateway's assumption; any other
         # row outside an alert's context is of a reason this reader does not know.
         cls[plain & np.isin(reason[a:b], ["baseline", "sample"])] = NORMAL
-        first_fault: int | None = None
+        had_fault = False
         for alert_id in np.unique(al[~plain]):
             rows = al == alert_id
             first_stored = stored[a:b][rows][0] if rows.any() else None
@@ -207,18 +208,17 @@ def classify(
                 relabelled[rows] = True
             elif name == FAULT:
                 inside = rows.copy()
-                opened = int(t[rows][0])
                 if isinstance(verdict, Label) and verdict.opened_ms is not None:
                     never = int(np.iinfo(np.int64).max)
                     end = verdict.closed_ms if verdict.closed_ms is not None else never
                     inside &= (t >= verdict.opened_ms) & (t <= end)
-                    opened = verdict.opened_ms
                 cls[inside] = FAULT_ROW
-                first_fault = opened if first_fault is None else min(first_fault, opened)
-        if first_fault is not None:
-            # A fault does not end when its alert closes: until the asset is repaired and
-            # commissioned again, its later unlabelled readings are not healthy data.
-            cls[(cls == NORMAL) & ~relabelled & (t >= first_fault)] = UNKNOWN
+                had_fault = True
+        if had_fault:
+            # A fault develops for hours or days before its alert opens and does not end
+            # when the alert closes: of an asset that had one, only the commissioning
+            # baseline and what operators called normal count as healthy.
+            cls[(cls == NORMAL) & ~relabelled & (reason[a:b] != "baseline")] = UNKNOWN
         out.append(AssetRows(key, t, values[a:b], cls, al, relabelled))
     return out
 

@@ -241,7 +241,9 @@ def run_loop(
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in initial.items()})
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     xs = {r: torch.from_numpy(shards[r]) for r in ranks}
-    xv = torch.from_numpy(val)
+    # Each worker scores its share of the validation windows; the shares' float64 sums
+    # are added like the gradients, so every replica (and engine) sees the same loss.
+    xv = {r: torch.from_numpy(np.ascontiguousarray(val[r :: cfg.workers])) for r in ranks}
     b = cfg.worker_batch
     steps = math.ceil(n / b)
     best, best_epoch = math.inf, 0
@@ -278,7 +280,8 @@ def run_loop(
         train_loss = float(reduce([loss_sums[r] for r in ranks])[0])
         model.eval()
         with torch.inference_mode():
-            val_loss = float(reconstruction_error(model, xv).mean())
+            val_sums = [reconstruction_error(model, xv[r]).double().sum().reshape(1) for r in ranks]
+        val_loss = float(reduce(val_sums)[0]) / max(len(val), 1)
         row = {
             "epoch": float(epoch + 1),
             "train_loss": train_loss / (n * cfg.workers),
