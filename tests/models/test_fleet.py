@@ -481,3 +481,33 @@ def test_an_s3_prefix_reads_as_the_same_folder_does(
     assert a.equals(b)
     with pytest.raises(DatasetError, match="cannot list s3://nope/edge"):
         list(Store("s3://nope/edge").list())
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _result(version: str, tp: int, fp: int, tn: int, fn: int, alarms: int, labelled: int) -> Any:
+    from models.fleet.compare import AssetResult, BundleResult
+    from models.metrics import DetectionCounts
+
+    counts = DetectionCounts(tp, fp, tn, fn)
+    asset = AssetResult("p/g/a", counts, tp + fp + tn + fn, 0, 0, alarms, labelled, 2.0)
+    return BundleResult(version, [asset])
+
+
+def test_the_verdict_weighs_f1_far_and_false_alarms() -> None:
+    from models.fleet.compare import Comparison
+
+    incumbent = _result("inc", 900, 10, 990, 100, 2, 2)
+    # Fewer labelled false alarms, F1 a hair lower (within the tolerance): better.
+    close = Comparison(_result("c", 899, 5, 995, 101, 1, 1), incumbent, 60, 1000)
+    assert close.no_worse() and close.better() and close.false_alarms_removed == 1
+    # A real loss of recall is worse, whatever it does to false alarms.
+    deaf = Comparison(_result("c", 700, 0, 1000, 300, 0, 0), incumbent, 60, 1000)
+    assert not deaf.no_worse() and not deaf.better()
+    # A new false alarm on an unlabelled normal row counts against it too.
+    noisy = Comparison(_result("c", 900, 12, 988, 100, 3, 1), incumbent, 60, 1000)
+    assert not noisy.no_worse() and noisy.false_alarms_removed == 1
+    # The same figures: no worse, not better (nothing to publish).
+    same = Comparison(_result("c", 900, 10, 990, 100, 2, 2), incumbent, 60, 1000)
+    assert same.no_worse() and not same.better()

@@ -11,18 +11,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
-import numpy as np
 import pytest
-import torch
 
 from models.fleet.catalog import load_catalog
-from models.fleet.engines import ray_session, train_local, train_ray
+from models.fleet.engines import ray_session
 from models.fleet.profiles import profile
 from models.fleet.read import read_local, read_ray
 from models.fleet.retrain import RetrainOptions, retrain
 from models.fleet.store import Store
-from models.fleet.training import LoopConfig, equal_shards
-from models.network import AutoencoderConfig, ConvAutoencoder
 from tests.models.test_fleet import (
     PUMP_SENSORS,
     s3_endpoint,
@@ -77,25 +73,7 @@ def test_ray_data_reads_the_same_rows_as_the_local_reader(ray_instance: Any, clo
     assert remote.table.equals(local.table)
 
 
-def test_two_ray_train_workers_and_the_local_engine_give_bit_identical_weights(
-    ray_instance: Any,
-) -> None:
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(96, 3, 16)).astype(np.float32)
-    cfg = LoopConfig(AutoencoderConfig(3, 16, (8, 4), 3, 4), 3, 16, 1e-3, 5, 11, 2)
-    shards = equal_shards(x, 2, cfg.seed)
-    torch.manual_seed(3)
-    start = {k: v.numpy() for k, v in ConvAutoencoder(cfg.network).state_dict().items()}
-    local = train_local(cfg, shards, x[:16], initial=start)
-    remote = bounded(lambda: train_ray(ray_instance, cfg, shards, x[:16], initial=start))
-    assert set(local.state) == set(remote.state)
-    for name, tensor in local.state.items():
-        assert torch.equal(tensor, remote.state[name]), name
-    assert local.history == remote.history
-    assert [w["windows"] for w in remote.workers] == [w["windows"] for w in local.workers]
-
-
-def test_retrain_on_ray_and_locally_gives_the_same_model(
+def test_retrain_on_ray_and_locally_gives_bit_identical_weights(
     ray_instance: Any, cloud: Path, tmp_path: Path
 ) -> None:
     made = {}
@@ -119,6 +97,9 @@ def test_retrain_on_ray_and_locally_gives_the_same_model(
         w["windows_trained"] for w in local_seen["throughput"]["train"]["per_worker"]
     ]
     assert made["ray"].metrics == made["local"].metrics
+    ray_run, local_run = ray_seen["anomaly"], local_seen["anomaly"]
+    assert ray_run["history_tail"] == local_run["history_tail"]
+    assert ray_run["epochs_run"] == local_run["epochs_run"] == 2
 
 
 def test_ray_data_reads_an_s3_prefix(
