@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import torch
 from moto.server import ThreadedMotoServer
 
 from agent import outbox
-from agent.errors import DatasetError
+from agent.errors import DatasetError, ModelError
 from models.bundles import default_bundle_path
 from models.fleet import data as fleet_data
 from models.fleet.catalog import Label, dedupe, load_catalog, newest_labels
@@ -511,3 +513,20 @@ def test_the_verdict_weighs_f1_far_and_false_alarms() -> None:
     # The same figures: no worse, not better (nothing to publish).
     same = Comparison(_result("c", 900, 10, 990, 100, 2, 2), incumbent, 60, 1000)
     assert same.no_worse() and not same.better()
+
+
+def test_ray_is_imported_only_when_the_ray_engine_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    code = (
+        "import sys, agent.cli.app, agent.runtime, models.fleet.retrain, models.fleet.compare; "
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    from models.fleet.engines import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on a gateway without the extra
+    with pytest.raises(ModelError, match=r"edgewatch\[fleet\]"):
+        require_ray()
