@@ -176,11 +176,24 @@ def prepare_data_dir(settings: Settings) -> bool:
 
 
 def demo_settings(
-    base: Settings, port: int, broker_kind: str = "mosquitto", protocol: str = "json"
+    base: Settings,
+    port: int,
+    broker_kind: str = "mosquitto",
+    protocol: str = "json",
+    span_s: float = 0.0,
 ) -> Settings:
     """The user's settings with the broker pointed at the demo's own broker (and, for
-    Sparkplug B, ingest and output through the user's ``sparkplug.group_id``)."""
+    Sparkplug B, ingest and output through the user's ``sparkplug.group_id``).
+
+    ``span_s``: the simulated time the demo replays, ending now. Its readings must be
+    neither refused as too old (``ts_past``) nor deleted by retention while it runs: a
+    30-minute demo replays 75 days, beyond both defaults."""
     data = base.model_dump()
+    if span_s > 0:
+        span_days = span_s / 86400 + 1
+        data["ingest"]["max_past_s"] = max(data["ingest"]["max_past_s"], span_s + 86400)
+        for key in ("retention_days", "prediction_retention_days"):
+            data["storage"][key] = min(3650.0, max(data["storage"][key], span_days))
     if protocol == "sparkplug":
         data["sparkplug"].update(enabled=True, publish=True)
     data["mqtt"].update(host="127.0.0.1", port=port)
@@ -209,7 +222,13 @@ async def run_demo(
         choice=options.broker,
         max_payload_bytes=base.ingest.max_payload_bytes,
     ) as broker:
-        settings = demo_settings(base, broker.port, broker.kind, options.protocol)
+        settings = demo_settings(
+            base,
+            broker.port,
+            broker.kind,
+            options.protocol,
+            span_s=options.duration_s * options.speedup,
+        )
         config = FleetConfig(
             assets=options.assets,
             compressors=options.compressors,

@@ -55,3 +55,19 @@ def test_the_demo_describes_its_compressors_unless_the_user_has_profiles(tmp_pat
     assert profile.commission_samples == 3 * base.model.commission_samples
     own = load_settings(None, {"profiles": [{"match": "fan-*"}]})
     assert [p.match for p in demo_settings(own, 1884).profiles] == ["fan-*"]
+
+
+def test_a_long_demo_keeps_the_days_it_replays(tmp_path: Path) -> None:
+    # `demo --duration 30m` replays 75 days at 3600x: with the ingest and retention
+    # defaults (30 and 7 days) every reading was refused as ts_past, nothing scored.
+    from agent.demo import demo_settings
+
+    base = _settings(tmp_path / "d")
+    span = 30 * 60 * 3600.0
+    demo = demo_settings(base, 1884, span_s=span)
+    assert demo.ingest.max_past_s >= span + 3600
+    assert demo.storage.retention_days >= span / 86400
+    assert demo.storage.prediction_retention_days >= span / 86400
+    short = demo_settings(base, 1884, span_s=3600.0)  # longer defaults stay as they are
+    assert short.ingest.max_past_s == base.ingest.max_past_s
+    assert short.storage.prediction_retention_days == base.storage.prediction_retention_days
