@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The tests use the same local broker as the demo and the benchmark.
 Broker = LocalBroker
-__all__ = ["REPO", "Broker", "cli_env", "free_port", "run_cli", "running_broker"]
+__all__ = ["REPO", "Broker", "cli_env", "free_port", "run_cli", "running_broker", "start_cli"]
 
 
 @contextmanager
@@ -32,6 +32,22 @@ def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _command() -> list[str]:
+    exe = Path(sys.executable).with_name("edgewatch")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "agent"]
+
+
+def start_cli(
+    *args: str, cwd: Path, out: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the real ``edgewatch`` in the background, stdout and stderr into ``out``
+    and ``out`` + ``.err`` (files, not pipes: a long run fills a pipe nobody reads)."""
+    with out.open("wb") as stdout, out.with_name(out.name + ".err").open("wb") as stderr:
+        return subprocess.Popen(
+            [*_command(), *args], cwd=cwd, env=cli_env(env), stdout=stdout, stderr=stderr
+        )
+
+
 def run_cli(
     *args: str,
     cwd: Path,
@@ -40,10 +56,8 @@ def run_cli(
     input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``edgewatch`` console script in a subprocess."""
-    exe = Path(sys.executable).with_name("edgewatch")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "agent"]
     return subprocess.run(
-        [*command, *args],
+        [*_command(), *args],
         cwd=cwd,
         env=cli_env(env),
         capture_output=True,
