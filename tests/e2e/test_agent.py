@@ -211,7 +211,11 @@ def test_sigterm_under_load_commits_everything_received(
     assert final["messages_received"] == readings(db)
 
 
-@pytest.mark.parametrize("run", range(3))
+# One seed in the default suite (the chaos suite kills at random points too); the
+# other two with the slow tests, beside the twenty-kill run.
+@pytest.mark.parametrize(
+    "run", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
+)
 def test_sigkill_loses_and_duplicates_nothing(
     tmp_path: Path, mqtt_broker: Broker, run: int
 ) -> None:
