@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from simulators.fleet import FleetConfig, fleet_plan, stream_fleet
+from simulators.payloads import decode_samples
 from simulators.publisher import PublishResult
 from simulators.stream import Pacing, ProgressCallback, RunReport, TruthTable, finish_run
 
@@ -51,8 +52,6 @@ DEFAULT_ENDPOINT: Final = "opc.tcp://127.0.0.1:4840"
 WRITE_TIMEOUT_S: Final = 10.0
 _MS_PER_S: Final = 1000
 _CERT_DAYS: Final = 365
-
-Samples = list[tuple[int, dict[str, float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +387,7 @@ class OpcUaSink:
     def publish(self, seq: int, topic: str, payload: bytes, readings: int = 1) -> bool:
         self.result.attempted += 1
         try:
-            for ts_ms, values in _samples(orjson.loads(payload)):
+            for ts_ms, values in decode_samples(payload):
                 self._server.call(self._server.server.write(topic, ts_ms, values))
         except Exception as exc:  # a write the server refused is a message not sent
             self.result.errors.append(f"{topic}: {exc!r}"[:200])
@@ -403,20 +402,6 @@ class OpcUaSink:
             return stop.wait(seconds)
         time.sleep(seconds)  # pacing of the simulated stream
         return False
-
-
-def _samples(doc: dict[str, object]) -> Samples:
-    """``(ts_ms, values)`` of each sample of a single or batch JSON message."""
-    ts = doc["ts"]
-    values = doc["values"]
-    assert isinstance(values, dict)
-    if isinstance(ts, list):
-        return [
-            (round(t * _MS_PER_S), {name: column[i] for name, column in values.items()})
-            for i, t in enumerate(ts)
-        ]
-    assert isinstance(ts, float | int)
-    return [(round(ts * _MS_PER_S), dict(values))]
 
 
 def serve_fleet_opcua(

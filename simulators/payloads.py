@@ -29,6 +29,23 @@ def encode_batch(ts: Sequence[float], values: Mapping[str, Sequence[float]]) -> 
     return orjson.dumps({"ts": ts, "values": values})
 
 
+#: ``(ts_ms, {sensor: value})`` of each sample of a message.
+Samples = list[tuple[int, dict[str, float]]]
+
+
+def decode_samples(payload: bytes) -> Samples:
+    """The samples of a single or batch message, times in epoch milliseconds: what
+    the simulator's Sparkplug B node and OPC UA server re-publish."""
+    doc = orjson.loads(payload)
+    ts, values = doc["ts"], doc["values"]
+    if isinstance(ts, list):
+        return [
+            (round(t * 1000), {name: column[i] for name, column in values.items()})
+            for i, t in enumerate(ts)
+        ]
+    return [(round(ts * 1000), dict(values))]
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """Consecutive samples of one asset that travel in one message.

@@ -22,20 +22,16 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import orjson
-
 from agent import sparkplug as sp
 from simulators.fleet import FleetConfig, stream_fleet
 from simulators.paho_publisher import PahoPublisher
+from simulators.payloads import decode_samples
 from simulators.publisher import DEFAULT_MAX_INFLIGHT, DEFAULT_RECONNECT_TIMEOUT_S, MessageSink
 from simulators.stream import Pacing, ProgressCallback, RunReport, TruthTable, finish_run
 
 DEFAULT_NODE = "sim-node"
 #: The stream's topic is the asset's name alone: the sink makes the Sparkplug topics.
 ASSET_TOPIC = "{asset}"
-_MS_PER_S = 1000
-
-Samples = list[tuple[int, dict[str, float]]]
 
 
 def _now_ms() -> int:
@@ -136,7 +132,7 @@ class SparkplugNodeSink:
 
     def publish(self, seq: int, topic: str, payload: bytes, readings: int = 1) -> bool:
         device = topic
-        samples = _samples(orjson.loads(payload))
+        samples = decode_samples(payload)
         if not samples:
             return True
         if not self._born:
@@ -177,20 +173,6 @@ class SparkplugNodeSink:
         """The NDEATH a node publishes before it disconnects on purpose."""
         topic, payload = self.will()
         return self._inner.publish(0, topic, payload, 0)
-
-
-def _samples(doc: dict[str, object]) -> Samples:
-    """``(ts_ms, values)`` of each sample of a single or batch JSON message."""
-    ts = doc["ts"]
-    values = doc["values"]
-    assert isinstance(values, dict)
-    if isinstance(ts, list):
-        return [
-            (round(t * _MS_PER_S), {name: column[i] for name, column in values.items()})
-            for i, t in enumerate(ts)
-        ]
-    assert isinstance(ts, float | int)
-    return [(round(ts * _MS_PER_S), dict(values))]
 
 
 def publish_fleet_sparkplug(

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Integer, and_, cast, func, literal, or_, sele
 
 from agent import blocks, outbox
 from agent import schema as t
-from agent.storage import labels
+from agent.storage import labels, records
 
 #: Points per series at most: about a chart's width in pixels.
 MAX_POINTS: Final = 600
@@ -117,7 +117,7 @@ def fleet(conn: Connection, now_ms: int) -> dict[str, Any]:
     return {
         "generated_ms": now_ms,
         "assets": assets,
-        "rul_unit": rul_unit(conn),
+        "rul_unit": records.rul_unit_of(conn),
         "model": active_model(conn),
         "sync": sync_status(conn, now_ms),
         "agents": agents(conn),
@@ -128,19 +128,6 @@ def _worst_first(row: dict[str, Any]) -> tuple[int, int, float, str]:
     rank = {"alerting": 0, "healthy": 1, "commissioning": 2}.get(str(row["state"]), 3)
     worst = max((SEVERITY_RANK.get(i["severity"], 0) for i in row["open_incidents"]), default=-1)
     return (rank, -worst, -(row["ratio"] or 0.0), str(row["asset"]))
-
-
-def rul_unit(conn: Connection) -> str:
-    manifest = conn.execute(
-        select(t.models.c.manifest_json).order_by(t.models.c.installed_ms.desc()).limit(1)
-    ).scalar()
-    if not manifest:
-        return ""
-    try:
-        rul = orjson.loads(manifest).get("rul") or {}
-    except (orjson.JSONDecodeError, AttributeError):
-        return ""
-    return str(rul.get("unit", "")) if isinstance(rul, dict) else ""
 
 
 def active_model(conn: Connection) -> dict[str, Any] | None:
@@ -248,7 +235,7 @@ def asset(conn: Connection, name: str, since_ms: int, until_ms: int) -> dict[str
         "since_ms": since_ms,
         "until_ms": until_ms,
         "bucket_ms": bucket,
-        "rul_unit": rul_unit(conn),
+        "rul_unit": records.rul_unit_of(conn),
         "predictions": _prediction_series(conn, asset_id, since_ms, until_ms, bucket),
         "sensors": _sensor_series(conn, asset_id, sensors, since_ms, until_ms, bucket),
         "incidents": alerts(

@@ -393,9 +393,14 @@ FLAGS = {name: spec.flags for name, spec in _specs("").items()}
 def rul_unit(engine: Engine) -> str:
     """The RUL unit of the newest registered model ("" when unknown)."""
     with engine.connect() as conn:
-        manifest = conn.execute(
-            select(t.models.c.manifest_json).order_by(t.models.c.installed_ms.desc()).limit(1)
-        ).scalar()
+        return rul_unit_of(conn)
+
+
+def rul_unit_of(conn: Connection) -> str:
+    """:func:`rul_unit` on an open connection."""
+    manifest = conn.execute(
+        select(t.models.c.manifest_json).order_by(t.models.c.installed_ms.desc()).limit(1)
+    ).scalar()
     if not manifest:
         return ""
     try:
