@@ -58,12 +58,16 @@ def test_the_agent_publishes_its_results_as_a_sparkplug_edge_node(
     try:
         agent.start()
         wait_until(lambda: watcher.count(nbirth) == 1, 30, "the agent's NBIRTH")
+        # 600 samples a pump, 15 s at 2400x: the pumps commission from their first 150
+        # (about 4 s of training) and are scored while the rest still arrive. With 300
+        # the run could end before the first score, and then the agent's first message
+        # for a pump is its DBIRTH (carrying the score) and no DDATA follows.
         simulator = threading.Thread(
             target=lambda: results.append(
                 cli(
                     "simulate", "fleet", "--protocol", "sparkplug", "--group", group,
                     "--broker", f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}",
-                    "--assets", str(ASSETS), "--rate-hz", str(1 / 60), "--duration", "300m",
+                    "--assets", str(ASSETS), "--rate-hz", str(1 / 60), "--duration", "600m",
                     "--speedup", "2400", "--fault-fraction", "0",
                     "--sensor-fault-fraction", "0", "--json",
                 )
