@@ -70,32 +70,42 @@ async def test_every_sample_of_the_fleet_arrives_as_one_reading(tmp_path: Path) 
     def wait_for_agent(_server: object) -> None:
         assert connected.wait(WAIT_S), "the ingest did not connect"
 
-    try:
-        report = await asyncio.to_thread(
+    expected = {
+        (chunk.asset, round(ts * 1000), name): column[i]
+        for chunk in fleet_messages(config, config.start_ts or 0)
+        for i, ts in enumerate(chunk.ts)
+        for name, column in chunk.values.items()
+    }
+    samples = {(asset, ts) for asset, ts, _ in expected}
+    # The server serves until the ingest has read every sample: a fixed linger after
+    # the last write lost the final publishes whenever the machine was slow.
+    done = threading.Event()
+    serving = asyncio.ensure_future(
+        asyncio.to_thread(
             serve_fleet_opcua,
             config,
             endpoint=url,
             security=ServerSecurity.from_certificates(certs),
             pacing=Pacing.fast(),
             on_ready=wait_for_agent,
-            linger_s=0.5,
+            stop=done,
+            linger_s=WAIT_S,
         )
-        expected = {
-            (chunk.asset, round(ts * 1000), name): column[i]
-            for chunk in fleet_messages(config, config.start_ts or 0)
-            for i, ts in enumerate(chunk.ts)
-            for name, column in chunk.values.items()
-        }
-        samples = {(asset, ts) for asset, ts, _ in expected}
-        assert report.publish.readings_sent == len(samples) > 300
-        got: list[Inbound] = []
+    )
+    got: list[Inbound] = []
+    try:
         async with asyncio.timeout(WAIT_S):
-            while sum(len(item.readings) for item in got) < report.publish.readings_sent:
+            while sum(len(item.readings) for item in got) < len(samples):
                 got.append(await out.get())
     finally:
+        # The client first: one that reconnects while the server stops holds it up.
         ingest.stop()
         async with asyncio.timeout(10):
             await reading
+        done.set()
+        async with asyncio.timeout(WAIT_S):
+            report = await serving
+    assert report.publish.readings_sent == len(samples) > 300
     assert [item.rejected for item in got if item.rejected] == []
     stored = {
         (r.asset, r.ts_ms, name): value

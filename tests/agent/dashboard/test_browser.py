@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
@@ -83,7 +84,13 @@ def _shot(driver: WebDriver, name: str, tmp_path: Path) -> None:
 def test_fleet_asset_and_labelling_in_chromium(
     browser: WebDriver, local: Served, tmp_path: Path
 ) -> None:
-    wait = WebDriverWait(browser, WAIT_S)
+    # A page being replaced (a form's redirect, a link) leaves the elements a condition
+    # just found stale: look again rather than fail.
+    wait = WebDriverWait(
+        browser,
+        WAIT_S,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
     base = local.url.rstrip("/")
 
     # Fleet: every asset, worst first; a new asset appears on refresh, no reload.
