@@ -290,6 +290,12 @@ class FleetServer:
     async def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
+            # asyncua closes its clients' connections before it stops listening: a
+            # client that reconnects in between keeps a connection open that the stop
+            # then waits on. Stop listening first.
+            listening = getattr(server.bserver, "_server", None)
+            if isinstance(listening, asyncio.AbstractServer):
+                listening.close()
             await server.stop()
 
 
