@@ -16,8 +16,8 @@ point keeps every sensor inside :data:`HEALTHY_LIMITS`.
 
 Machine faults (:class:`CompressorFault`) grow from onset to failure along a
 severity curve. Sensor faults, planning, failure and the determinism contract are
-every machine's (:class:`simulators.physics.MachineKind`): one random stream per
-``(seed, asset index)``, on the compressors' own branch of the seed tree so that
+every machine's (:class:`simulators.physics.MachineKind`): one node of the seed tree
+per ``(seed, asset index)``, on the compressors' own branch of the seed tree so that
 they move no pump's samples, and every draw made whether or not the asset has a
 fault, so a faulty compressor is the exact twin of the healthy one until onset.
 """
@@ -39,13 +39,13 @@ from simulators.physics import (
     Lag,
     MachineKind,
     MachineRun,
-    RandomBlocks,
     RunInfo,
     Sampled,
     StepProfile,
     Timeline,
     daily_swing_c,
     is_night,
+    noise_source,
     severity,
 )
 
@@ -272,9 +272,9 @@ class _DutyCycle:
 class _Compressor:
     """The compressor's physics a chunk at a time: nameplate, duty cycle, faults.
 
-    The random stream is drawn in the order the whole-run model always drew it:
-    nameplate, demand steps, the initial receiver state, then whole-run blocks of
-    noise per sensor (served per chunk by :class:`RandomBlocks`).
+    The asset's stream is drawn in the order the whole-run model always drew it:
+    nameplate, demand steps, the initial receiver state; then the noise of each
+    sensor, a run long each, in the run's layout (:func:`noise_source`).
     """
 
     def __init__(self, spec: AssetSpec, rng: np.random.Generator, run: RunInfo) -> None:
@@ -286,7 +286,7 @@ class _Compressor:
         initial_bar = p.cut_in_bar + p.band_bar * float(rng.random())
         initial_loaded = bool(rng.random() < DAY_DEMAND)
         # Noise is drawn unconditionally so that twins stay aligned.
-        self.noise = RandomBlocks(rng, run.n_full, [(s, ("normal",)) for s in SENSORS])
+        self.noise = noise_source(rng, run, [(s, ("normal",)) for s in SENSORS])
         self.cycle = _DutyCycle(p, dt, initial_bar, initial_loaded)
         self.oil_lag = Lag(dt, OIL_TAU_S)
         self.rise_lag = Lag(dt, DISCHARGE_TAU_S)

@@ -26,7 +26,10 @@ Every faulty asset fails inside the run and its rows end at failure (RUL 0 or ju
 above); healthy assets run the whole ``duration_s``. Degradation is compressed to the
 run length (onset in the first half, failure in the second), so the defaults, three
 days at one sample per minute, give about 4,300 rows per asset. The same arguments
-always give the same frame, bit for bit.
+always give the same frame, bit for bit, and the same frame as every earlier version:
+datasets keep the whole-run noise layout (:class:`simulators.physics.NoiseLayout`),
+the one the shipped bundle was trained on, where the streaming fleet
+(:mod:`simulators.fleet`) draws its noise per block to start fast.
 
 ``write_dataset`` writes ``telemetry.parquet`` (or ``.csv``) plus ``assets.json``,
 the plan of each asset (fault kind, onset and failure times, pump parameters).
@@ -49,6 +52,7 @@ from simulators.pump import (
     SENSORS,
     AssetRun,
     AssetSpec,
+    NoiseLayout,
     plan_fleet,
     simulate_asset,
 )
@@ -86,7 +90,13 @@ def simulate_fleet(
     for spec in specs:
         runs.append(
             simulate_asset(
-                spec, seed=seed, start_ts=start_ts, duration_s=duration_s, rate_hz=rate_hz
+                spec,
+                seed=seed,
+                start_ts=start_ts,
+                duration_s=duration_s,
+                rate_hz=rate_hz,
+                # Training data must not move: the shipped bundle's manifest names it.
+                noise=NoiseLayout.WHOLE_RUN,
             )
         )
         if on_progress is not None:

@@ -14,9 +14,16 @@ Python API::
 
 The truth table has one row per published reading: ``asset, ts, seq, fault, rul,
 sensor_fault`` (RUL in seconds, ``inf`` for assets that do not fail). ``seq`` is the
-number of the message that carried the reading. Sample values are seeded and
-identical to :func:`simulators.dataset.generate_dataset` with the same arguments and
-``start_ts``; only the timestamps follow the wall clock when ``start_ts`` is None.
+number of the message that carried the reading. Sample values are seeded: the same
+config gives the same samples bit for bit, whatever the chunk size. Timestamps follow
+the wall clock when ``start_ts`` is None.
+
+The fleet draws its noise per block (:attr:`simulators.physics.NoiseLayout.BLOCKS`),
+so that the first message of a month-long run costs a chunk per asset, not a walk
+through the month's random numbers. Nameplates, fault plans and operating points are
+those of :func:`simulators.dataset.generate_dataset` with the same arguments, the
+noise is not: datasets keep the whole-run layout. ``FleetConfig(noise=WHOLE_RUN)``
+streams the dataset's samples, at the old cost before the first message.
 
 Pumps (:mod:`simulators.pump`, ``pump-001`` ...) and compressors
 (:mod:`simulators.compressor`, ``comp-001`` ...) report different sensors; each
@@ -37,7 +44,7 @@ from simulators import compressor, pump
 from simulators.badinput import BadInputInjector
 from simulators.compressor import CompressorRun
 from simulators.payloads import DEFAULT_SITE, DEFAULT_TOPIC_TEMPLATE, Chunk
-from simulators.physics import DEFAULT_CHUNK_SAMPLES, AssetSpec, MachineKind
+from simulators.physics import DEFAULT_CHUNK_SAMPLES, AssetSpec, MachineKind, NoiseLayout
 from simulators.publisher import (
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_RECONNECT_TIMEOUT_S,
@@ -67,7 +74,8 @@ class FleetConfig:
     """What to simulate. ``start_ts`` None means "now" when the run starts.
 
     ``assets`` pumps and ``compressors`` air compressors; ``fault_fraction`` and
-    ``sensor_fault_fraction`` apply to each kind on its own.
+    ``sensor_fault_fraction`` apply to each kind on its own. ``noise`` is where the
+    noise comes from in the seed tree (see the module's docs).
     """
 
     assets: int = 20
@@ -79,6 +87,7 @@ class FleetConfig:
     start_ts: float | None = None
     batch: int = 1
     compressors: int = 0
+    noise: NoiseLayout = NoiseLayout.BLOCKS
 
 
 def default_start_ts(span_s: float, pacing: Pacing, now: float | None = None) -> float:
@@ -123,6 +132,7 @@ def simulate_runs(config: FleetConfig, start_ts: float) -> list[FleetRun]:
             start_ts=start_ts,
             duration_s=config.duration_s,
             rate_hz=config.rate_hz,
+            noise=config.noise,
         )
         for machine, spec in fleet_plan(config)
     ]
@@ -141,6 +151,7 @@ def iter_run_chunks(
             duration_s=config.duration_s,
             rate_hz=config.rate_hz,
             chunk_samples=chunk_samples,
+            noise=config.noise,
         )
         for machine, spec in fleet_plan(config)
     ]

@@ -16,12 +16,26 @@ a time, with memory bounded by the chunk, and gives the same samples bit for bit
 the whole run (:meth:`MachineKind.simulate_asset`, which is the same code with one
 chunk). What carries from one chunk to the next: the filters' outputs
 (:class:`Lag`), a model's own sequential state, the value a stuck sensor holds, and
-the random streams. A model draws its noise as whole-run blocks, one after the
-other (all of one sensor's, then the next sensor's); :class:`RandomBlocks` serves
-each block a chunk at a time from its own copy of the generator, positioned at the
-block's start by drawing through the blocks before it (in bounded pieces, values
-discarded). That walk is the only work before the first chunk that grows with the
-run's length: about 13 ns per sample and noise block on a 2020s x86 core.
+the random streams.
+
+Where a model's noise comes from is the run's :class:`NoiseLayout`; the physics is
+the same code in both:
+
+- ``WHOLE_RUN`` (the datasets, so ``edgewatch train`` and the shipped bundle's
+  training data keep their samples): the asset's stream draws whole-run blocks, one
+  after the other (all of one sensor's, then the next sensor's). :class:`RandomBlocks`
+  serves each block a chunk at a time from its own copy of the generator, positioned
+  at the block's start by drawing through the blocks before it (values discarded).
+  That walk grows with the run's length, about 13 ns per sample and noise block on a
+  2020s x86 core: 10-15 s before the first chunk of a 30-day, 50-pump fleet at one
+  sample a second.
+- ``BLOCKS`` (the streaming fleet): every noise has a stream of its own per block of
+  :data:`NOISE_BLOCK_SAMPLES` samples, seeded from the asset's node of the seed tree
+  (:class:`BlockStreams`). Any block can be drawn without the ones before it, so the
+  work before the first chunk is the chunk's, whatever the run's length. The samples
+  do not depend on the chunk size (a block is not a chunk). The values differ from
+  ``WHOLE_RUN``'s for the same seed; the process is the same (same draws, same
+  distributions; the nameplate, plans and operating point are drawn as before).
 """
 
 from __future__ import annotations
@@ -41,6 +55,8 @@ ObjectArray = npt.NDArray[np.object_]
 
 #: Namespace separating fleet-level draws from per-asset streams in the seed tree.
 _FLEET_STREAM = 2**32 - 1
+#: Namespace of the per-block noise streams under an asset's node (``BLOCKS`` layout).
+_NOISE_STREAM = 2**32 - 3
 
 #: The machine-fault label of samples before onset and of healthy assets.
 NO_FAULT = "none"
@@ -56,6 +72,20 @@ P = TypeVar("P")
 DEFAULT_CHUNK_SAMPLES = 256
 #: Draws per piece when a random stream is walked to a block's start.
 _WALK_PIECE = 65536
+#: Samples per noise block of the ``BLOCKS`` layout: a generator costs about 12 us to
+#: seed, under 1 % of drawing its block, and entering a run at any sample draws at
+#: most a block's values per noise (under a millisecond).
+NOISE_BLOCK_SAMPLES = 65536
+
+
+class NoiseLayout(enum.StrEnum):
+    """Where a model's noise comes from in the seed tree (see the module's docs)."""
+
+    #: Whole-run blocks drawn one after the other from the asset's stream: the
+    #: datasets' samples, as they have always been.
+    WHOLE_RUN = "whole-run"
+    #: A stream per noise and block of :data:`NOISE_BLOCK_SAMPLES`: enter anywhere.
+    BLOCKS = "blocks"
 
 
 class SensorFault(enum.StrEnum):
@@ -139,12 +169,17 @@ class MachineRun(Generic[P]):
         return tuple(self.values)
 
 
-def asset_rng(seed: int, index: int, stream: tuple[int, ...] = ()) -> np.random.Generator:
-    """The random stream of asset ``index``: independent of fleet size and of other assets.
+def asset_seed(seed: int, index: int, stream: tuple[int, ...] = ()) -> np.random.SeedSequence:
+    """Asset ``index``'s node of the seed tree: independent of fleet size and of other assets.
 
     ``stream`` is the machine kind's branch of the seed tree (empty for pumps).
     """
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(*stream, index)))
+    return np.random.SeedSequence(seed, spawn_key=(*stream, index))
+
+
+def asset_rng(seed: int, index: int, stream: tuple[int, ...] = ()) -> np.random.Generator:
+    """The random stream of asset ``index`` (:func:`asset_seed`)."""
+    return np.random.default_rng(asset_seed(seed, index, stream))
 
 
 def fleet_rng(seed: int, stream: tuple[int, ...] = ()) -> np.random.Generator:
@@ -300,6 +335,23 @@ class StepProfile:
 Draw = tuple[Literal["normal", "random"]] | tuple[Literal["uniform"], float, float]
 
 
+class Noise(Protocol):
+    """A model's named noise, served a chunk at a time in sample order."""
+
+    def take(self, name: str, count: int) -> FloatArray:
+        """The next ``count`` draws of noise ``name``."""
+        ...
+
+
+def _draw(gen: np.random.Generator, draw: Draw, count: int) -> FloatArray:
+    """``count`` draws of kind ``draw`` (every noise draw of both layouts goes through here)."""
+    if draw[0] == "normal":
+        return gen.standard_normal(count)
+    if draw[0] == "random":
+        return gen.random(count)
+    return gen.uniform(draw[1], draw[2], size=count)
+
+
 class RandomBlocks:
     """Whole-run blocks of draws, served a chunk at a time, as one stream drew them.
 
@@ -333,7 +385,7 @@ class RandomBlocks:
                 done = 0
                 while done < n:  # the ziggurat takes a varying number of draws
                     piece = min(_WALK_PIECE, n - done)
-                    walker.standard_normal(piece)
+                    _draw(walker, draw, piece)
                     done += piece
             else:
                 bits = walker.bit_generator
@@ -347,12 +399,87 @@ class RandomBlocks:
         if count > left:
             raise ValueError(f"block {name!r} has {left} draws left, not {count}")
         self._left[name] = left - count
-        gen, draw = self._gens[name], self._kinds[name]
-        if draw[0] == "normal":
-            return gen.standard_normal(count)
-        if draw[0] == "random":
-            return gen.random(count)
-        return gen.uniform(draw[1], draw[2], size=count)
+        return _draw(self._gens[name], self._kinds[name], count)
+
+
+class BlockStreams:
+    """Each noise a run long, drawn from a stream of its own per block of samples.
+
+    Noise ``name``, at position ``i`` of ``blocks``, draws samples ``[j * block_samples,
+    (j + 1) * block_samples)`` from the seed tree's node ``(*asset, _NOISE_STREAM, i,
+    j)`` under ``asset`` (the asset's node, :func:`asset_seed`). Nothing is drawn for
+    a noise not in ``needed``, and no block depends on another, so serving a chunk
+    costs the chunk's draws and, at a block's start, seeding one generator. The draws
+    do not depend on how the run is cut into ``take`` calls.
+    """
+
+    __slots__ = ("_asset", "_block", "_gens", "_index", "_kinds", "_left", "_pos")
+
+    def __init__(
+        self,
+        asset: np.random.SeedSequence,
+        n: int,
+        blocks: Sequence[tuple[str, Draw]],
+        needed: frozenset[str] | None = None,
+        block_samples: int = NOISE_BLOCK_SAMPLES,
+    ) -> None:
+        if block_samples < 1:
+            raise ValueError("block_samples must be >= 1")
+        want = {name for name, _ in blocks} if needed is None else set(needed)
+        self._asset, self._block = asset, block_samples
+        # Positions in the full list, needed or not: a noise's streams never move.
+        self._index = {name: i for i, (name, _) in enumerate(blocks)}
+        self._kinds = dict(blocks)
+        self._left = {name: n for name in want}
+        self._pos = {name: 0 for name in want}
+        self._gens: dict[str, np.random.Generator] = {}
+
+    def block_stream(self, name: str, block: int) -> np.random.Generator:
+        """The generator of noise ``name``'s block ``block``, at the block's start."""
+        node = self._asset
+        key = (*node.spawn_key, _NOISE_STREAM, self._index[name], block)
+        return np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence(node.entropy, spawn_key=key))
+        )
+
+    def take(self, name: str, count: int) -> FloatArray:
+        left = self._left[name]
+        if count > left:
+            raise ValueError(f"noise {name!r} has {left} draws left, not {count}")
+        self._left[name] = left - count
+        pos, draw = self._pos[name], self._kinds[name]
+        pieces: list[FloatArray] = []
+        end = pos + count
+        while pos < end:
+            block, offset = divmod(pos, self._block)
+            if offset == 0:
+                self._gens[name] = self.block_stream(name, block)
+            gen = self._gens[name]
+            piece = min(end - pos, self._block - offset)
+            pieces.append(_draw(gen, draw, piece))
+            pos += piece
+        self._pos[name] = pos
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces) if pieces else np.empty(0)
+
+
+def noise_source(
+    rng: np.random.Generator,
+    run: RunInfo,
+    blocks: Sequence[tuple[str, Draw]],
+    needed: frozenset[str] | None = None,
+) -> Noise:
+    """A model's noise, a run long each, in the run's :class:`NoiseLayout`.
+
+    ``blocks`` names every noise the model has, in a fixed order (the order of the
+    whole-run blocks, and the index of each noise's block streams); ``needed`` those
+    it will take. ``rng`` is the asset's stream after the model's other draws: the
+    ``WHOLE_RUN`` layout draws on from it, ``BLOCKS`` leaves it alone.
+    """
+    if run.noise is NoiseLayout.WHOLE_RUN:
+        return RandomBlocks(rng, run.n_full, blocks, needed)
+    return BlockStreams(run.seed, run.n_full, blocks, needed)
 
 
 def _copy(rng: np.random.Generator) -> np.random.Generator:
@@ -503,8 +630,12 @@ class RunInfo:
 
     dt_s: float
     duration_s: float
-    #: Samples of a full (not failing) run; whole-run random blocks are this long.
+    #: Samples of a full (not failing) run; every noise is this long.
     n_full: int
+    #: The asset's node of the seed tree (:func:`asset_seed`).
+    seed: np.random.SeedSequence
+    #: Where the model's noise comes from (:func:`noise_source`).
+    noise: NoiseLayout = NoiseLayout.WHOLE_RUN
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,6 +724,7 @@ class MachineKind(Generic[P]):
         duration_s: float,
         rate_hz: float,
         clock_start_h: float = DEFAULT_CLOCK_START_H,
+        noise: NoiseLayout = NoiseLayout.WHOLE_RUN,
     ) -> MachineRun[P]:
         """Simulate one asset from ``start_ts`` for ``duration_s`` (or until it fails).
 
@@ -600,7 +732,8 @@ class MachineKind(Generic[P]):
         last one at or before its failure time (RUL 0 or just above). Shifts and the
         ambient temperature follow the plant's clock, which reads ``clock_start_h`` at
         the first sample: the samples do not depend on ``start_ts``, so a live run
-        started at any time of day gives the same values as the offline dataset.
+        started at any time of day gives the same values as another run in the same
+        ``noise`` layout.
 
         The whole run as one chunk of :meth:`iter_chunks`.
         """
@@ -614,6 +747,7 @@ class MachineKind(Generic[P]):
                 rate_hz=rate_hz,
                 clock_start_h=clock_start_h,
                 chunk_samples=max(n_full, 1),
+                noise=noise,
             )
         )
         return concat_runs(chunks)
@@ -645,12 +779,15 @@ class MachineKind(Generic[P]):
         rate_hz: float,
         clock_start_h: float = DEFAULT_CLOCK_START_H,
         chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+        noise: NoiseLayout = NoiseLayout.WHOLE_RUN,
     ) -> Iterator[MachineRun[P]]:
         """:meth:`simulate_asset` a chunk of ``chunk_samples`` samples at a time.
 
         Each chunk is a :class:`MachineRun` of the samples kept in it (dropouts left
         out, so it may be short or empty); their concatenation is the whole run, bit
-        for bit. Generation stops at the cut at failure.
+        for bit. Generation stops at the cut at failure. The work before the first
+        chunk grows with the run's length in the ``WHOLE_RUN`` noise layout, not in
+        ``BLOCKS`` (see the module's docs).
         """
         if chunk_samples < 1:
             raise ValueError("chunk_samples must be >= 1")
@@ -660,7 +797,16 @@ class MachineKind(Generic[P]):
         n_full = math.floor(duration_s * rate_hz + 1e-9) + 1
         cut = failure_cut(spec.fault, duration_s, rate_hz, n_full)
         return self._chunks(
-            spec, seed, start_ts, duration_s, rate_hz, clock_start_h, chunk_samples, n_full, cut
+            spec,
+            seed,
+            start_ts,
+            duration_s,
+            rate_hz,
+            clock_start_h,
+            chunk_samples,
+            n_full,
+            cut,
+            NoiseLayout(noise),
         )
 
     def _chunks(
@@ -674,11 +820,13 @@ class MachineKind(Generic[P]):
         chunk_samples: int,
         n_full: int,
         stop: int,
+        noise: NoiseLayout,
     ) -> Iterator[MachineRun[P]]:
         """Chunks of samples ``[0, stop)``."""
         dt = 1.0 / rate_hz
+        node = asset_seed(seed, spec.index, self.stream)
         model = self.model(
-            spec, asset_rng(seed, spec.index, self.stream), RunInfo(dt, duration_s, n_full)
+            spec, np.random.default_rng(node), RunInfo(dt, duration_s, n_full, node, noise)
         )
         plans = spec.sensor_faults
         state = _FaultState()
@@ -702,6 +850,7 @@ class MachineKind(Generic[P]):
                         chunk_samples,
                         n_full,
                         n_full,
+                        noise,
                     )
                 ]
             )

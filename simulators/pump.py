@@ -8,11 +8,13 @@ Machine faults (:class:`MachineFault`) start at an onset, grow along a severity 
 and end the run at failure; sensor faults (:class:`SensorFault`) corrupt what one
 sensor reports without touching the machine.
 
-Determinism: every random draw comes from one :class:`numpy.random.Generator` per
-asset, derived from ``(seed, asset index)``, and every draw happens whether or not the
-asset has a fault. So the same seed and arguments give the same samples bit for bit,
-and an asset with a fault is the exact "twin" of the same asset without it until the
-fault's onset; tests use that to measure what a fault changes.
+Determinism: every random draw comes from the asset's node of the seed tree, derived
+from ``(seed, asset index)``: nameplate and operating point from its stream, noise in
+the run's noise layout (:class:`simulators.physics.NoiseLayout`: whole-run blocks for
+the datasets, a stream per block for the streaming fleet). Every draw happens whether
+or not the asset has a fault. So the same seed, layout and arguments give the same
+samples bit for bit, and an asset with a fault is the exact "twin" of the same asset
+without it until the fault's onset; tests use that to measure what a fault changes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from simulators.physics import (
     Lag,
     MachineKind,
     MachineRun,
-    RandomBlocks,
+    NoiseLayout,
     RunInfo,
     Sampled,
     SensorFault,
@@ -43,6 +45,7 @@ from simulators.physics import (
     daily_swing_c,
     fleet_rng,
     is_night,
+    noise_source,
     severity,
 )
 
@@ -60,6 +63,7 @@ __all__ = [
     "FaultPlan",
     "FloatArray",
     "MachineFault",
+    "NoiseLayout",
     "PumpParams",
     "SensorFault",
     "SensorFaultPlan",
@@ -170,9 +174,9 @@ _MAX_STOPS = 8
 class _Pump:
     """The pump's physics a chunk at a time: nameplate draws, operating point, faults.
 
-    The random stream is drawn in the order the whole-run model always drew it:
-    nameplate, load steps, stops, then whole-run blocks of noise per sensor and the
-    cavitation bursts (served per chunk by :class:`RandomBlocks`).
+    The asset's stream is drawn in the order the whole-run model always drew it:
+    nameplate, load steps, stops; then the noise of each sensor and the cavitation
+    bursts, a run long each, in the run's layout (:func:`noise_source`).
     """
 
     def __init__(self, spec: AssetSpec, rng: np.random.Generator, run: RunInfo) -> None:
@@ -189,9 +193,9 @@ class _Pump:
         # Noise and random bursts are drawn unconditionally so that twins stay aligned.
         cavitation = spec.fault is not None and spec.fault.kind is MachineFault.CAVITATION
         needed = {*SENSORS, *(("burst_u", "burst_amp") if cavitation else ())}
-        self.noise = RandomBlocks(
+        self.noise = noise_source(
             rng,
-            run.n_full,
+            run,
             [
                 *((s, ("normal",)) for s in SENSORS),
                 ("burst_u", ("random",)),
