@@ -891,14 +891,14 @@ def storage_bench(
     *,
     assets: int = 50,
     readings: int = 300_000,
-    per_commit: int = 6_000,
+    per_commit: int = 25_000,
     prediction_every: int = 0,
 ) -> StorageFigures:
     """Write ``readings`` pump readings of ``assets`` assets in BATCH_READINGS-reading
     messages through the agent's writer, ``per_commit`` readings a transaction (the
     recorder's commit_max_rows), optionally with a prediction every
     ``prediction_every`` readings. Messages are made before the clock starts."""
-    from agent.domain import Accepted, Prediction, Reading
+    from agent.domain import Accepted, Batch, Prediction
     from agent.sqlite import open_engine
     from agent.storage.writer import Item, Writer
 
@@ -910,20 +910,21 @@ def storage_bench(
     for step in range(steps):
         for a in range(assets):
             base = step * BATCH_READINGS
-            rows = tuple(
-                Reading(
-                    SITE,
-                    f"pump-{a:03d}",
-                    t0_ms + (base + j) * 1000,
-                    {n: float(values[a][n][base + j]) for n in names},
-                )
-                for j in range(BATCH_READINGS)
+            # As the agent's decoder hands a batch payload on: columns (Batch).
+            rows = Batch(
+                SITE,
+                f"pump-{a:03d}",
+                tuple(names),
+                t0_ms + (base + np.arange(BATCH_READINGS, dtype=np.int64)) * 1000,
+                np.array(
+                    [values[a][n][base : base + BATCH_READINGS] for n in names], dtype=np.float64
+                ),
             )
             messages.append(Accepted(None, t0_ms + base * 1000, readings=rows))
             if prediction_every:
                 messages.extend(
-                    Prediction(r.asset, r.ts_ms, "bench", 1.0, 2.0, False, 80.0)
-                    for r in rows[prediction_every - 1 :: prediction_every]
+                    Prediction(rows.asset, ts, "bench", 1.0, 2.0, False, 80.0)
+                    for ts in rows.ts_ms[prediction_every - 1 :: prediction_every].tolist()
                 )
     db = workdir / "storage.db"
     migrate.upgrade(db)

@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, select, update
 
 from agent import schema as t
+from agent.domain import Batch
 
 FORMAT_VERSION = 1
 #: zlib's fastest level: most of the gain of higher levels at a fraction of the CPU.
@@ -193,6 +194,19 @@ def from_columns(
     ts = np.asarray(ts_ms, dtype=np.int64).reshape(n)
     received = np.asarray(received_ms, dtype=np.int64).reshape(n)
     return Block(ts, received, sensors, columns)
+
+
+def from_batch(batch: Batch, received_ms: int) -> Block:
+    """A block of a batch payload's readings (columns as they are: no Reading made)."""
+    names = batch.names
+    order = sorted(range(len(names)), key=names.__getitem__)
+    n = len(batch)
+    return Block(
+        batch.ts_ms,
+        np.full(n, received_ms, dtype=np.int64),
+        tuple(names[j] for j in order),
+        batch.columns[order].T.astype(np.float32),
+    )
 
 
 def concat(blocks: Sequence[Block]) -> Block:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -91,7 +92,8 @@ class Inbound:
 
     ref: MessageRef | None
     received_ms: int
-    readings: tuple[Reading, ...] = ()
+    #: A tuple, or a :class:`Batch` for a batch payload.
+    readings: Sequence[Reading] = ()
     rejected: DeadLetter | None = None
     #: Where the readings came from, for a dead letter made after decoding (a
     #: sensor missing against what the asset is known to have). Not copied: the
@@ -112,6 +114,68 @@ class Reading(NamedTuple):
     asset: str
     ts_ms: int
     values: dict[str, float]
+
+
+class Batch(Sequence[Reading]):
+    """The readings of one batch payload, held as columns.
+
+    A sequence of :class:`Reading` to whoever iterates it, made one by one only when
+    asked for: the hot path (windowing, storage) reads the columns and makes no
+    object per sample. ``ts_ms`` is in the order of the readings; ``columns[j]``
+    holds sensor ``names[j]``, shape (len(names), len(ts_ms)), float64 (the values as
+    sent). Immutable by convention: nobody writes to the arrays.
+    """
+
+    __slots__ = ("asset", "columns", "names", "site", "ts_ms")
+
+    def __init__(
+        self,
+        site: str,
+        asset: str,
+        names: tuple[str, ...],
+        ts_ms: npt.NDArray[np.int64],
+        columns: npt.NDArray[np.float64],
+    ) -> None:
+        self.site = site
+        self.asset = asset
+        self.names = names
+        self.ts_ms = ts_ms
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+    @overload
+    def __getitem__(self, index: int) -> Reading: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Batch: ...
+
+    def __getitem__(self, index: int | slice) -> Reading | Batch:
+        if isinstance(index, slice):
+            return Batch(
+                self.site, self.asset, self.names, self.ts_ms[index], self.columns[:, index]
+            )
+        row = self.columns[:, index].tolist()
+        return Reading(
+            self.site, self.asset, int(self.ts_ms[index]), dict(zip(self.names, row, strict=True))
+        )
+
+    def __iter__(self) -> Iterator[Reading]:
+        site, asset, names = self.site, self.asset, self.names
+        for ts, row in zip(self.ts_ms.tolist(), self.columns.T.tolist(), strict=True):
+            yield Reading(site, asset, ts, dict(zip(names, row, strict=True)))
+
+    def __eq__(self, other: object) -> bool:
+        # Equal to any sequence of the same readings (a tuple of them included).
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Batch({self.asset!r}, {len(self)} readings of {len(self.names)} sensors)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +255,8 @@ class Accepted:
 
     ref: MessageRef | None
     received_ms: int
-    readings: tuple[Reading, ...] = ()
+    #: A tuple, or a :class:`Batch` when the message's readings were kept whole.
+    readings: Sequence[Reading] = ()
     late: tuple[tuple[Reading, RejectReason], ...] = ()
     rejected: DeadLetter | None = None
 

@@ -33,7 +33,7 @@ def bench_storage(
     assets: Annotated[int, typer.Option("--assets", min=1, help="Simulated assets.")] = 50,
     per_commit: Annotated[
         int, typer.Option("--per-commit", min=100, help="Readings per transaction.")
-    ] = 6_000,
+    ] = 25_000,
     prediction_every: Annotated[
         int,
         typer.Option(

@@ -35,7 +35,7 @@ RETRY_MAX_S = 30.0
 @dataclass(frozen=True, slots=True)
 class RecorderConfig:
     commit_interval_ms: int = 200
-    commit_max_rows: int = 6000
+    commit_max_rows: int = 25_000
     ack_batch: int = 1000
 
 

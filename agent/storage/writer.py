@@ -33,6 +33,7 @@ from agent.domain import (
     Accepted,
     Alert,
     AssetStatus,
+    Batch,
     DeadLetter,
     Event,
     Prediction,
@@ -152,8 +153,9 @@ class Writer:
     def _write(
         self, conn: Connection, items: Sequence[Item], now_ms: int, stats: WriteStats
     ) -> None:
-        # Per asset id: times, received times and values, as columns of its block.
-        readings: dict[int, tuple[list[int], list[int], list[dict[str, float]]]] = {}
+        # Per asset id, in arrival order: blocks of batches and runs of single readings
+        # (times, received times and values) to become blocks.
+        readings: dict[int, list[blocks.Block | _Rows]] = {}
         late: list[tuple[Reading, RejectReason, int, str | None]] = []
         dead: list[DeadLetter] = []
         predictions: list[dict[str, object]] = []
@@ -161,13 +163,31 @@ class Writer:
         for item in items:
             if isinstance(item, Accepted):
                 received_ms = item.received_ms
-                for asset, group in _by_asset(item.readings):
+                batch = item.readings
+                if isinstance(batch, Batch) and len(batch):
+                    asset = batch.asset
+                    aid = self._asset_ids.get(asset) or self.asset_id(
+                        conn, asset, int(batch.ts_ms[0])
+                    )
+                    newest = int(batch.ts_ms.max())
+                    if newest > last_seen.get(asset, 0):
+                        last_seen[asset] = newest
+                    if self.keep_readings:
+                        readings.setdefault(aid, []).append(blocks.from_batch(batch, received_ms))
+                for asset, group in (
+                    _by_asset(item.readings) if not isinstance(batch, Batch) else ()
+                ):
                     aid = self._asset_ids.get(asset) or self.asset_id(conn, asset, group[0].ts_ms)
                     newest = max(r.ts_ms for r in group)
                     if newest > last_seen.get(asset, 0):
                         last_seen[asset] = newest
                     if self.keep_readings:
-                        times, received, values = readings.setdefault(aid, ([], [], []))
+                        parts = readings.setdefault(aid, [])
+                        last = parts[-1] if parts else None
+                        if last is None or isinstance(last, blocks.Block):
+                            last = ([], [], [])
+                            parts.append(last)
+                        times, received, values = last
                         times.extend(r.ts_ms for r in group)
                         received.extend([received_ms] * len(group))
                         values.extend(r.values for r in group)
@@ -200,10 +220,12 @@ class Writer:
             else:
                 self._heartbeat(conn, item)
             stats.rows += 1
-        for aid, (times, received, values) in readings.items():
-            block = blocks.from_columns(times, received, values)
+        for aid, parts in readings.items():
+            block = blocks.concat(
+                [p if isinstance(p, blocks.Block) else blocks.from_columns(*p) for p in parts]
+            )
             blocks.insert_block(conn, aid, block, self._sensor_sets)
-            stats.rows += len(times)
+            stats.rows += len(block)
         if predictions:
             conn.execute(insert(t.predictions).prefix_with("OR IGNORE"), predictions)
         for r, reason, received_ms, _ in late:
@@ -216,11 +238,12 @@ class Writer:
             conn.execute(insert(t.dead_letters).prefix_with("OR IGNORE"), self._letters(dead))
             for d in dead:
                 stats.dead_letters[str(d.reason)] = stats.dead_letters.get(str(d.reason), 0) + 1
-        for name, ts in last_seen.items():
-            conn.execute(
-                update(t.assets)
-                .where(t.assets.c.id == self._asset_ids[name], t.assets.c.last_seen_ms < ts)
-                .values(last_seen_ms=ts)
+        if last_seen:
+            # Plain SQL, one statement for every asset: building an UPDATE per asset
+            # per commit cost more than the rest of a batched commit's bookkeeping.
+            conn.exec_driver_sql(
+                _TOUCH_ASSET,
+                [(ts, self._asset_ids[name], ts) for name, ts in last_seen.items()],
             )
 
     def _letters(self, dead: list[DeadLetter]) -> list[dict[str, object]]:
@@ -401,6 +424,12 @@ class Writer:
                 },
             )
         )
+
+
+_TOUCH_ASSET = "UPDATE assets SET last_seen_ms = ? WHERE id = ? AND last_seen_ms < ?"
+
+#: Single readings of one asset as columns: times, received times, values.
+_Rows = tuple[list[int], list[int], list[dict[str, float]]]
 
 
 def _by_asset(readings: Sequence[Reading]) -> list[tuple[str, Sequence[Reading]]]:

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,7 +111,9 @@ class _Asset:
 class _Out:
     """What one message is becoming (see :class:`Output`)."""
 
-    kept: list[Reading] = field(default_factory=list)
+    #: The readings kept, as the runs they were kept in: a batch kept whole stays one
+    #: :class:`Batch` (columns) all the way to storage.
+    kept: list[Sequence[Reading]] = field(default_factory=list)
     late: list[tuple[Reading, RejectReason]] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
     requests: list[CommissionRequest] = field(default_factory=list)
@@ -332,19 +335,23 @@ class WindowAssembler:
                 self._learn(asset, state, readings, out)
             elif state is not None and self._sensors_fit(inbound, state, out):
                 self._take(state, readings, out)
-        self.metrics.readings_accepted += len(out.kept)
+        kept = out.kept
+        readings_kept: Sequence[Reading] = (
+            kept[0] if len(kept) == 1 else tuple(itertools.chain.from_iterable(kept))
+        )
+        self.metrics.readings_accepted += len(readings_kept)
         accepted = Accepted(
             ref=inbound.ref,
             received_ms=inbound.received_ms,
-            readings=tuple(out.kept),
+            readings=readings_kept,
             late=tuple(out.late),
             rejected=inbound.rejected if out.rejected is None else out.rejected,
         )
         return Output(accepted, tuple(out.windows), tuple(out.requests), tuple(out.events))
 
-    def _learn(self, asset: str, state: _Asset, readings: tuple[Reading, ...], out: _Out) -> None:
+    def _learn(self, asset: str, state: _Asset, readings: Sequence[Reading], out: _Out) -> None:
         # Kept as they come: a well-formed reading is stored whatever the vote says.
-        out.kept.extend(readings)
+        out.kept.append(readings)
         needed = self.profiles.for_asset(asset).learn_readings
         state.votes.append(frozenset(readings[0].values))
         del state.votes[: -LEARN_GIVE_UP_FACTOR * needed]
@@ -415,7 +422,7 @@ class WindowAssembler:
             self.metrics.sensor_values_ignored += (len(seen) - len(planned)) * len(readings)
             return True
         if state.reported == seen:
-            out.kept.extend(readings)  # stored, not scored: nothing lost, no flood
+            out.kept.append(readings)  # stored, not scored: nothing lost, no flood
             self.metrics.readings_unscored += len(readings)
             return False
         error = PayloadError(RejectReason.MISSING_SENSOR, f"missing {sensor_names(missing)}")
@@ -453,30 +460,30 @@ class WindowAssembler:
             detail={"removed": removed, "added": added, "hint": "edgewatch baseline reset"},
         )
 
-    def _take(self, state: _Asset, readings: tuple[Reading, ...], out: _Out) -> None:
+    def _take(self, state: _Asset, readings: Sequence[Reading], out: _Out) -> None:
         stream = state.stream
         assert stream is not None
         i = 0
         while i < len(readings):
-            reading = readings[i]
             # A batch in time order goes in bulk (a single reading is cheaper
             # through add()).
             taken, completed = stream.extend(readings, i) if len(readings) > 1 else (0, [])
             if taken:
                 run = readings[i : i + taken]
                 i += taken
-                out.kept.extend(run)
+                out.kept.append(run)
                 after_ms: int | None = None  # windows ending after this are scored
-                for r in run:
+                for r in run if state.phase is Phase.COLLECTING else ():
                     if state.phase is not Phase.COLLECTING:
                         break
-                    self._collect(reading.asset, state, r, out)
+                    self._collect(r.asset, state, r, out)
                     after_ms = r.ts_ms
                 if state.phase is not Phase.COLLECTING:
                     out.windows.extend(
                         w for w in completed if after_ms is None or w.end_ms > after_ms
                     )
                 continue
+            reading = readings[i]
             i += 1
             result = stream.add(reading)
             if not result.accepted:
@@ -487,7 +494,7 @@ class WindowAssembler:
                 )
                 out.late.append((reading, reason))
                 continue
-            out.kept.append(reading)
+            out.kept.append((reading,))
             if result.restarted_after_ms is not None:
                 self.metrics.window_restarts += 1
                 out.events.append(

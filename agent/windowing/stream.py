@@ -14,15 +14,19 @@ sides of an outage are not one window.
 from __future__ import annotations
 
 import enum
+import itertools
 import operator
 import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
-from agent.domain import FloatArray, Reading, Window
+from agent.domain import Batch, FloatArray, Reading, Window
 
 #: Intervals kept to estimate the sample period (median, robust to a few outliers).
 PERIOD_HISTORY = 15
@@ -96,6 +100,8 @@ class AssetStream:
         self._until_refresh = 0
         # One C call picks every sensor's value in the model's order.
         self._pick = operator.itemgetter(*sensors)
+        #: A batch's sensor order -> the row of each of ours in it (see _rows_of).
+        self._rows: dict[tuple[str, ...], list[int]] = {}
 
     @property
     def newest_ms(self) -> int | None:
@@ -131,15 +137,30 @@ class AssetStream:
         Takes the longest run that :meth:`add` would append one by one (each newer
         than the last, no gap) and returns how many it took and the windows they
         completed, exactly as :meth:`add` would have. The caller hands the reading
-        that stopped the run to :meth:`add`.
+        that stopped the run to :meth:`add`. A :class:`Batch` is read as columns.
         """
         prev = self.newest_ms
         if prev is None:
             return 0, []
+        data: npt.NDArray[Any]
+        if isinstance(readings, Batch):
+            stamps = readings.ts_ms[start:]
+            taken = self._run_length(stamps, prev)
+            stamps = stamps[:taken]
+            data = readings.columns[self._rows_of(readings.names), start : start + taken]
+        else:
+            taken = self._run_length_of(readings, start, prev)
+            run = readings[start : start + taken]
+            data = self._matrix(run)
+            stamps = np.fromiter((r.ts_ms for r in run), dtype=np.int64, count=taken)
+        if not taken:
+            return 0, []
+        return taken, self._append(data, stamps)
+
+    def _run_length_of(self, readings: Sequence[Reading], start: int, prev: int) -> int:
+        # Gaps and the period estimate are judged reading by reading, as add() does.
         end = start
         limit = len(readings)
-        # Gaps and the period estimate are judged reading by reading, as add() does;
-        # only the buffer copies and window cuts are done in bulk.
         while end < limit:
             ts = readings[end].ts_ms
             if ts <= prev:
@@ -150,24 +171,74 @@ class AssetStream:
             self._note_interval(ts - prev)
             prev = ts
             end += 1
-        taken = end - start
-        if not taken:
-            return 0, []
-        run = readings[start:end]
-        data = self._matrix(run)
-        stamps = np.fromiter((r.ts_ms for r in run), dtype=np.int64, count=taken)
+        return end - start
+
+    def _run_length(self, stamps: npt.NDArray[np.int64], prev: int) -> int:
+        """:meth:`_run_length_of` on an array: the same verdicts and period updates, a
+        stretch of intervals at a time (the period is fixed until its next refresh)."""
+        steps: list[int] = np.diff(stamps, prepend=np.int64(prev)).tolist()
+        limit = len(steps)
+        done = 0
+        while done < limit:
+            if self._fixed_period:
+                span = limit - done
+            else:
+                # Up to the first interval after which _note_interval would refresh.
+                span = max(1, self._until_refresh, PERIOD_MIN_INTERVALS - len(self._intervals))
+            part = steps[done : done + span]
+            good = len(part)
+            period = self._period
+            most = None if period is None else self.gap_factor * period
+            if min(part) <= 0 or (most is not None and max(part) > most):
+                good = next(
+                    j
+                    for j, step in enumerate(part)
+                    if step <= 0 or (most is not None and step > most)
+                )
+            if good and not self._fixed_period:
+                self._intervals.extend(part[:good])
+                self._until_refresh -= good
+                if self._until_refresh <= 0 and len(self._intervals) >= PERIOD_MIN_INTERVALS:
+                    self._period = float(statistics.median(self._intervals))
+                    self._until_refresh = PERIOD_REFRESH
+            done += good
+            if good < len(part):
+                break
+        return done
+
+    def _rows_of(self, names: tuple[str, ...]) -> list[int]:
+        """Where each of this stream's sensors is among a batch's ``names``."""
+        rows = self._rows.get(names)
+        if rows is None:
+            where = {name: j for j, name in enumerate(names)}
+            rows = self._rows[names] = [where[sensor] for sensor in self.sensors]
+        return rows
+
+    def _append(self, data: npt.NDArray[Any], stamps: npt.NDArray[np.int64]) -> list[Window]:
+        """Append a run (sensors x samples, each newer than the last, no gap); the
+        windows it completes, cut where add() would cut them."""
+        taken = len(stamps)
         windows: list[Window] = []
         done = 0
         while done < taken:
             if self._n == self.capacity:
                 self._compact()
+            n = self._n
+            if self._filled >= self.window and self._last_end_ms is not None:
+                # Steady state (no front padding): append as much as fits and cut
+                # every window it completes at once.
+                chunk = min(self.capacity - n, taken - done)
+                self._data[:, n : n + chunk] = data[:, done : done + chunk]
+                self._ts[n : n + chunk] = stamps[done : done + chunk]
+                windows.extend(self._cut(n, chunk))
+                done += chunk
+                continue
             # Up to the next sample that can complete a window, so that each window
             # is cut where add() would have cut it.
             due = self.min_rows - self._filled
             if self._last_end_ms is not None:
                 due = max(due, self.hop - self._since_emit)
-            chunk = min(self.capacity - self._n, taken - done, max(1, due))
-            n = self._n
+            chunk = min(self.capacity - n, taken - done, max(1, due))
             self._data[:, n : n + chunk] = data[:, done : done + chunk]
             self._ts[n : n + chunk] = stamps[done : done + chunk]
             self._n += chunk
@@ -177,7 +248,29 @@ class AssetStream:
             window = self._maybe_emit()
             if window is not None:
                 windows.append(window)
-        return taken, windows
+        return windows
+
+    def _cut(self, n: int, chunk: int) -> list[Window]:
+        """Windows completed by the ``chunk`` samples just written at ``n`` (whole
+        windows in the buffer, a window emitted before)."""
+        first = n + max(1, self.hop - self._since_emit)  # end (exclusive) of the first
+        self._n = n + chunk
+        self._filled += chunk
+        ends = range(first, self._n + 1, self.hop)
+        if not ends:
+            self._since_emit += chunk
+            return []
+        self._since_emit = self._n - ends[-1]
+        starts = np.arange(ends[0] - self.window, ends[-1] - self.window + 1, self.hop)
+        views = sliding_window_view(self._data[:, : self._n], self.window, axis=1)
+        # One copy of all the windows, (windows, sensors, window); each Window holds
+        # its own slice of it.
+        block = np.ascontiguousarray(views[:, starts, :].transpose(1, 0, 2))
+        first_ms: list[int] = self._ts[starts].tolist()
+        last_ms: list[int] = self._ts[starts + (self.window - 1)].tolist()
+        windows = list(map(Window, itertools.repeat(self.asset), first_ms, last_ms, block))
+        self._last_end_ms = last_ms[-1]
+        return windows
 
     def add(self, reading: Reading) -> AddResult:
         """Take one reading; returns what happened and the window it completed, if any."""

@@ -5,6 +5,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, Table, func, select
 
@@ -16,6 +17,7 @@ from agent.domain import (
     AlertKind,
     AssetState,
     AssetStatus,
+    Batch,
     DeadLetter,
     Event,
     MessageRef,
@@ -140,6 +142,46 @@ def test_values_read_back_as_sent_and_their_redelivery_is_recognised(engine: Eng
         [Accepted(None, 8, late=tuple((r, RejectReason.OUT_OF_ORDER) for r in batch))], 2
     )
     assert (stats.redelivered, stats.dead_letters) == (3, {})
+
+
+def _batch(readings: Sequence[Reading]) -> Batch:
+    names = tuple(readings[0].values)
+    return Batch(
+        "s",
+        readings[0].asset,
+        names,
+        np.array([r.ts_ms for r in readings], dtype=np.int64),
+        np.array([[r.values[n] for r in readings] for n in names], dtype=np.float64),
+    )
+
+
+def test_batches_as_columns_are_stored_as_their_readings_would_be(engine: Engine) -> None:
+    # A decoded batch payload reaches the writer as columns (Batch); in one commit
+    # with single readings of the same asset (in between, overlapping, redelivered),
+    # what is stored is what the same readings one by one would have made.
+    sent = {"b": 41.5, "a": 0.1, "c": -2938.125}
+    first = [Reading("s", "p1", 1000 * i, {**sent, "i": float(i)}) for i in range(10)]
+    single = Reading("s", "p1", 10_500, {**sent, "i": -1.0})
+    again = [Reading("s", "p1", 1000 * i, {**sent, "i": 99.0}) for i in range(8, 14)]
+    writer = Writer(engine, site="s")
+    writer.write(
+        [
+            Accepted(None, 7, readings=_batch(first)),
+            Accepted(None, 8, readings=(single,)),
+            Accepted(None, 9, readings=_batch(again)),  # 8000 and 9000 again: first stays
+        ],
+        1,
+    )
+    want = sorted(
+        [(r.ts_ms, 7, r.values) for r in first]
+        + [(single.ts_ms, 8, single.values)]
+        + [(r.ts_ms, 9, r.values) for r in again[2:]],
+        key=lambda row: row[0],
+    )
+    assert stored(engine) == want
+    with engine.connect() as conn:
+        newest = conn.execute(select(t.assets.c.last_seen_ms)).scalar_one()
+    assert newest == 13_000
 
 
 def test_a_redelivered_batch_overlapping_stored_readings_stores_only_the_new_ones(

@@ -7,6 +7,7 @@ import pytest
 
 from agent.domain import (
     AssetPlan,
+    Batch,
     DeadLetter,
     Inbound,
     MessageRef,
@@ -264,11 +265,30 @@ def _messy_stream(seed: int, n: int = 600) -> list[Reading]:
     ]
 
 
+def _key(r: Reading) -> tuple[int, list[tuple[str, float]]]:
+    return r.ts_ms, sorted(r.values.items())
+
+
+def _as_batch(readings: tuple[Reading, ...]) -> Batch:
+    names = tuple(readings[0].values)
+    return Batch(
+        readings[0].site,
+        readings[0].asset,
+        names,
+        np.array([r.ts_ms for r in readings], dtype=np.int64),
+        np.array([[r.values[n] for r in readings] for n in names], dtype=np.float64),
+    )
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["readings", "columns"])
 @pytest.mark.parametrize("min_rows", [None, 3])
-def test_batches_give_exactly_the_windows_of_one_reading_at_a_time(min_rows: int | None) -> None:
+def test_batches_give_exactly_the_windows_of_one_reading_at_a_time(
+    min_rows: int | None, columns: bool
+) -> None:
     # Batch payloads take a bulk path (AssetStream.extend); it must cut the same
     # windows, restart at the same gaps and turn away the same readings as add(),
-    # front-padded windows of a RUL-only bundle included.
+    # front-padded windows of a RUL-only bundle included; given as readings or as
+    # the columns a decoded batch payload is (Batch).
     bundle, plan = BUNDLE, PLAN
     if min_rows is not None:
         bundle = BundleShape(SENSORS, has_rul=True, has_anomaly=False, min_rows=min_rows)
@@ -308,10 +328,14 @@ def test_batches_give_exactly_the_windows_of_one_reading_at_a_time(min_rows: int
             size = int(rng.integers(1, 60))  # up to beyond the buffer's capacity
             batch = tuple(readings[i : i + size])
             i += size
-            out = asm.process(Inbound(MessageRef(i, 1, 0), 5, readings=batch))
+            given = _as_batch(batch) if columns else batch
+            out = asm.process(Inbound(MessageRef(i, 1, 0), 5, readings=given))
             got_windows.extend(out.windows)
             got_late.extend(r.ts_ms for r, _ in out.accepted.late)
             got_kept += len(out.accepted.readings)
+            # Every reading of the message is kept or late, values as sent.
+            seen = [*out.accepted.readings, *(r for r, _ in out.accepted.late)]
+            assert sorted(seen, key=_key) == sorted(batch, key=_key)
             got_restarts += len(out.events)
         assert got_late == want_late
         assert got_kept == len(readings) - len(want_late)
