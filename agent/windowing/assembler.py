@@ -119,6 +119,10 @@ class _Out:
     requests: list[CommissionRequest] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     rejected: DeadLetter | None = None
+    #: Room left in the inference queue (None: unbounded), and windows shed for the
+    #: lack of it without being made.
+    room: int | None = None
+    shed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,7 @@ class Output:
     windows: tuple[Window, ...]
     requests: tuple[CommissionRequest, ...]
     events: tuple[Event, ...]
+    shed: int = 0
 
 
 class WindowAssembler:
@@ -319,10 +324,14 @@ class WindowAssembler:
                 state.stream.add(reading)
         state.stream.resume_after(last_window_end_ms)
 
-    def process(self, inbound: Inbound) -> Output:
-        """Pure step for one message; :meth:`run` wires it to the queues."""
+    def process(self, inbound: Inbound, room: int | None = None) -> Output:
+        """Pure step for one message; :meth:`run` wires it to the queues.
+
+        ``room``: what the inference queue can take now; windows a batch completes
+        beyond it are shed without being made (counted in ``Output.shed``).
+        """
         readings = inbound.readings
-        out = _Out()
+        out = _Out(room=room)
         if readings:
             # A message carries one asset (its topic), and a batch one sensor set.
             asset = readings[0].asset
@@ -347,7 +356,9 @@ class WindowAssembler:
             late=tuple(out.late),
             rejected=inbound.rejected if out.rejected is None else out.rejected,
         )
-        return Output(accepted, tuple(out.windows), tuple(out.requests), tuple(out.events))
+        return Output(
+            accepted, tuple(out.windows), tuple(out.requests), tuple(out.events), out.shed
+        )
 
     def _learn(self, asset: str, state: _Asset, readings: Sequence[Reading], out: _Out) -> None:
         # Kept as they come: a well-formed reading is stored whatever the vote says.
@@ -467,7 +478,11 @@ class WindowAssembler:
         while i < len(readings):
             # A batch in time order goes in bulk (a single reading is cheaper
             # through add()).
-            taken, completed = stream.extend(readings, i) if len(readings) > 1 else (0, [])
+            limit = None if out.room is None else max(0, out.room - len(out.windows))
+            taken, completed = stream.extend(readings, i, limit) if len(readings) > 1 else (0, [])
+            if stream.shed:
+                out.shed += stream.shed
+                stream.shed = 0
             if taken:
                 run = readings[i : i + taken]
                 i += taken
@@ -562,7 +577,11 @@ class WindowAssembler:
         while True:
             inbound = await inbox.get()
             try:
-                out = self.process(inbound)
+                bound = to_inference.maxsize
+                room = max(0, bound - to_inference.qsize()) if bound > 0 else None
+                out = self.process(inbound, room)
+                if out.shed:
+                    self._note_shed(out.shed)
                 for event in out.events:
                     await record(event)
                 await record(out.accepted)
@@ -578,13 +597,16 @@ class WindowAssembler:
             queue.put_nowait(window)
             self.metrics.windows_emitted += 1
         except asyncio.QueueFull:
-            self.metrics.windows_shed += 1
-            self._shed_since_log += 1
-            now = time.monotonic()
-            if now - self._last_shed_log >= SHED_LOG_INTERVAL_S:
-                log.warning(
-                    "inference is behind: windows shed",
-                    extra=fields(shed=self._shed_since_log, interval_s=SHED_LOG_INTERVAL_S),
-                )
-                self._last_shed_log = now
-                self._shed_since_log = 0
+            self._note_shed(1)
+
+    def _note_shed(self, count: int) -> None:
+        self.metrics.windows_shed += count
+        self._shed_since_log += count
+        now = time.monotonic()
+        if now - self._last_shed_log >= SHED_LOG_INTERVAL_S:
+            log.warning(
+                "inference is behind: windows shed",
+                extra=fields(shed=self._shed_since_log, interval_s=SHED_LOG_INTERVAL_S),
+            )
+            self._last_shed_log = now
+            self._shed_since_log = 0

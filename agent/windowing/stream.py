@@ -100,6 +100,8 @@ class AssetStream:
         self._until_refresh = 0
         # One C call picks every sensor's value in the model's order.
         self._pick = operator.itemgetter(*sensors)
+        #: Windows completed but not made: beyond the limit given to extend().
+        self.shed = 0
         #: A batch's sensor order -> the row of each of ours in it (see _rows_of).
         self._rows: dict[tuple[str, ...], list[int]] = {}
 
@@ -131,13 +133,18 @@ class AssetStream:
         rows = np.array([self._pick(r.values) for r in readings], dtype=np.float32)
         return rows.reshape(len(readings), len(self.sensors)).T
 
-    def extend(self, readings: Sequence[Reading], start: int = 0) -> tuple[int, list[Window]]:
+    def extend(
+        self, readings: Sequence[Reading], start: int = 0, limit: int | None = None
+    ) -> tuple[int, list[Window]]:
         """The fast path of batch payloads: append ``readings[start:]`` in bulk.
 
         Takes the longest run that :meth:`add` would append one by one (each newer
         than the last, no gap) and returns how many it took and the windows they
         completed, exactly as :meth:`add` would have. The caller hands the reading
         that stopped the run to :meth:`add`. A :class:`Batch` is read as columns.
+        ``limit``: make at most this many windows (of a stream past its first
+        window); the others are not made, only counted in :attr:`shed`, as an
+        inference queue with that much room would shed them.
         """
         prev = self.newest_ms
         if prev is None:
@@ -155,7 +162,7 @@ class AssetStream:
             stamps = np.fromiter((r.ts_ms for r in run), dtype=np.int64, count=taken)
         if not taken:
             return 0, []
-        return taken, self._append(data, stamps)
+        return taken, self._append(data, stamps, limit)
 
     def _run_length_of(self, readings: Sequence[Reading], start: int, prev: int) -> int:
         # Gaps and the period estimate are judged reading by reading, as add() does.
@@ -214,9 +221,12 @@ class AssetStream:
             rows = self._rows[names] = [where[sensor] for sensor in self.sensors]
         return rows
 
-    def _append(self, data: npt.NDArray[Any], stamps: npt.NDArray[np.int64]) -> list[Window]:
+    def _append(
+        self, data: npt.NDArray[Any], stamps: npt.NDArray[np.int64], limit: int | None
+    ) -> list[Window]:
         """Append a run (sensors x samples, each newer than the last, no gap); the
-        windows it completes, cut where add() would cut them."""
+        windows it completes, cut where add() would cut them (see :meth:`extend`
+        for ``limit``)."""
         taken = len(stamps)
         windows: list[Window] = []
         done = 0
@@ -230,7 +240,8 @@ class AssetStream:
                 chunk = min(self.capacity - n, taken - done)
                 self._data[:, n : n + chunk] = data[:, done : done + chunk]
                 self._ts[n : n + chunk] = stamps[done : done + chunk]
-                windows.extend(self._cut(n, chunk))
+                room = None if limit is None else max(0, limit - len(windows))
+                windows.extend(self._cut(n, chunk, room))
                 done += chunk
                 continue
             # Up to the next sample that can complete a window, so that each window
@@ -250,9 +261,10 @@ class AssetStream:
                 windows.append(window)
         return windows
 
-    def _cut(self, n: int, chunk: int) -> list[Window]:
+    def _cut(self, n: int, chunk: int, room: int | None) -> list[Window]:
         """Windows completed by the ``chunk`` samples just written at ``n`` (whole
-        windows in the buffer, a window emitted before)."""
+        windows in the buffer, a window emitted before); only the first ``room`` of
+        them are made, the others counted in :attr:`shed`."""
         first = n + max(1, self.hop - self._since_emit)  # end (exclusive) of the first
         self._n = n + chunk
         self._filled += chunk
@@ -261,6 +273,12 @@ class AssetStream:
             self._since_emit += chunk
             return []
         self._since_emit = self._n - ends[-1]
+        self._last_end_ms = int(self._ts[ends[-1] - 1])
+        if room is not None and room < len(ends):
+            self.shed += len(ends) - room
+            ends = ends[:room]
+            if not ends:
+                return []
         starts = np.arange(ends[0] - self.window, ends[-1] - self.window + 1, self.hop)
         views = sliding_window_view(self._data[:, : self._n], self.window, axis=1)
         # One copy of all the windows, (windows, sensors, window); each Window holds
@@ -268,9 +286,7 @@ class AssetStream:
         block = np.ascontiguousarray(views[:, starts, :].transpose(1, 0, 2))
         first_ms: list[int] = self._ts[starts].tolist()
         last_ms: list[int] = self._ts[starts + (self.window - 1)].tolist()
-        windows = list(map(Window, itertools.repeat(self.asset), first_ms, last_ms, block))
-        self._last_end_ms = last_ms[-1]
-        return windows
+        return list(map(Window, itertools.repeat(self.asset), first_ms, last_ms, block))
 
     def add(self, reading: Reading) -> AddResult:
         """Take one reading; returns what happened and the window it completed, if any."""

@@ -451,3 +451,47 @@ def test_new_assets_are_dead_letters_when_none_can_be_evicted_with_one_event() -
     asm.mark_commissioned("fresh")  # no plan yet: stays learning, so evictable
     assert asm.process(_single("fresh-2", 1000, {"a": 1.0, "b": 2.0})).accepted.rejected is None
     assert asm.phase_of("fresh") is None
+
+
+def test_windows_beyond_the_inference_queues_room_are_shed_without_being_made() -> None:
+    # Under load the inference queue is full and most windows of a batch would be
+    # shed: those beyond its room are not cut at all, and the stream carries on
+    # exactly as if they had been (the windows after them are the same).
+    readings = tuple(
+        Reading("s", "p1", 1000 * (i + 1), {"a": float(i), "b": -float(i)}) for i in range(200)
+    )
+
+    def run(rooms: list[int | None]) -> tuple[list[Window], int]:
+        asm = WindowAssembler(
+            profiles=profiles(),
+            bundle=BUNDLE,
+            window=8,
+            hop=1,
+            reorder_samples=2,
+            gap_factor=5,
+            commissioned={"p1": PLAN},
+            metrics=Metrics(),
+        )
+        windows: list[Window] = []
+        shed = 0
+        for k, room in enumerate(rooms):
+            batch = _as_batch(readings[k * 40 : (k + 1) * 40])
+            out = asm.process(Inbound(MessageRef(k, 1, 0), 5, readings=batch), room)
+            assert len(out.accepted.readings) == 40  # readings are kept all the same
+            windows.extend(out.windows)
+            shed += out.shed
+        return windows, shed
+
+    everything, none_shed = run([None] * 5)
+    limited, shed = run([None, 3, 0, 3, None])
+    assert none_shed == 0
+    assert shed == 40 - 3 + 40 + 40 - 3
+    made = {(w.start_ms, w.end_ms) for w in limited}
+    assert made < {(w.start_ms, w.end_ms) for w in everything}
+    assert len(made) == len(everything) - shed
+    by_end = {w.end_ms: w for w in everything}
+    for w in limited:
+        np.testing.assert_array_equal(w.data, by_end[w.end_ms].data)
+    # The first three of each limited batch were made: the oldest, as the queue
+    # would have taken them in order.
+    assert [w.end_ms for w in limited[33:36]] == [41_000, 42_000, 43_000]
