@@ -295,7 +295,11 @@ def insert_readings(
 
 
 def insert_block(
-    conn: Connection, asset_id: int, block: Block, sets: SensorSets | None = None
+    conn: Connection,
+    asset_id: int,
+    block: Block,
+    sets: SensorSets | None = None,
+    newest: NewestStored | None = None,
 ) -> int:
     """Store one asset's readings in blocks; returns how many were new. A reading whose
     timestamp is stored already, or repeated in ``block``, is left out (the first one
@@ -303,12 +307,15 @@ def insert_block(
 
     Readings newer than the asset's newest stored one (the normal case) need no look
     at stored data; older ones are checked against the blocks that cover them.
+    ``newest``: the caller's memory of that newest time, for the only writer of new
+    readings (see :class:`NewestStored`).
     """
     if not len(block):
         return 0
     sets = sets if sets is not None else SensorSets()
-    # Plain SQL on the hot path: building the statement would cost more than running it.
-    high = conn.exec_driver_sql(_NEWEST_TS, (asset_id,)).scalar()
+    high = newest.get(conn, asset_id) if newest is not None else _newest_ts(conn, asset_id)
+    if newest is not None:
+        newest.saw(asset_id, int(block.ts_ms.max()))
     ts = block.ts_ms
     if np.any(ts[1:] <= ts[:-1]):
         # Stable, so that of equal times the first one is kept.
@@ -328,6 +335,39 @@ def insert_block(
         return 0
     write_blocks(conn, asset_id, block, sets)
     return len(block)
+
+
+def _newest_ts(conn: Connection, asset_id: int) -> int | None:
+    # Plain SQL on the hot path: building the statement would cost more than running it.
+    high = conn.exec_driver_sql(_NEWEST_TS, (asset_id,)).scalar()
+    return None if high is None else int(high)
+
+
+class NewestStored:
+    """Each asset's newest stored reading time, as its only writer of new readings
+    knows it: asked of the database once per asset, then kept up to date in memory.
+
+    It may only run ahead of the database, never behind: a transaction rolled back
+    or readings dropped by retention leave it higher than what is stored, which costs
+    a look at stored blocks for readings that are not new, never a duplicate. Only
+    readings inserted by someone else (nothing does) could make it fall behind.
+    """
+
+    def __init__(self) -> None:
+        self._newest: dict[int, int | None] = {}
+
+    def get(self, conn: Connection, asset_id: int) -> int | None:
+        if asset_id not in self._newest:
+            self._newest[asset_id] = _newest_ts(conn, asset_id)
+        return self._newest[asset_id]
+
+    def saw(self, asset_id: int, ts_ms: int) -> None:
+        known = self._newest.get(asset_id)
+        if known is None or ts_ms > known:
+            self._newest[asset_id] = ts_ms
+
+    def forget(self, asset_id: int) -> None:
+        self._newest.pop(asset_id, None)
 
 
 def write_blocks(conn: Connection, asset_id: int, block: Block, sets: SensorSets) -> None:

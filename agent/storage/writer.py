@@ -119,6 +119,8 @@ class Writer:
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self._asset_ids: dict[str, int] = {}
         self._sensor_sets = blocks.SensorSets()
+        # This writer is the only one that adds new readings (see NewestStored).
+        self._newest = blocks.NewestStored()
 
     def write(self, items: Sequence[Item], now_ms: int) -> WriteStats:
         """Write ``items`` in one transaction; raises StorageError/DiskFullError."""
@@ -126,6 +128,7 @@ class Writer:
         if len(self._asset_ids) > ASSET_ID_CACHE_MAX:
             # Between transactions only: _write relies on ids it cached in this one.
             self._asset_ids.clear()
+            self._newest = blocks.NewestStored()
         try:
             with self.engine.begin() as conn:
                 self._write(conn, items, now_ms, stats)
@@ -224,7 +227,7 @@ class Writer:
             block = blocks.concat(
                 [p if isinstance(p, blocks.Block) else blocks.from_columns(*p) for p in parts]
             )
-            blocks.insert_block(conn, aid, block, self._sensor_sets)
+            blocks.insert_block(conn, aid, block, self._sensor_sets, self._newest)
             stats.rows += len(block)
         if predictions:
             conn.execute(insert(t.predictions).prefix_with("OR IGNORE"), predictions)

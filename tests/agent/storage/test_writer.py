@@ -199,6 +199,20 @@ def test_a_redelivered_batch_overlapping_stored_readings_stores_only_the_new_one
     assert [v["x"] for _, _, v in rows] == [1.0] * 10 + [5.0] * 5  # the first one stays
 
 
+def test_readings_removed_behind_the_writers_back_are_stored_again_once(engine: Engine) -> None:
+    # The writer remembers each asset's newest stored time instead of asking per
+    # commit; when stored readings go away (retention, a rolled-back transaction) its
+    # memory runs ahead of the database, which must cost lookups, never a loss or a
+    # duplicate.
+    writer = Writer(engine, site="s")
+    writer.write([Accepted(None, 1, readings=tuple(reading(1000 * i) for i in range(10)))], 1)
+    with engine.begin() as conn:
+        conn.execute(t.reading_blocks.delete())
+    writer.write([Accepted(None, 2, readings=tuple(reading(1000 * i) for i in range(5, 15)))], 2)
+    writer.write([Accepted(None, 3, readings=tuple(reading(1000 * i) for i in range(12, 16)))], 3)
+    assert [ts for ts, _, _ in stored(engine)] == [1000 * i for i in range(5, 16)]
+
+
 def test_a_reading_older_than_the_newest_block_is_stored_in_time_order(engine: Engine) -> None:
     # A late reading inside the reorder window goes to a new block whose time range
     # overlaps the previous one; readers still see one time-ordered stream.
