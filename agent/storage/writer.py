@@ -167,33 +167,42 @@ class Writer:
             if isinstance(item, Accepted):
                 received_ms = item.received_ms
                 batch = item.readings
-                if isinstance(batch, Batch) and len(batch):
-                    asset = batch.asset
-                    aid = self._asset_ids.get(asset) or self.asset_id(
-                        conn, asset, int(batch.ts_ms[0])
-                    )
-                    newest = int(batch.ts_ms.max())
-                    if newest > last_seen.get(asset, 0):
-                        last_seen[asset] = newest
+                if isinstance(batch, Batch):
+                    if len(batch):
+                        asset = batch.asset
+                        aid = self._asset_ids.get(asset) or self.asset_id(
+                            conn, asset, int(batch.ts_ms[0])
+                        )
+                        newest = int(batch.ts_ms.max())
+                        if newest > last_seen.get(asset, 0):
+                            last_seen[asset] = newest
+                        if self.keep_readings:
+                            block = blocks.from_batch(batch, received_ms)
+                            readings.setdefault(aid, []).append(block)
+                elif len(batch) == 1:
+                    # The single-reading message, the most common item by far.
+                    r = batch[0]
+                    aid = self._asset_ids.get(r.asset) or self.asset_id(conn, r.asset, r.ts_ms)
+                    if r.ts_ms > last_seen.get(r.asset, 0):
+                        last_seen[r.asset] = r.ts_ms
                     if self.keep_readings:
-                        readings.setdefault(aid, []).append(blocks.from_batch(batch, received_ms))
-                for asset, group in (
-                    _by_asset(item.readings) if not isinstance(batch, Batch) else ()
-                ):
-                    aid = self._asset_ids.get(asset) or self.asset_id(conn, asset, group[0].ts_ms)
-                    newest = max(r.ts_ms for r in group)
-                    if newest > last_seen.get(asset, 0):
-                        last_seen[asset] = newest
-                    if self.keep_readings:
-                        parts = readings.setdefault(aid, [])
-                        last = parts[-1] if parts else None
-                        if last is None or isinstance(last, blocks.Block):
-                            last = ([], [], [])
-                            parts.append(last)
-                        times, received, values = last
-                        times.extend(r.ts_ms for r in group)
-                        received.extend([received_ms] * len(group))
-                        values.extend(r.values for r in group)
+                        times, received, values = _rows(readings.setdefault(aid, []))
+                        times.append(r.ts_ms)
+                        received.append(received_ms)
+                        values.append(r.values)
+                else:
+                    for asset, group in _by_asset(batch):
+                        aid = self._asset_ids.get(asset) or self.asset_id(
+                            conn, asset, group[0].ts_ms
+                        )
+                        newest = max(r.ts_ms for r in group)
+                        if newest > last_seen.get(asset, 0):
+                            last_seen[asset] = newest
+                        if self.keep_readings:
+                            times, received, values = _rows(readings.setdefault(aid, []))
+                            times.extend(r.ts_ms for r in group)
+                            received.extend([received_ms] * len(group))
+                            values.extend(r.values for r in group)
                 for r, reason in item.late:
                     late.append((r, reason, item.received_ms, None))
                 if item.rejected is not None:
@@ -433,6 +442,15 @@ _TOUCH_ASSET = "UPDATE assets SET last_seen_ms = ? WHERE id = ? AND last_seen_ms
 
 #: Single readings of one asset as columns: times, received times, values.
 _Rows = tuple[list[int], list[int], list[dict[str, float]]]
+
+
+def _rows(parts: list[blocks.Block | _Rows]) -> _Rows:
+    """The run of single readings that ``parts`` ends with, started if need be."""
+    last = parts[-1] if parts else None
+    if last is None or isinstance(last, blocks.Block):
+        last = ([], [], [])
+        parts.append(last)
+    return last
 
 
 def _by_asset(readings: Sequence[Reading]) -> list[tuple[str, Sequence[Reading]]]:

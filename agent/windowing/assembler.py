@@ -39,6 +39,7 @@ import numpy as np
 from agent.domain import (
     Accepted,
     AssetPlan,
+    Batch,
     CommissionRequest,
     DeadLetter,
     Event,
@@ -95,6 +96,8 @@ class _Asset:
 
     phase: Phase
     plan: AssetPlan | None = None
+    #: The plan's sensors as a set (compared with every message's).
+    planned: frozenset[str] = frozenset()
     stream: AssetStream | None = None
     votes: list[frozenset[str]] = field(default_factory=list)
     #: Readings seen while learning: they become the start of the baseline.
@@ -266,6 +269,7 @@ class WindowAssembler:
     def _start(self, asset: str, state: _Asset, plan: AssetPlan) -> None:
         period_s = self.profiles.for_asset(asset).sample_period_s
         state.plan = plan
+        state.planned = frozenset(plan.sensors)
         state.stream = AssetStream(
             asset,
             plan.sensors,
@@ -412,10 +416,10 @@ class WindowAssembler:
         changed for good (then its readings are kept, unscored, and one event says so)."""
         assert state.plan is not None
         readings = inbound.readings
-        names = readings[0].values.keys()
+        names = readings.names if isinstance(readings, Batch) else readings[0].values.keys()
         planned = state.plan.sensors
         extra = len(names) - len(planned)
-        if extra == 0 and names == set(planned):
+        if extra == 0 and state.planned.issuperset(names):
             state.other_count = 0
             state.reported = None
             return True
@@ -500,7 +504,15 @@ class WindowAssembler:
                 continue
             reading = readings[i]
             i += 1
-            result = stream.add(reading)
+            make = (
+                out.room is None
+                or len(out.windows) < out.room
+                or state.phase is Phase.COLLECTING  # its windows are not offered
+            )
+            result = stream.add(reading, make)
+            if stream.shed:
+                out.shed += stream.shed
+                stream.shed = 0
             if not result.accepted:
                 reason = (
                     RejectReason.DUPLICATE

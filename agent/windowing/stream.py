@@ -288,12 +288,14 @@ class AssetStream:
         last_ms: list[int] = self._ts[starts + (self.window - 1)].tolist()
         return list(map(Window, itertools.repeat(self.asset), first_ms, last_ms, block))
 
-    def add(self, reading: Reading) -> AddResult:
-        """Take one reading; returns what happened and the window it completed, if any."""
+    def add(self, reading: Reading, make: bool = True) -> AddResult:
+        """Take one reading; returns what happened and the window it completed, if any
+        (``make`` False: a window it completes is not made, only counted in
+        :attr:`shed`, as in :meth:`extend`)."""
         ts = reading.ts_ms
         newest = self.newest_ms
         if newest is not None and ts <= newest:
-            return self._insert_late(reading)
+            return self._insert_late(reading, make)
         restarted = None
         if newest is not None:
             interval = ts - newest
@@ -310,9 +312,9 @@ class AssetStream:
         self._n += 1
         self._filled += 1
         self._since_emit += 1
-        return AddResult(Verdict.APPENDED, self._maybe_emit(), restarted)
+        return AddResult(Verdict.APPENDED, self._maybe_emit(make), restarted)
 
-    def _insert_late(self, reading: Reading) -> AddResult:
+    def _insert_late(self, reading: Reading, make: bool = True) -> AddResult:
         ts = reading.ts_ms
         valid = self._ts[: self._n]
         pos = int(np.searchsorted(valid, ts))
@@ -333,12 +335,17 @@ class AssetStream:
         self._n += 1
         self._filled += 1
         self._since_emit += 1
-        return AddResult(Verdict.REORDERED, self._maybe_emit())
+        return AddResult(Verdict.REORDERED, self._maybe_emit(make))
 
-    def _maybe_emit(self) -> Window | None:
+    def _maybe_emit(self, make: bool = True) -> Window | None:
         if self._filled < self.min_rows:
             return None
         if self._last_end_ms is not None and self._since_emit < self.hop:
+            return None
+        if not make:
+            self.shed += 1
+            self._since_emit = 0
+            self._last_end_ms = int(self._ts[self._n - 1])
             return None
         # A run shorter than the window lies whole in the buffer: compaction keeps more
         # than a window and only starts once the buffer is full.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -495,3 +496,39 @@ def test_windows_beyond_the_inference_queues_room_are_shed_without_being_made() 
     # The first three of each limited batch were made: the oldest, as the queue
     # would have taken them in order.
     assert [w.end_ms for w in limited[33:36]] == [41_000, 42_000, 43_000]
+
+
+def test_single_readings_without_room_make_no_window_and_the_stream_carries_on() -> None:
+    readings = [
+        Reading("s", "p1", 1000 * (i + 1), {"a": float(i), "b": -float(i)}) for i in range(60)
+    ]
+
+    def run(room_for: Callable[[int], int | None]) -> tuple[list[Window], int]:
+        asm = WindowAssembler(
+            profiles=profiles(),
+            bundle=BUNDLE,
+            window=8,
+            hop=2,
+            reorder_samples=2,
+            gap_factor=5,
+            commissioned={"p1": PLAN},
+            metrics=Metrics(),
+        )
+        windows: list[Window] = []
+        shed = 0
+        for k, r in enumerate(readings):
+            out = asm.process(Inbound(MessageRef(k, 1, 0), 5, readings=(r,)), room_for(k))
+            assert out.accepted.readings == (r,)
+            windows.extend(out.windows)
+            shed += out.shed
+        return windows, shed
+
+    everything, _ = run(lambda k: None)
+    limited, shed = run(lambda k: 0 if 20 <= k < 40 else 5)
+    assert shed == 10  # hop 2: ten windows end within readings 20..39
+    assert [w.end_ms for w in limited] == [
+        w.end_ms for w in everything if not 21_000 <= w.end_ms <= 40_000
+    ]
+    by_end = {w.end_ms: w for w in everything}
+    for w in limited:
+        np.testing.assert_array_equal(w.data, by_end[w.end_ms].data)
