@@ -22,8 +22,9 @@ The fleet draws its noise per block (:attr:`simulators.physics.NoiseLayout.BLOCK
 so that the first message of a month-long run costs a chunk per asset, not a walk
 through the month's random numbers. Nameplates, fault plans and operating points are
 those of :func:`simulators.dataset.generate_dataset` with the same arguments, the
-noise is not: datasets keep the whole-run layout. ``FleetConfig(noise=WHOLE_RUN)``
-streams the dataset's samples, at the old cost before the first message.
+noise is not: datasets keep the whole-run layout.
+``FleetConfig(noise=NoiseLayout.WHOLE_RUN)`` streams the dataset's samples, at the
+old cost before the first message.
 
 Pumps (:mod:`simulators.pump`, ``pump-001`` ...) and compressors
 (:mod:`simulators.compressor`, ``comp-001`` ...) report different sensors; each
