@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 from pathlib import Path
@@ -10,28 +11,13 @@ from typing import Annotated
 import typer
 
 from agent import __version__
-from agent.cli import (
-    baseline_cmd,
-    bench_cmd,
-    config_cmd,
-    db_cmd,
-    demo_cmd,
-    run_cmd,
-    simulate_cmd,
-    status_cmd,
-)
+from agent.cli import run_cmd
 from agent.cli._common import Invocation, err_console, error_line
 from agent.errors import EdgewatchError
 from agent.logs import configure_logging
 
-app = typer.Typer(
-    name="edgewatch",
-    help="Predictive-maintenance agent for factory gateways.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+#: Root options that take a value: skipped when looking for the command's name.
+_VALUE_OPTIONS = ("--config", "-c", "--log-level")
 
 
 def _version(value: bool) -> None:
@@ -40,7 +26,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def root(
     ctx: typer.Context,
     config: Annotated[
@@ -72,43 +57,91 @@ def root(
     configure_logging(level=log_level or "WARNING")
 
 
-app.command("run")(run_cmd.run)
-app.command("demo")(demo_cmd.demo)
-app.command("status")(status_cmd.status)
-app.add_typer(baseline_cmd.app, name="baseline")
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(db_cmd.app, name="db")
-# sub-apps registered below
-from agent.cli import models_cmd  # noqa: E402 - kept next to its registration lines
+def _root_app() -> typer.Typer:
+    app = typer.Typer(
+        name="edgewatch",
+        help="Predictive-maintenance agent for factory gateways.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(root)
+    app.command("run")(run_cmd.run)
+    return app
 
-app.add_typer(models_cmd.train_app, name="train")
-app.add_typer(models_cmd.evaluate_app, name="evaluate")
-app.add_typer(bench_cmd.app, name="bench")
-app.add_typer(simulate_cmd.app, name="simulate")
-from agent.cli import sync_cmd  # noqa: E402 - kept next to its registration line
 
-app.add_typer(sync_cmd.app, name="sync")
-from agent.cli import records_cmd  # noqa: E402 - kept next to its registration line
+@functools.cache
+def full_app() -> typer.Typer:
+    """Every command. Their modules are imported here, not at the top: ``edgewatch run``
+    needs none of them (simulators, benchmarks, reports...), and the agent would keep
+    them in its RSS for good (about 5 MB, issue 22)."""
+    from agent.cli import (
+        baseline_cmd,
+        bench_cmd,
+        config_cmd,
+        dashboard_cmd,
+        db_cmd,
+        demo_cmd,
+        fleet_cmd,
+        model_cmd,
+        models_cmd,
+        records_cmd,
+        report_cmd,
+        simulate_cmd,
+        status_cmd,
+        sync_cmd,
+        update_cmd,
+    )
 
-app.add_typer(records_cmd.app, name="records")
-from agent.cli import dashboard_cmd  # noqa: E402 - kept next to its registration line
+    app = _root_app()
+    app.command("demo")(demo_cmd.demo)
+    app.command("status")(status_cmd.status)
+    app.add_typer(baseline_cmd.app, name="baseline")
+    app.add_typer(config_cmd.app, name="config")
+    app.add_typer(db_cmd.app, name="db")
+    app.add_typer(models_cmd.train_app, name="train")
+    app.add_typer(models_cmd.evaluate_app, name="evaluate")
+    app.add_typer(bench_cmd.app, name="bench")
+    app.add_typer(simulate_cmd.app, name="simulate")
+    app.add_typer(sync_cmd.app, name="sync")
+    app.add_typer(records_cmd.app, name="records")
+    app.command("dashboard")(dashboard_cmd.dashboard)
+    app.command("report")(report_cmd.report)
+    app.add_typer(model_cmd.app, name="model")
+    # Once per process (full_app is cached): model_cmd.app is a module-level object.
+    model_cmd.app.add_typer(update_cmd.keys_app, name="keys")
+    model_cmd.app.command("publish")(update_cmd.publish)
+    model_cmd.app.command("revoke")(update_cmd.revoke)
+    model_cmd.app.command("fetch")(update_cmd.fetch)
+    app.add_typer(fleet_cmd.app, name="fleet")
+    return app
 
-app.command("dashboard")(dashboard_cmd.dashboard)
-from agent.cli import report_cmd  # noqa: E402 - kept next to its registration line
 
-app.command("report")(report_cmd.report)
-from agent.cli import model_cmd  # noqa: E402 - kept next to its registration line
+@functools.cache
+def run_app() -> typer.Typer:
+    """The root options and ``run`` alone: what the long-running agent parses."""
+    return _root_app()
 
-app.add_typer(model_cmd.app, name="model")
-from agent.cli import update_cmd  # noqa: E402 - kept next to its registration lines
 
-model_cmd.app.add_typer(update_cmd.keys_app, name="keys")
-model_cmd.app.command("publish")(update_cmd.publish)
-model_cmd.app.command("revoke")(update_cmd.revoke)
-model_cmd.app.command("fetch")(update_cmd.fetch)
-from agent.cli import fleet_cmd  # noqa: E402 - kept next to its registration line
+def command_name(args: list[str]) -> str | None:
+    """The sub-command ``args`` name (the first word after the root options), if any."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
-app.add_typer(fleet_cmd.app, name="fleet")
+
+def __getattr__(name: str) -> typer.Typer:
+    # ``app`` is built on first use, with every command (tests, ``--help``).
+    if name == "app":
+        return full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Typer's standalone mode renders usage errors (exit 2) and --help itself and
         # ends with SystemExit; our own errors come out of it and are rendered below.
-        app(args=args, prog_name="edgewatch")
+        cli = run_app() if command_name(args) == "run" else full_app()
+        cli(args=args, prog_name="edgewatch")
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
