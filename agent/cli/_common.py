@@ -7,12 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import typer
-from rich.console import Console
-from rich.text import Text
 from sqlalchemy import Engine
 
 from agent.errors import EdgewatchError
@@ -20,15 +18,35 @@ from agent.logs import printable
 from agent.settings import Settings, load_settings
 from agent.storage import migrate
 
-# Markup off: what the CLI prints is full of text publishers chose (asset names,
-# topics, payloads), and "[/]" in it must show as "[/]", not raise or restyle the line.
-# Styles are given as Text spans or style= instead.
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+
+def __getattr__(name: str) -> Console:
+    # ``console`` and ``err_console`` are made on first use: `edgewatch run` prints
+    # nothing through rich, whose ~45 modules would stay in the agent's RSS (issue 22).
+    if name not in ("console", "err_console"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _console(name)
+
+
+def _console(name: str) -> Console:
+    made = globals().get(name)
+    if made is None:
+        from rich.console import Console
+
+        # Markup off: what the CLI prints is full of text publishers chose (asset
+        # names, topics, payloads), and "[/]" in it must show as "[/]", not raise or
+        # restyle the line. Styles are given as Text spans or style= instead.
+        made = globals()[name] = Console(stderr=name == "err_console", markup=False)
+    return cast("Console", made)
 
 
 def error_line(label: str, message: str) -> Text:
     """``label`` in bold red, then ``message`` as text on the same line."""
+    from rich.text import Text
+
     return Text.assemble((label, "bold red"), " ", printable(message))
 
 
@@ -81,5 +99,5 @@ def emit_json(obj: Any) -> None:
 
 def fail(error: EdgewatchError) -> typer.Exit:
     """Render ``error`` as the one line a user sees and return the Exit to raise."""
-    err_console.print(error_line("error:", str(error)), highlight=False, soft_wrap=True)
+    _console("err_console").print(error_line("error:", str(error)), highlight=False, soft_wrap=True)
     return typer.Exit(error.exit_code)

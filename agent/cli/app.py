@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from agent import __version__
-from agent.cli import run_cmd
-from agent.cli._common import Invocation, err_console, error_line
+from agent.cli import _common, run_cmd
+from agent.cli._common import Invocation, error_line
 from agent.errors import EdgewatchError
 from agent.logs import configure_logging
 
@@ -157,18 +157,18 @@ def main(argv: list[str] | None = None) -> None:
         cli = run_app() if command_name(args) == "run" else full_app()
         cli(args=args, prog_name="edgewatch")
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        _common.err_console.print("interrupted")
         sys.exit(130)
     except EdgewatchError as exc:
         if debug:
             traceback.print_exc()
-        err_console.print(error_line("error:", str(exc)), highlight=False, soft_wrap=True)
+        _common.err_console.print(error_line("error:", str(exc)), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         # Not a user mistake: keep the traceback available, but one line by default.
         if debug:
             traceback.print_exc()
-        err_console.print(
+        _common.err_console.print(
             error_line(
                 "internal error:",
                 f"{type(exc).__name__}: {exc} "

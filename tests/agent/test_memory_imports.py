@@ -64,7 +64,7 @@ def _wait_subscribed(process: subprocess.Popen[bytes], err: Path) -> None:
         time.sleep(0.05)  # polling a file for a condition, with a deadline
 
 
-def test_the_running_onnx_agent_imports_no_other_command_and_no_torch(
+def test_the_running_onnx_agent_imports_no_other_command_no_rich_and_no_torch(
     tmp_path: Path, mqtt_broker: Broker
 ) -> None:
     config = tmp_path / "agent.toml"
@@ -111,7 +111,8 @@ def test_the_running_onnx_agent_imports_no_other_command_and_no_torch(
         m
         for m in imported
         if m == "torch"
-        or m.startswith(("torch.", "simulators", "agent.bench", "pandas", "pyarrow"))
+        or m == "rich"
+        or m.startswith(("torch.", "rich.", "simulators", "agent.bench", "pandas", "pyarrow"))
         or (
             m.startswith("agent.cli.")
             and m
