@@ -39,6 +39,7 @@ from agent.domain import (
     Event,
     Inbound,
     Prediction,
+    Window,
 )
 from agent.errors import EdgewatchError, UpdateError
 from agent.exporter import MetricsServer
@@ -327,11 +328,12 @@ class Agent:
             dead_letter_max_bytes=s.storage.dead_letter_max_bytes,
             max_assets=s.ingest.max_assets,
         )
+        unscored: list[Window] = []
         for asset in baselines:
             readings, last_end = await asyncio.to_thread(
                 queries.recent_readings, engine, s.identity.site, asset, window + hop
             )
-            assembler.prime(asset, readings, last_end)
+            unscored += assembler.prime(asset, readings, last_end)
         inference = InferenceStage(
             predictor,
             store,
@@ -378,6 +380,7 @@ class Agent:
             RecorderConfig(
                 commit_interval_ms=s.storage.commit_interval_ms,
                 commit_max_rows=s.storage.commit_max_rows,
+                commit_max_wait_ms=s.storage.commit_max_wait_ms,
                 # Cut a commit at three quarters of the broker's in-flight window:
                 # the last quarter keeps messages coming while it is written, and
                 # at the full single-message rate this stays under 10 commits/s
@@ -474,6 +477,11 @@ class Agent:
                     start(spb_out.run(), "sparkplug-out")
                 start(self._health(link, queues, inference), "health")
                 start(self._housekeeping(engine, store, inference, assembler, queues), "house")
+                if unscored:
+                    # Stored before the last stop but never scored: before anything new.
+                    log.info("scoring windows left unscored", extra=fields(windows=len(unscored)))
+                    for left in unscored:
+                        await queues.inference.put(left)
                 start(subscriber.run(), "subscriber")
                 if opcua is not None:
                     start(opcua.run(), "opcua")
@@ -502,6 +510,7 @@ class Agent:
                 subscriber.stop()
                 if opcua is not None:
                     opcua.stop()
+                recorder.flush()
                 await self._drain(queues)
                 await link.close()
                 for task in stages:

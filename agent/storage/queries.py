@@ -17,22 +17,35 @@ from agent import blocks
 from agent import schema as t
 from agent.domain import Alert, AlertKind, AssetState, Reading, Severity
 
+#: Stored readings newer than an asset's newest scored window that a restart scores
+#: (see recent_readings); older unscored ones than that are left unscored.
+RECOVER_MAX_READINGS = 20_000
+
 
 def recent_readings(
     engine: Engine, site: str, asset: str, limit: int
 ) -> tuple[list[Reading], int | None]:
-    """The asset's newest ``limit`` stored readings (oldest first) and the end of its
-    newest scored window, to refill its buffer after a restart."""
+    """The asset's stored readings to refill its buffer after a restart (oldest
+    first), and the end of its newest scored window: ``limit`` readings up to that
+    end, and every reading after it (at most RECOVER_MAX_READINGS), whose windows a
+    stop or a crash left unscored after they were stored."""
     with engine.connect() as conn:
         aid = conn.execute(
             select(t.assets.c.id).where(t.assets.c.site == site, t.assets.c.name == asset)
         ).scalar_one_or_none()
         if aid is None:
             return [], None
-        rows = list(islice(blocks.iter_readings(conn, aid, newest_first=True), limit))
         last_end = conn.execute(
             select(func.max(t.predictions.c.window_end_ms)).where(t.predictions.c.asset_id == aid)
         ).scalar_one_or_none()
+        newest = blocks.iter_readings(conn, aid, newest_first=True)
+        rows = []
+        if last_end is not None:
+            for row in newest:
+                rows.append(row)
+                if row[0] <= last_end or len(rows) > RECOVER_MAX_READINGS:
+                    break
+        rows.extend(islice(newest, limit - 1 if rows else limit))
     readings = [Reading(site, asset, ts, values) for ts, _, values in reversed(rows)]
     return readings, last_end
 

@@ -317,16 +317,31 @@ class WindowAssembler:
 
     def prime(
         self, asset: str, readings: Iterable[Reading], last_window_end_ms: int | None
-    ) -> None:
-        """Refill an asset's buffer from stored readings after a restart (no output)."""
+    ) -> list[Window]:
+        """Refill an asset's buffer from stored readings after a restart. Returns the
+        windows of the readings stored after its last scored window: a stop or a crash
+        between storing readings and scoring their windows left them unscored, and
+        they are scored before anything new (see queries.recent_readings)."""
         state = self._assets.get(asset)
         if state is None or state.stream is None or state.plan is None:
-            return
+            return []
         needed = set(state.plan.sensors)
+        stream = state.stream
+        windows: list[Window] = []
+        last_end = last_window_end_ms
+        resumed = False
         for reading in readings:
-            if needed <= reading.values.keys():
-                state.stream.add(reading)
-        state.stream.resume_after(last_window_end_ms)
+            if not needed <= reading.values.keys():
+                continue
+            if last_end is not None and not resumed and reading.ts_ms > last_end:
+                stream.resume_after(last_end)
+                resumed = True
+            result = stream.add(reading)
+            if resumed and result.window is not None:
+                windows.append(result.window)
+        if not resumed:
+            stream.resume_after(last_end)
+        return windows
 
     def process(self, inbound: Inbound, room: int | None = None) -> Output:
         """Pure step for one message; :meth:`run` wires it to the queues.
