@@ -455,6 +455,10 @@ class Bench:
                     f'protocol = "{self.options.protocol}"',
                     "[storage]",
                     f'data_dir = "{data_dir}"',
+                    # The harness reads the agent's counters from its heartbeat rows:
+                    # committed within a second while the agent idles between runs
+                    # (floods commit every commit_interval_ms as by default).
+                    "commit_max_wait_ms = 1000",
                     "[model]",
                     *([f"hop = {hop}"] if hop is not None else []),
                     f'backend = "{backend}"',

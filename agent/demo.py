@@ -200,6 +200,9 @@ def demo_settings(
     if broker_kind == "embedded":
         data["mqtt"]["protocol"] = "3.1.1"  # all the embedded broker speaks
     data["mqtt"]["health_interval_s"] = 2.0
+    # The live view reads the database: a demo is not an SD card to spare, so its
+    # rows are committed within a second rather than gathered for commit_max_wait_ms.
+    data["storage"]["commit_max_wait_ms"] = min(data["storage"]["commit_max_wait_ms"], 1000)
     # Twelve pumps finish their baselines at about the same time; learning two at
     # once keeps the wait short on a 2-core machine.
     data["model"]["max_commissioning"] = max(2, data["model"]["max_commissioning"])

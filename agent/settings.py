@@ -469,7 +469,17 @@ class StorageSettings(_Section):
         1024, description="Upper bound for the database plus the sync outbox, in MB."
     )
     commit_interval_ms: Annotated[int, Field(ge=10, le=60000)] = Field(
-        200, description="A write batch is committed at least this often."
+        200, description="Under load, a write batch is committed at least this often."
+    )
+    commit_max_wait_ms: Annotated[int, Field(ge=10, le=600_000)] = Field(
+        10_000,
+        description=(
+            "At low rates a write batch waits up to this long to gather 2,500 rows: "
+            "every commit rewrites a disk page per asset, so fewer commits spare SD "
+            "cards (50 pumps at 1 Hz: 53 GB written a day at 200 ms, 3.8 GB at 10 s). "
+            "Messages are acknowledged after their commit; alerts are published at "
+            "once. Set it to commit_interval_ms to commit as often as under load."
+        ),
     )
     commit_max_rows: Annotated[int, Field(ge=1, le=100000)] = Field(
         25_000,

@@ -38,7 +38,13 @@ def write_config(path: Path, data_dir: Path, port: int, **sections: dict[str, An
     base: dict[str, dict[str, Any]] = {
         "identity": {"site": "e2e", "agent": agent_id},
         "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 1.0},
-        "storage": {"data_dir": str(data_dir), "commit_interval_ms": 100},
+        # Commits within half a second at the tests' low rates (the default waits up
+        # to 10 s there to spare SD cards): the adaptive wait runs, briefly.
+        "storage": {
+            "data_dir": str(data_dir),
+            "commit_interval_ms": 100,
+            "commit_max_wait_ms": 500,
+        },
         "model": {"commission_samples": 150, "commission_cpu_budget_s": 5.0},
         "sync": {"enabled": False},
         "logging": {"level": "INFO", "format": "json"},

@@ -332,6 +332,58 @@ async def test_recorder_acks_each_message_only_once_its_rows_are_visible(
     assert visible_at_ack == {mid: True for mid in by_mid}
 
 
+def test_commits_gather_longer_at_low_rates_and_not_under_load(engine: Engine) -> None:
+    # Every commit rewrites a page per asset it touches: at plant rates a batch waits
+    # (up to commit_max_wait_ms) for COMMIT_TARGET_ROWS rows; under load, and before
+    # any rate is known, commit_interval_ms.
+    config = RecorderConfig(commit_interval_ms=200, commit_max_wait_ms=10_000)
+    recorder = Recorder(Writer(engine, site="s"), config, Metrics(), lambda refs: None)
+    assert recorder.wait_s() == 0.2
+    recorder._note_rate(10, 0.2)  # 50 rows a second: a quiet plant
+    assert recorder.wait_s() == 10.0
+    for _ in range(3):
+        recorder._note_rate(25_000, 0.05)  # a flood
+    assert recorder.wait_s() == 0.2
+    for _ in range(20):
+        recorder._note_rate(1_000, 1.0)  # in between: as long as 2,500 rows take
+    assert recorder.wait_s() == pytest.approx(2.5, rel=0.01)
+    recorder.flush()
+    assert recorder.wait_s() == 0.0
+
+
+async def test_flush_commits_what_waits_without_waiting_for_more(engine: Engine) -> None:
+    # A quiet plant's batch may wait minutes for more rows; on stop the agent's
+    # queues drain in seconds, so flush() ends the wait at once.
+    committed = asyncio.Event()
+    acked: list[int] = []
+
+    def on_committed(refs: Sequence[MessageRef]) -> None:
+        acked.extend(ref.mid for ref in refs)
+        committed.set()
+
+    config = RecorderConfig(commit_interval_ms=600_000, commit_max_wait_ms=600_000)
+    recorder = Recorder(Writer(engine, site="s"), config, Metrics(), on_committed)
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    task = asyncio.create_task(recorder.run(queue))  # type: ignore[arg-type]
+    try:
+        queue.put_nowait(Accepted(MessageRef(7, 1, 0), 1, readings=(reading(1000),)))
+        async with asyncio.timeout(0.5):
+            await queue.join()  # (times out: the batch is waiting for more)
+    except TimeoutError:
+        pass
+    try:
+        assert not committed.is_set()
+        recorder.flush()
+        async with asyncio.timeout(5):
+            await queue.join()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert acked == [7]
+    assert count(engine, t.reading_blocks) == 1
+
+
 def test_no_outbox_items_without_sync(engine: Engine) -> None:
     writer = Writer(engine, site="s", outbox_enabled=False)
     opened = Alert("p1", AlertKind.ANOMALY, Severity.WARNING, 2000, 3.0, 3.0, last_update_ms=2000)
