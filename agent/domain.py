@@ -142,6 +142,20 @@ class Batch(Sequence[Reading]):
         self.ts_ms = ts_ms
         self.columns = columns
 
+    @classmethod
+    def of(cls, readings: Sequence[Reading]) -> Batch:
+        """The columns of ``readings`` (one asset, the sensor set of the first), in
+        their order: what iterating the batch gives back."""
+        first = readings[0]
+        names = tuple(first.values)
+        return cls(
+            first.site,
+            first.asset,
+            names,
+            np.array([r.ts_ms for r in readings], dtype=np.int64),
+            np.array([[r.values[n] for r in readings] for n in names], dtype=np.float64),
+        )
+
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
 

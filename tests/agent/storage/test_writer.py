@@ -5,7 +5,6 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sqlalchemy import Engine, Table, func, select
 
@@ -144,17 +143,6 @@ def test_values_read_back_as_sent_and_their_redelivery_is_recognised(engine: Eng
     assert (stats.redelivered, stats.dead_letters) == (3, {})
 
 
-def _batch(readings: Sequence[Reading]) -> Batch:
-    names = tuple(readings[0].values)
-    return Batch(
-        "s",
-        readings[0].asset,
-        names,
-        np.array([r.ts_ms for r in readings], dtype=np.int64),
-        np.array([[r.values[n] for r in readings] for n in names], dtype=np.float64),
-    )
-
-
 def test_batches_as_columns_are_stored_as_their_readings_would_be(engine: Engine) -> None:
     # A decoded batch payload reaches the writer as columns (Batch); in one commit
     # with single readings of the same asset (in between, overlapping, redelivered),
@@ -166,9 +154,9 @@ def test_batches_as_columns_are_stored_as_their_readings_would_be(engine: Engine
     writer = Writer(engine, site="s")
     writer.write(
         [
-            Accepted(None, 7, readings=_batch(first)),
+            Accepted(None, 7, readings=Batch.of(first)),
             Accepted(None, 8, readings=(single,)),
-            Accepted(None, 9, readings=_batch(again)),  # 8000 and 9000 again: first stays
+            Accepted(None, 9, readings=Batch.of(again)),  # 8000 and 9000 again: first stays
         ],
         1,
     )

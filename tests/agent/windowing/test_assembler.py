@@ -55,6 +55,20 @@ def assembler(
     )
 
 
+def p1_assembler(hop: int, bundle: BundleShape = BUNDLE, plan: AssetPlan = PLAN) -> WindowAssembler:
+    """One commissioned asset, p1, with windows of 8 (the tests of whole streams)."""
+    return WindowAssembler(
+        profiles=profiles(),
+        bundle=bundle,
+        window=8,
+        hop=hop,
+        reorder_samples=2,
+        gap_factor=5,
+        commissioned={"p1": plan},
+        metrics=Metrics(),
+    )
+
+
 def message(asset: str, *times: int, mid: int = 1) -> Inbound:
     readings = tuple(Reading("s", asset, ts, {"a": ts / 1000, "b": 1.0}) for ts in times)
     return Inbound(MessageRef(mid, 1, 0), 5, readings=readings)
@@ -270,17 +284,6 @@ def _key(r: Reading) -> tuple[int, list[tuple[str, float]]]:
     return r.ts_ms, sorted(r.values.items())
 
 
-def _as_batch(readings: tuple[Reading, ...]) -> Batch:
-    names = tuple(readings[0].values)
-    return Batch(
-        readings[0].site,
-        readings[0].asset,
-        names,
-        np.array([r.ts_ms for r in readings], dtype=np.int64),
-        np.array([[r.values[n] for r in readings] for n in names], dtype=np.float64),
-    )
-
-
 @pytest.mark.parametrize("columns", [False, True], ids=["readings", "columns"])
 @pytest.mark.parametrize("min_rows", [None, 3])
 def test_batches_give_exactly_the_windows_of_one_reading_at_a_time(
@@ -310,16 +313,7 @@ def test_batches_give_exactly_the_windows_of_one_reading_at_a_time(
                 want_late.append(r.ts_ms)
             restarts += result.restarted_after_ms is not None
 
-        asm = WindowAssembler(
-            profiles=profiles(),
-            bundle=bundle,
-            window=8,
-            hop=3,
-            reorder_samples=2,
-            gap_factor=5,
-            commissioned={"p1": plan},
-            metrics=Metrics(),
-        )
+        asm = p1_assembler(3, bundle, plan)
         rng = np.random.default_rng(seed + 100)
         got_windows: list[Window] = []
         got_late: list[int] = []
@@ -329,7 +323,7 @@ def test_batches_give_exactly_the_windows_of_one_reading_at_a_time(
             size = int(rng.integers(1, 60))  # up to beyond the buffer's capacity
             batch = tuple(readings[i : i + size])
             i += size
-            given = _as_batch(batch) if columns else batch
+            given = Batch.of(batch) if columns else batch
             out = asm.process(Inbound(MessageRef(i, 1, 0), 5, readings=given))
             got_windows.extend(out.windows)
             got_late.extend(r.ts_ms for r, _ in out.accepted.late)
@@ -463,20 +457,11 @@ def test_windows_beyond_the_inference_queues_room_are_shed_without_being_made() 
     )
 
     def run(rooms: list[int | None]) -> tuple[list[Window], int]:
-        asm = WindowAssembler(
-            profiles=profiles(),
-            bundle=BUNDLE,
-            window=8,
-            hop=1,
-            reorder_samples=2,
-            gap_factor=5,
-            commissioned={"p1": PLAN},
-            metrics=Metrics(),
-        )
+        asm = p1_assembler(1)
         windows: list[Window] = []
         shed = 0
         for k, room in enumerate(rooms):
-            batch = _as_batch(readings[k * 40 : (k + 1) * 40])
+            batch = Batch.of(readings[k * 40 : (k + 1) * 40])
             out = asm.process(Inbound(MessageRef(k, 1, 0), 5, readings=batch), room)
             assert len(out.accepted.readings) == 40  # readings are kept all the same
             windows.extend(out.windows)
@@ -504,16 +489,7 @@ def test_single_readings_without_room_make_no_window_and_the_stream_carries_on()
     ]
 
     def run(room_for: Callable[[int], int | None]) -> tuple[list[Window], int]:
-        asm = WindowAssembler(
-            profiles=profiles(),
-            bundle=BUNDLE,
-            window=8,
-            hop=2,
-            reorder_samples=2,
-            gap_factor=5,
-            commissioned={"p1": PLAN},
-            metrics=Metrics(),
-        )
+        asm = p1_assembler(2)
         windows: list[Window] = []
         shed = 0
         for k, r in enumerate(readings):
@@ -542,19 +518,7 @@ def test_a_restart_scores_the_windows_stored_readings_left_unscored() -> None:
         Reading("s", "p1", 1000 * (i + 1), {"a": float(i), "b": -float(i)}) for i in range(80)
     ]
 
-    def fresh() -> WindowAssembler:
-        return WindowAssembler(
-            profiles=profiles(),
-            bundle=BUNDLE,
-            window=8,
-            hop=2,
-            reorder_samples=2,
-            gap_factor=5,
-            commissioned={"p1": PLAN},
-            metrics=Metrics(),
-        )
-
-    live = fresh()
+    live = p1_assembler(2)
     everything = [
         w
         for k, r in enumerate(readings)
@@ -562,7 +526,7 @@ def test_a_restart_scores_the_windows_stored_readings_left_unscored() -> None:
     ]
     last_scored = everything[9].end_ms  # windows after it were lost with the process
     stored = readings[:60]
-    restarted = fresh()
+    restarted = p1_assembler(2)
     recovered = restarted.prime("p1", stored, last_scored)
     after = [
         w
