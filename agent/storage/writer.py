@@ -153,6 +153,15 @@ class Writer:
         self._asset_ids[name] = asset_id
         return asset_id
 
+    def _seen(
+        self, conn: Connection, asset: str, first_ms: int, newest_ms: int, last_seen: dict[str, int]
+    ) -> int:
+        """The asset's id (made on its first reading), noting its newest reading of
+        this transaction for ``assets.last_seen_ms``."""
+        if newest_ms > last_seen.get(asset, 0):
+            last_seen[asset] = newest_ms
+        return self._asset_ids.get(asset) or self.asset_id(conn, asset, first_ms)
+
     def _write(
         self, conn: Connection, items: Sequence[Item], now_ms: int, stats: WriteStats
     ) -> None:
@@ -169,22 +178,15 @@ class Writer:
                 batch = item.readings
                 if isinstance(batch, Batch):
                     if len(batch):
-                        asset = batch.asset
-                        aid = self._asset_ids.get(asset) or self.asset_id(
-                            conn, asset, int(batch.ts_ms[0])
-                        )
-                        newest = int(batch.ts_ms.max())
-                        if newest > last_seen.get(asset, 0):
-                            last_seen[asset] = newest
+                        ts = batch.ts_ms
+                        aid = self._seen(conn, batch.asset, int(ts[0]), int(ts.max()), last_seen)
                         if self.keep_readings:
                             block = blocks.from_batch(batch, received_ms)
                             readings.setdefault(aid, []).append(block)
                 elif len(batch) == 1:
                     # The single-reading message, the most common item by far.
                     r = batch[0]
-                    aid = self._asset_ids.get(r.asset) or self.asset_id(conn, r.asset, r.ts_ms)
-                    if r.ts_ms > last_seen.get(r.asset, 0):
-                        last_seen[r.asset] = r.ts_ms
+                    aid = self._seen(conn, r.asset, r.ts_ms, r.ts_ms, last_seen)
                     if self.keep_readings:
                         times, received, values = _rows(readings.setdefault(aid, []))
                         times.append(r.ts_ms)
@@ -192,12 +194,8 @@ class Writer:
                         values.append(r.values)
                 else:
                     for asset, group in _by_asset(batch):
-                        aid = self._asset_ids.get(asset) or self.asset_id(
-                            conn, asset, group[0].ts_ms
-                        )
                         newest = max(r.ts_ms for r in group)
-                        if newest > last_seen.get(asset, 0):
-                            last_seen[asset] = newest
+                        aid = self._seen(conn, asset, group[0].ts_ms, newest, last_seen)
                         if self.keep_readings:
                             times, received, values = _rows(readings.setdefault(aid, []))
                             times.extend(r.ts_ms for r in group)
