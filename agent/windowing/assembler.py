@@ -499,9 +499,6 @@ class WindowAssembler:
             # through add()).
             limit = None if out.room is None else max(0, out.room - len(out.windows))
             taken, completed = stream.extend(readings, i, limit) if len(readings) > 1 else (0, [])
-            if stream.shed:
-                out.shed += stream.shed
-                stream.shed = 0
             if taken:
                 run = readings[i : i + taken]
                 i += taken
@@ -525,9 +522,6 @@ class WindowAssembler:
                 or state.phase is Phase.COLLECTING  # its windows are not offered
             )
             result = stream.add(reading, make)
-            if stream.shed:
-                out.shed += stream.shed
-                stream.shed = 0
             if not result.accepted:
                 reason = (
                     RejectReason.DUPLICATE
@@ -556,6 +550,9 @@ class WindowAssembler:
                 self._collect(reading.asset, state, reading, out)
             elif result.window is not None:
                 out.windows.append(result.window)
+        # Windows the stream did not make for the lack of room (see process).
+        out.shed += stream.shed
+        stream.shed = 0
 
     def _collect(self, asset: str, state: _Asset, reading: Reading, out: _Out) -> None:
         plan = state.plan
