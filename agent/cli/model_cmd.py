@@ -178,8 +178,7 @@ def _probation(settings: Settings) -> dict[str, Any] | None:
         engine.dispose()
     if beat is None:
         return None
-    fresh_ms = 3 * settings.mqtt.health_interval_s * 1000
-    if time.time_ns() // 1_000_000 - beat["ts_ms"] > fresh_ms:
+    if time.time_ns() // 1_000_000 - beat["ts_ms"] > queries.heartbeat_max_age_ms(settings):
         return None
     progress = beat["health"].get("model_probation")
     return progress if isinstance(progress, dict) else None

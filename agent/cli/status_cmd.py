@@ -18,8 +18,6 @@ from agent.settings import Settings
 from agent.sqlite import open_engine
 from agent.storage import queries
 
-#: A heartbeat older than this many health intervals means the agent is down.
-STALE_INTERVALS = 3
 EXIT_DOWN = 1
 EXIT_UNHEALTHY = 3
 
@@ -48,7 +46,7 @@ def collect(settings: Settings) -> tuple[dict[str, Any], int]:
     finally:
         engine.dispose()
     now_ms = time.time_ns() // 1_000_000
-    stale_ms = STALE_INTERVALS * settings.mqtt.health_interval_s * 1000
+    stale_ms = queries.heartbeat_max_age_ms(settings)
     health: dict[str, Any] = beat["health"] if beat else {}
     running = beat is not None and now_ms - beat["ts_ms"] <= stale_ms
     problems = []

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from agent import blocks
 from agent import schema as t
 from agent.domain import Alert, AlertKind, AssetState, Reading, Severity
+from agent.settings import Settings
 
 #: Stored readings newer than an asset's newest scored window that a restart scores
 #: (see recent_readings); older unscored ones than that are left unscored.
@@ -171,6 +172,18 @@ def asset_baselines(engine: Engine, site: str) -> list[dict[str, Any]]:
             .order_by(t.assets.c.name)
         ).all()
     return [{str(key): value for key, value in row._mapping.items()} for row in rows]
+
+
+#: A heartbeat older than this many health intervals (plus its commit's wait) means
+#: the agent is down.
+STALE_INTERVALS = 3
+
+
+def heartbeat_max_age_ms(settings: Settings) -> float:
+    """How old the newest heartbeat of a running agent can be: a few health intervals,
+    plus the time its write batch may wait at low rates (storage.commit_max_wait_ms)."""
+    health_ms = settings.mqtt.health_interval_s * 1000
+    return STALE_INTERVALS * health_ms + settings.storage.commit_max_wait_ms
 
 
 def latest_heartbeat(engine: Engine, agent: str) -> dict[str, Any] | None:

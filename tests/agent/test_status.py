@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.settings import Settings
 from agent.sqlite import open_engine
+from agent.storage import queries
 from agent.storage.writer import Heartbeat, Writer
 from tests.conftest import CliRunner
 
@@ -60,3 +62,14 @@ def test_status_without_database_is_one_line(cli: CliRunner, tmp_path: Path) -> 
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "does not exist" in result.stderr
+
+
+def test_a_heartbeat_waiting_for_its_commit_does_not_make_the_agent_look_down() -> None:
+    # At low rates a write batch waits up to storage.commit_max_wait_ms, heartbeats
+    # included: the newest one in the database can be that much older.
+    quiet = Settings.model_validate({"mqtt": {"health_interval_s": 2.0}})
+    assert queries.heartbeat_max_age_ms(quiet) == 3 * 2_000 + quiet.storage.commit_max_wait_ms
+    eager = Settings.model_validate(
+        {"mqtt": {"health_interval_s": 2.0}, "storage": {"commit_max_wait_ms": 200}}
+    )
+    assert queries.heartbeat_max_age_ms(eager) == 6_200
