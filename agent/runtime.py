@@ -69,7 +69,8 @@ from agent.storage.writer import Heartbeat, Item, Writer
 from agent.sync import SyncStage
 from agent.sync.budget import BudgetDuty, prepare
 from agent.updates.lifecycle import Configured, ModelLifecycle, bundle_version
-from agent.windowing.assembler import ToInference, WindowAssembler
+from agent.windowing.assembler import WindowAssembler
+from agent.windowing.queue import WindowQueue
 from models.bundles import SHIPPED, default_bundle_path
 from models.lean import has_graphs, onnxruntime_available
 from models.updates.store import ModelStore, StoreState, discard_partial
@@ -87,7 +88,7 @@ log = logging.getLogger(__name__)
 Q = TypeVar("Q")
 
 #: Queue bounds. Inbound and records block when full (backpressure to the broker);
-#: the inference queue sheds windows (see agent.windowing.assembler). Queues of
+#: the inference queue sheds older windows (see agent.windowing.queue). Queues of
 #: messages are bounded in readings, not messages, because a batch message may
 #: carry a thousand of them (a queued reading costs ~0.6 KB).
 INBOUND_QUEUE_ROWS = 2048
@@ -174,9 +175,7 @@ class Queues:
     inbound: asyncio.Queue[Inbound] = field(
         default_factory=lambda: RowBoundedQueue(INBOUND_QUEUE_ROWS, _inbound_rows)
     )
-    inference: asyncio.Queue[ToInference] = field(
-        default_factory=lambda: asyncio.Queue(INFERENCE_QUEUE)
-    )
+    inference: WindowQueue = field(default_factory=lambda: WindowQueue(INFERENCE_QUEUE))
     results: asyncio.Queue[Result] = field(default_factory=lambda: asyncio.Queue(RESULTS_QUEUE))
     records: asyncio.Queue[Item] = field(
         default_factory=lambda: RowBoundedQueue(RECORDS_QUEUE_ROWS, item_rows)

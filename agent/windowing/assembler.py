@@ -8,10 +8,12 @@ Input: :class:`~agent.domain.Inbound` from the subscriber. Outputs, in order:
   :class:`~agent.domain.CommissionRequest` per new asset once its baseline is full.
 
 Shedding policy: the recorder queue is never shed (a full one blocks the subscriber,
-which stops acknowledging, which stops the broker). The inference queue sheds: when
-it is full, the new window is dropped and counted (``windows_shed``); the readings
-are still stored, so nothing is lost for retraining and the next window of the asset
-covers the same samples.
+which stops acknowledging, which stops the broker). The inference queue sheds (see
+:mod:`agent.windowing.queue`): when it is full, an older queued window makes way for the
+new one, so the newest window of each asset is the one scored; every window dropped is
+counted (``windows_shed``). The readings are still stored, so nothing is lost for
+retraining. A message completing more windows than the queue has room for makes only
+its newest ones (at least one); the others are never cut, only counted.
 
 Asset cap (``max_assets``): every asset costs a stream buffer and, until its baseline
 is requested, its learning votes or baseline samples, so a publisher inventing asset
@@ -55,6 +57,7 @@ from agent.errors import PayloadError
 from agent.logs import fields
 from agent.metrics import Metrics
 from agent.profiles import LEARN_GIVE_UP_FACTOR, BundleShape, Profiles, majority_set
+from agent.windowing.queue import WindowQueue
 from agent.windowing.stream import AssetStream, Verdict
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,6 @@ log = logging.getLogger(__name__)
 SHED_LOG_INTERVAL_S = 30.0
 
 ToRecorder = Accepted | Event
-ToInference = Window | CommissionRequest
 
 #: Messages in a row that must show the same different sensor set before it counts
 #: as a change for good (one event) rather than a bad message (a dead letter).
@@ -346,8 +348,9 @@ class WindowAssembler:
     def process(self, inbound: Inbound, room: int | None = None) -> Output:
         """Pure step for one message; :meth:`run` wires it to the queues.
 
-        ``room``: what the inference queue can take now; windows a batch completes
-        beyond it are shed without being made (counted in ``Output.shed``).
+        ``room``: what the inference queue can take now; of the windows a message
+        completes, only the newest ``room`` (at least one) are made, the older ones
+        are shed without being made (counted in ``Output.shed``).
         """
         readings = inbound.readings
         out = _Out(room=room)
@@ -493,12 +496,12 @@ class WindowAssembler:
     def _take(self, state: _Asset, readings: Sequence[Reading], out: _Out) -> None:
         stream = state.stream
         assert stream is not None
+        keep = None if out.room is None else max(1, out.room)
         i = 0
         while i < len(readings):
             # A batch in time order goes in bulk (a single reading is cheaper
             # through add()).
-            limit = None if out.room is None else max(0, out.room - len(out.windows))
-            taken, completed = stream.extend(readings, i, limit) if len(readings) > 1 else (0, [])
+            taken, completed = stream.extend(readings, i, keep) if len(readings) > 1 else (0, [])
             if taken:
                 run = readings[i : i + taken]
                 i += taken
@@ -516,12 +519,7 @@ class WindowAssembler:
                 continue
             reading = readings[i]
             i += 1
-            make = (
-                out.room is None
-                or len(out.windows) < out.room
-                or state.phase is Phase.COLLECTING  # its windows are not offered
-            )
-            result = stream.add(reading, make)
+            result = stream.add(reading)
             if not result.accepted:
                 reason = (
                     RejectReason.DUPLICATE
@@ -550,6 +548,9 @@ class WindowAssembler:
                 self._collect(reading.asset, state, reading, out)
             elif result.window is not None:
                 out.windows.append(result.window)
+        if keep is not None and len(out.windows) > keep:
+            out.shed += len(out.windows) - keep
+            del out.windows[:-keep]
         # Windows the stream did not make for the lack of room (see process).
         out.shed += stream.shed
         stream.shed = 0
@@ -592,7 +593,7 @@ class WindowAssembler:
         self,
         inbox: asyncio.Queue[Inbound],
         record: Callable[[ToRecorder], Awaitable[None]],
-        to_inference: asyncio.Queue[ToInference],
+        to_inference: WindowQueue,
     ) -> None:
         """Consume ``inbox`` until cancelled; the runtime drains it before stopping.
 
@@ -601,9 +602,7 @@ class WindowAssembler:
         while True:
             inbound = await inbox.get()
             try:
-                bound = to_inference.maxsize
-                room = max(0, bound - to_inference.qsize()) if bound > 0 else None
-                out = self.process(inbound, room)
+                out = self.process(inbound, to_inference.maxsize - to_inference.qsize())
                 if out.shed:
                     self._note_shed(out.shed)
                 for event in out.events:
@@ -616,11 +615,11 @@ class WindowAssembler:
             finally:
                 inbox.task_done()
 
-    def _offer(self, window: Window, queue: asyncio.Queue[ToInference]) -> None:
-        try:
-            queue.put_nowait(window)
+    def _offer(self, window: Window, queue: WindowQueue) -> None:
+        dropped = queue.offer(window)
+        if dropped is not window:
             self.metrics.windows_emitted += 1
-        except asyncio.QueueFull:
+        if dropped is not None:
             self._note_shed(1)
 
     def _note_shed(self, count: int) -> None:

@@ -142,9 +142,9 @@ class AssetStream:
         than the last, no gap) and returns how many it took and the windows they
         completed, exactly as :meth:`add` would have. The caller hands the reading
         that stopped the run to :meth:`add`. A :class:`Batch` is read as columns.
-        ``limit``: make at most this many windows (of a stream past its first
-        window); the others are not made, only counted in :attr:`shed`, as an
-        inference queue with that much room would shed them.
+        ``limit``: make only the newest this many windows (at least one); the older
+        ones are not made, only counted in :attr:`shed`, as an inference queue with
+        that much room would shed them.
         """
         prev = self.newest_ms
         if prev is None:
@@ -240,8 +240,7 @@ class AssetStream:
                 chunk = min(self.capacity - n, taken - done)
                 self._data[:, n : n + chunk] = data[:, done : done + chunk]
                 self._ts[n : n + chunk] = stamps[done : done + chunk]
-                room = None if limit is None else max(0, limit - len(windows))
-                windows.extend(self._cut(n, chunk, room))
+                windows.extend(self._cut(n, chunk, limit))
                 done += chunk
                 continue
             # Up to the next sample that can complete a window, so that each window
@@ -259,11 +258,14 @@ class AssetStream:
             window = self._maybe_emit()
             if window is not None:
                 windows.append(window)
+        if limit is not None and len(windows) > limit:
+            self.shed += len(windows) - limit
+            del windows[:-limit]
         return windows
 
-    def _cut(self, n: int, chunk: int, room: int | None) -> list[Window]:
+    def _cut(self, n: int, chunk: int, limit: int | None) -> list[Window]:
         """Windows completed by the ``chunk`` samples just written at ``n`` (whole
-        windows in the buffer, a window emitted before); only the first ``room`` of
+        windows in the buffer, a window emitted before); only the newest ``limit`` of
         them are made, the others counted in :attr:`shed`."""
         first = n + max(1, self.hop - self._since_emit)  # end (exclusive) of the first
         self._n = n + chunk
@@ -274,9 +276,9 @@ class AssetStream:
             return []
         self._since_emit = self._n - ends[-1]
         self._last_end_ms = int(self._ts[ends[-1] - 1])
-        if room is not None and room < len(ends):
-            self.shed += len(ends) - room
-            ends = ends[:room]
+        if limit is not None and limit < len(ends):
+            self.shed += len(ends) - limit
+            ends = ends[len(ends) - limit :]
             if not ends:
                 return []
         starts = np.arange(ends[0] - self.window, ends[-1] - self.window + 1, self.hop)
@@ -288,14 +290,12 @@ class AssetStream:
         last_ms: list[int] = self._ts[starts + (self.window - 1)].tolist()
         return list(map(Window, itertools.repeat(self.asset), first_ms, last_ms, block))
 
-    def add(self, reading: Reading, make: bool = True) -> AddResult:
-        """Take one reading; returns what happened and the window it completed, if any
-        (``make`` False: a window it completes is not made, only counted in
-        :attr:`shed`, as in :meth:`extend`)."""
+    def add(self, reading: Reading) -> AddResult:
+        """Take one reading; returns what happened and the window it completed, if any."""
         ts = reading.ts_ms
         newest = self.newest_ms
         if newest is not None and ts <= newest:
-            return self._insert_late(reading, make)
+            return self._insert_late(reading)
         restarted = None
         if newest is not None:
             interval = ts - newest
@@ -312,9 +312,9 @@ class AssetStream:
         self._n += 1
         self._filled += 1
         self._since_emit += 1
-        return AddResult(Verdict.APPENDED, self._maybe_emit(make), restarted)
+        return AddResult(Verdict.APPENDED, self._maybe_emit(), restarted)
 
-    def _insert_late(self, reading: Reading, make: bool = True) -> AddResult:
+    def _insert_late(self, reading: Reading) -> AddResult:
         ts = reading.ts_ms
         valid = self._ts[: self._n]
         pos = int(np.searchsorted(valid, ts))
@@ -335,17 +335,12 @@ class AssetStream:
         self._n += 1
         self._filled += 1
         self._since_emit += 1
-        return AddResult(Verdict.REORDERED, self._maybe_emit(make))
+        return AddResult(Verdict.REORDERED, self._maybe_emit())
 
-    def _maybe_emit(self, make: bool = True) -> Window | None:
+    def _maybe_emit(self) -> Window | None:
         if self._filled < self.min_rows:
             return None
         if self._last_end_ms is not None and self._since_emit < self.hop:
-            return None
-        if not make:
-            self.shed += 1
-            self._since_emit = 0
-            self._last_end_ms = int(self._ts[self._n - 1])
             return None
         # A run shorter than the window lies whole in the buffer: compaction keeps more
         # than a window and only starts once the buffer is full.

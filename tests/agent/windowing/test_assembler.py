@@ -450,40 +450,43 @@ def test_new_assets_are_dead_letters_when_none_can_be_evicted_with_one_event() -
 
 def test_windows_beyond_the_inference_queues_room_are_shed_without_being_made() -> None:
     # Under load the inference queue is full and most windows of a batch would be
-    # shed: those beyond its room are not cut at all, and the stream carries on
-    # exactly as if they had been (the windows after them are the same).
+    # shed: only the newest that fit are cut (at least one, which the queue takes in
+    # place of an older one), the older ones are not cut at all, and the stream
+    # carries on exactly as if they had been (the windows after them are the same).
     readings = tuple(
         Reading("s", "p1", 1000 * (i + 1), {"a": float(i), "b": -float(i)}) for i in range(200)
     )
 
-    def run(rooms: list[int | None]) -> tuple[list[Window], int]:
+    def run(rooms: list[int | None]) -> tuple[list[list[Window]], int]:
         asm = p1_assembler(1)
-        windows: list[Window] = []
+        windows: list[list[Window]] = []
         shed = 0
         for k, room in enumerate(rooms):
             batch = Batch.of(readings[k * 40 : (k + 1) * 40])
             out = asm.process(Inbound(MessageRef(k, 1, 0), 5, readings=batch), room)
             assert len(out.accepted.readings) == 40  # readings are kept all the same
-            windows.extend(out.windows)
+            windows.append(list(out.windows))
             shed += out.shed
         return windows, shed
 
     everything, none_shed = run([None] * 5)
     limited, shed = run([None, 3, 0, 3, None])
     assert none_shed == 0
-    assert shed == 40 - 3 + 40 + 40 - 3
-    made = {(w.start_ms, w.end_ms) for w in limited}
-    assert made < {(w.start_ms, w.end_ms) for w in everything}
-    assert len(made) == len(everything) - shed
-    by_end = {w.end_ms: w for w in everything}
-    for w in limited:
-        np.testing.assert_array_equal(w.data, by_end[w.end_ms].data)
-    # The first three of each limited batch were made: the oldest, as the queue
-    # would have taken them in order.
-    assert [w.end_ms for w in limited[33:36]] == [41_000, 42_000, 43_000]
+    assert shed == (40 - 3) + (40 - 1) + (40 - 3)
+    # Each limited message made its newest windows, the ones of the unlimited run.
+    for made, every in zip(limited, everything, strict=True):
+        assert [w.end_ms for w in made] == [w.end_ms for w in every[len(every) - len(made) :]]
+        for w, same in zip(made, every[len(every) - len(made) :], strict=True):
+            np.testing.assert_array_equal(w.data, same.data)
+    assert [len(made) for made in limited] == [len(everything[0]), 3, 1, 3, 40]
+    assert [w.end_ms for w in limited[1]] == [78_000, 79_000, 80_000]
+    assert [w.end_ms for w in limited[2]] == [120_000]
 
 
-def test_single_readings_without_room_make_no_window_and_the_stream_carries_on() -> None:
+def test_a_single_reading_makes_its_window_however_full_the_queue() -> None:
+    # A single reading completes at most one window, its asset's newest: it is made
+    # even without room (the queue drops an older window for it), so the last reading
+    # of a burst is always scored.
     readings = [
         Reading("s", "p1", 1000 * (i + 1), {"a": float(i), "b": -float(i)}) for i in range(60)
     ]
@@ -501,13 +504,10 @@ def test_single_readings_without_room_make_no_window_and_the_stream_carries_on()
 
     everything, _ = run(lambda k: None)
     limited, shed = run(lambda k: 0 if 20 <= k < 40 else 5)
-    assert shed == 10  # hop 2: ten windows end within readings 20..39
-    assert [w.end_ms for w in limited] == [
-        w.end_ms for w in everything if not 21_000 <= w.end_ms <= 40_000
-    ]
-    by_end = {w.end_ms: w for w in everything}
-    for w in limited:
-        np.testing.assert_array_equal(w.data, by_end[w.end_ms].data)
+    assert shed == 0
+    assert [w.end_ms for w in limited] == [w.end_ms for w in everything]
+    for w, same in zip(limited, everything, strict=True):
+        np.testing.assert_array_equal(w.data, same.data)
 
 
 def test_a_restart_scores_the_windows_stored_readings_left_unscored() -> None:
