@@ -569,7 +569,9 @@ class Bench:
         fig.batched_write_bytes_per_reading = round(
             (stats.write_bytes() - written0) / max(stored, 1), 1
         )
-        windows = after.get("windows_emitted", 0) - health0.get("windows_emitted", 0)
+        # Scored, not handed over: a full inference queue drops a queued window for a
+        # newer one, which counts it as handed over and as shed.
+        windows = after.get("predictions", 0) - health0.get("predictions", 0)
         shed = after.get("windows_shed", 0) - health0.get("windows_shed", 0)
         fig.windows_per_reading = round(windows / (n + target), 4)
         fig.shed_per_reading = round(shed / (n + target), 4)

@@ -71,8 +71,12 @@ class AgentCollector:
                 "Readings the broker delivered again.",
                 m.readings_redelivered,
             ),
-            ("windows_emitted", "Windows sent to inference.", m.windows_emitted),
-            ("windows_shed", "Windows dropped under overload (see docs).", m.windows_shed),
+            ("windows_emitted", "Windows handed to the inference queue.", m.windows_emitted),
+            (
+                "windows_shed",
+                "Windows shed under overload: never cut, or dropped for a newer one.",
+                m.windows_shed,
+            ),
             ("window_restarts", "Windows restarted after a gap in the stream.", m.window_restarts),
             (
                 "assets_evicted",
