@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from agent import blocks
 from agent import schema as tables
@@ -284,3 +284,50 @@ def test_0007_moves_readings_into_blocks_and_back(tmp_path: Path) -> None:
     ]
     assert viewed_rows == (len(rows),)
     assert not tables_now & {"reading_blocks", "sensor_sets", "v_reading_blocks"}
+
+
+def test_0010_downgrade_rewrites_blocks_in_the_format_older_agents_read(tmp_path: Path) -> None:
+    """Blocks written at 0010 (format 2) are format 1 after downgrading to 0009, with
+    every reading unchanged; blocks already in format 1 are left as they are."""
+    path = tmp_path / "edgewatch.db"
+    migrate.upgrade(path)
+    engine = open_engine(path)
+    decimals = [
+        Reading("s", "pump-1", 1_000 * i, {"temp_c": 40 + i / 100, "vib": 0.1 * (i % 7)})
+        for i in range(1, 300)
+    ]
+    try:
+        writer = Writer(engine, site="s")
+        writer.write([Accepted(MessageRef(1, 1, 0), 5, readings=tuple(decimals))], 5)
+        with engine.begin() as conn:
+            old = blocks.from_rows([(500_000, 6, {"temp_c": 1.5})])
+            conn.execute(
+                insert(tables.reading_blocks).values(
+                    asset_id=1,
+                    first_ts_ms=500_000,
+                    last_ts_ms=500_000,
+                    count=1,
+                    sensor_set_id=blocks.SensorSets().id_of(conn, old.sensors),
+                    data=blocks.encode(old, version=1),
+                )
+            )
+        with engine.connect() as conn:
+            before = list(blocks.iter_readings(conn, 1))
+            formats = [blocks.format_of(d) for d in _block_data(conn)]
+        assert sorted(formats) == [1, 2]
+    finally:
+        engine.dispose()
+
+    migrate.downgrade(path, "0009")
+    engine = open_engine(path)
+    try:
+        with engine.connect() as conn:
+            assert [blocks.format_of(d) for d in _block_data(conn)] == [1, 1]
+            assert list(blocks.iter_readings(conn, 1)) == before
+    finally:
+        engine.dispose()
+    assert migrate.upgrade(path).to_revision == migrate.head_revision()
+
+
+def _block_data(conn: Connection) -> list[bytes]:
+    return [bytes(d) for d in conn.execute(select(tables.reading_blocks.c.data)).scalars()]

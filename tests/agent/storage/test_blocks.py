@@ -50,9 +50,64 @@ def test_steady_readings_compress_well_below_a_row_each() -> None:
         (1_000 * i, 1_000 * (i // 100), {f"s{j}": round(50 + rng.normal(), 2) for j in range(7)})
         for i in range(1_000)
     ]
-    size = len(blocks.encode(blocks.from_rows(rows)))
-    # float32 values of 7 sensors are 28 bytes raw; times cost almost nothing.
-    assert size / len(rows) < 28
+    block = blocks.from_rows(rows)
+    size = len(blocks.encode(block))
+    as_floats = len(blocks.encode(block, version=1))
+    # float32 values of 7 sensors are 28 bytes raw; times cost almost nothing; values
+    # sent with 2 decimals are stored as integers, in far fewer bytes than as floats.
+    assert as_floats / len(rows) < 28
+    assert size < 0.7 * as_floats
+    assert size / len(rows) < 16
+
+
+def test_columns_are_stored_as_decimals_where_exact_and_read_back_bit_for_bit() -> None:
+    rng = np.random.default_rng(5)
+    n = 500
+    columns = {
+        "two_places": np.round(50 + rng.normal(size=n), 2),
+        "whole": np.round(rng.normal(size=n) * 1000),
+        "six_places": np.round(rng.random(n), 6),
+        "large": np.round(2900 + rng.random(n) * 100, 3),
+        "full_float": rng.normal(size=n),
+        "too_large": 1e16 + rng.random(n) * 1e10,
+        "negative_zero": np.where(np.arange(n) == 7, -0.0, np.round(rng.normal(size=n), 1)),
+    }
+    names = sorted(columns)
+    values = np.stack([columns[name] for name in names], axis=1).astype(np.float32)
+    values[3, names.index("whole")] = np.nan  # not carried by one reading
+    block = blocks.Block(
+        np.arange(n, dtype=np.int64) * 1000, np.zeros(n, np.int64), tuple(names), values
+    )
+    places = dict(zip(names, blocks.decimal_places(values).tolist(), strict=True))
+    assert places == {
+        "two_places": 2,
+        "whole": -1,  # a missing value: stored as floats
+        "six_places": 6,
+        "large": 3,
+        "full_float": -1,
+        "too_large": -1,
+        "negative_zero": -1,  # -0.0 would read back as 0.0 from an integer
+    }
+    whole = names.index("whole")
+    assert blocks.decimal_places(values[4:, whole : whole + 1]).tolist() == [0]
+    back = blocks.decode(blocks.encode(block), block.sensors)
+    assert np.array_equal(back.values.view(np.uint32), values.view(np.uint32))
+    assert np.array_equal(back.ts_ms, block.ts_ms)
+    # A column whose first values have fewer places than the rest.
+    late = np.concatenate([np.full(100, 5.0), np.round(rng.normal(size=100), 3)])
+    assert blocks.decimal_places(late.astype(np.float32)[:, None]).tolist() == [3]
+    # Too few readings to guess from a head: the same verdicts.
+    short = values[:40].copy()
+    short[3, whole] = 1.0
+    assert blocks.decimal_places(short).tolist() == [-1, 3, -1, 6, -1, 2, 0]
+
+
+def test_blocks_of_the_first_format_are_still_read() -> None:
+    rows: list[blocks.Row] = [(1_000, 5, {"temp_c": 41.5, "vib": 0.1}), (2_000, 5, {"vib": 2.0})]
+    block = blocks.from_rows(rows)
+    old = blocks.encode(block, version=1)
+    assert (blocks.format_of(old), blocks.format_of(blocks.encode(block))) == (1, 2)
+    assert list(blocks.decode(old, block.sensors).rows()) == rows
 
 
 def readings(conn: Connection, asset: int = 1, **kw: object) -> list[blocks.Row]:
