@@ -14,7 +14,8 @@ Block layout (``FORMAT_VERSION`` 2), zlib-compressed at level ``ZLIB_LEVEL``:
   names in column order), each a code byte and 4 n bytes:
 
   - code 0-6, *decimal column*: every value is a decimal with that many places
-    (``2.35``: 235 at 2 places) whose float32 is the stored value bit for bit; the
+    (``2.35``: 235 at 2 places) whose float32 is the stored value bit for bit (a
+    -0.0 is stored as 0, the same number, and reads back as 0.0); the
     scaled integers as deltas (the first from 0), zigzag-coded (0, -1, 1, -2... to
     0, 1, 2, 3...) as u32, bytes shuffled;
   - code 255, *float column*: float32, bytes shuffled.
@@ -164,8 +165,16 @@ def _unshuffle(data: bytes, dtype: Any, count: int) -> NDArray[Any]:
     return out
 
 
-def encode(block: Block, version: int = FORMAT_VERSION) -> bytes:
-    """``block`` in format ``version`` (an older one only to downgrade a database)."""
+#: Decimal places last found per sensor set (see encode's ``memo``).
+PlacesMemo = dict[tuple[str, ...], NDArray[np.int64]]
+
+
+def encode(block: Block, version: int = FORMAT_VERSION, memo: PlacesMemo | None = None) -> bytes:
+    """``block`` in format ``version`` (an older one only to downgrade a database).
+
+    ``memo``: the decimal places of the last block of the same sensors, kept up to date
+    by each call: a column that still fits them costs one check instead of a search.
+    """
     n, k = len(block), len(block.sensors)
     body = [
         _HEADER.pack(version, n, k),
@@ -177,18 +186,21 @@ def encode(block: Block, version: int = FORMAT_VERSION) -> bytes:
         # Column-major: one sensor's neighbouring values are alike.
         body.append(_shuffle(values.T.reshape(-1)))
     elif version == 2:
-        body.append(_encode_columns(values))
+        hint = None if memo is None else memo.get(block.sensors)
+        places = decimal_places(values, hint)
+        if memo is not None:
+            memo[block.sensors] = places
+        body.append(_encode_columns(values, places))
     else:
         raise ValueError(f"reading block format {version} cannot be written")
     return zlib.compress(b"".join(body), ZLIB_LEVEL)
 
 
-def _encode_columns(values: NDArray[np.float32]) -> bytes:
+def _encode_columns(values: NDArray[np.float32], places: NDArray[np.int64]) -> bytes:
     """The values section of format 2: per column a code byte and 4 n shuffled bytes
     (all columns at once: a column at a time costs more in numpy calls than in work)."""
     values = np.ascontiguousarray(values)
     n, k = values.shape
-    places = decimal_places(values)
     decimal = places >= 0
     words = values.view(np.uint32).copy()  # float columns: their float32 bits
     if decimal.any():
@@ -230,14 +242,32 @@ def _decode_columns(raw: bytes, at: int, n: int, k: int) -> NDArray[np.float32]:
     return columns
 
 
-def decimal_places(values: NDArray[np.float32]) -> NDArray[np.int64]:
+def decimal_places(
+    values: NDArray[np.float32], hint: NDArray[np.int64] | None = None
+) -> NDArray[np.int64]:
     """Per column of ``values`` (readings x sensors), the fewest decimal places (at
     most MAX_DECIMALS) at which every value is a decimal whose float32 is the value
-    bit for bit, as decode() makes it back from an integer; -1 where there are none
-    (a value missing, too large to scale, or not such a decimal)."""
+    (bit for bit, but -0.0 makes 0.0), as decode() makes it back from an integer; -1
+    where there are none (a value missing, too large to scale, or not such a decimal).
+
+    ``hint``: places found for earlier values of the same sensors. A column that fits
+    its hint keeps it, found with one check (it may fit fewer places now: its
+    integers are then a little larger than they need be, never wrong).
+    """
+    values = np.ascontiguousarray(values)
     n, k = values.shape
     found = np.full(k, -1, dtype=np.int64)
     if not n:
+        return found
+    if hint is not None and hint.shape == (k,):
+        trusted = np.flatnonzero(hint >= 0)
+        if len(trusted):
+            scales = 10.0 ** hint[trusted].astype(np.float64)
+            fit = _fits(values[:, trusted], scales)
+            found[trusted[fit]] = hint[trusted[fit]]
+        rest = np.flatnonzero(found < 0)
+        if len(rest):
+            found[rest] = decimal_places(values[:, rest])
         return found
     # Guessed on the first values at every number of places at once, then checked on
     # all; a column whose guess fails the check is tried on from there on its own.
@@ -264,13 +294,13 @@ def _fits(values: NDArray[np.float32], scale: NDArray[np.float64]) -> NDArray[np
     """Whether each column of ``values`` (readings on the second-to-last axis) is made
     back bit for bit from integers at ``scale`` (broadcast against ``values``)."""
     with np.errstate(over="ignore", invalid="ignore"):  # huge values: not decimals
-        scaled = np.rint(values.astype(np.float64) * scale)
+        scaled = np.multiply(values, scale, dtype=np.float64)
+        np.rint(scaled, out=scaled)
         small = np.abs(scaled).max(axis=-2) < _MAX_SCALED  # False for NaN too
-    # As decode() makes them, from integers: + 0.0 turns -0.0 into 0.0, which is
-    # what a -0.0 would read back as (and so keeps it a float column).
-    back = ((scaled + 0.0) / scale).astype(np.float32)
-    bits = np.ascontiguousarray(values).view(np.uint32)
-    same = (back.view(np.uint32) == bits).all(axis=-2)
+        np.divide(scaled, scale, out=scaled)
+    # Equal as numbers: the same float32 bits, but for -0.0, which reads back as 0.0
+    # (the same number; NaN equals nothing, so a missing value keeps floats).
+    same = (scaled.astype(np.float32) == values).all(axis=-2)
     result: NDArray[np.bool_] = small & same
     return result
 
@@ -373,6 +403,8 @@ class SensorSets:
     def __init__(self) -> None:
         self._names: dict[int, tuple[str, ...]] = {}
         self._ids: dict[tuple[str, ...], int] = {}
+        #: The writer's memo of decimal places per sensor set (see encode).
+        self.places: PlacesMemo = {}
 
     def names(self, conn: Connection, set_id: int) -> tuple[str, ...]:
         found = self._names.get(set_id)
@@ -509,7 +541,14 @@ def write_blocks(conn: Connection, asset_id: int, block: Block, sets: SensorSets
     for start in range(0, len(block), MAX_BLOCK_READINGS):
         part = block.take(slice(start, start + MAX_BLOCK_READINGS))
         rows.append(
-            (asset_id, int(part.ts_ms[0]), int(part.ts_ms[-1]), len(part), set_id, encode(part))
+            (
+                asset_id,
+                int(part.ts_ms[0]),
+                int(part.ts_ms[-1]),
+                len(part),
+                set_id,
+                encode(part, memo=sets.places),
+            )
         )
     if rows:
         conn.exec_driver_sql(_INSERT_BLOCK, rows)

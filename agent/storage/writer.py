@@ -69,9 +69,11 @@ def values_json(values: dict[str, float]) -> str:
 
 
 def as_stored(values: dict[str, float]) -> dict[str, float]:
-    """``values`` as a block gives them back (float32, by their shortest decimal form)."""
+    """``values`` as a block gives them back (float32, by their shortest decimal form;
+    -0.0 as 0.0, as a decimal column gives it back)."""
     names = list(values)
-    kept = blocks.exact(np.asarray([values[n] for n in names], dtype=np.float32)).tolist()
+    as_float32 = np.asarray([values[n] for n in names], dtype=np.float32)
+    kept = (blocks.exact(as_float32) + 0.0).tolist()
     return dict(zip(names, kept, strict=True))
 
 
@@ -285,7 +287,7 @@ class Writer:
         if stored is None:
             return RejectReason.OUT_OF_ORDER
         # Compared as stored (float32): a redelivery is the same message again.
-        if values_json(stored) == values_json(as_stored(r.values)):
+        if values_json(as_stored(stored)) == values_json(as_stored(r.values)):
             return None
         return RejectReason.DUPLICATE
 

@@ -86,11 +86,15 @@ def test_columns_are_stored_as_decimals_where_exact_and_read_back_bit_for_bit() 
         "large": 3,
         "full_float": -1,
         "too_large": -1,
-        "negative_zero": -1,  # -0.0 would read back as 0.0 from an integer
+        "negative_zero": 1,  # -0.0 is 0: the same number
     }
     whole = names.index("whole")
     assert blocks.decimal_places(values[4:, whole : whole + 1]).tolist() == [0]
     back = blocks.decode(blocks.encode(block), block.sensors)
+    # The same values, bit for bit but for -0.0, which reads back as 0.0.
+    zero = names.index("negative_zero")
+    assert back.values[7, zero] == 0.0 and not np.signbit(back.values[7, zero])
+    values[:, zero] += np.float32(0.0)  # -0.0 + 0.0 is 0.0
     assert np.array_equal(back.values.view(np.uint32), values.view(np.uint32))
     assert np.array_equal(back.ts_ms, block.ts_ms)
     # A column whose first values have fewer places than the rest.
@@ -99,7 +103,7 @@ def test_columns_are_stored_as_decimals_where_exact_and_read_back_bit_for_bit() 
     # Too few readings to guess from a head: the same verdicts.
     short = values[:40].copy()
     short[3, whole] = 1.0
-    assert blocks.decimal_places(short).tolist() == [-1, 3, -1, 6, -1, 2, 0]
+    assert blocks.decimal_places(short).tolist() == [-1, 3, 1, 6, -1, 2, 0]
 
 
 def test_blocks_of_the_first_format_are_still_read() -> None:
@@ -208,3 +212,27 @@ def test_a_reader_sees_one_snapshot_while_blocks_are_merged_beside_it(engine: En
     assert seen == expected
     with engine.connect() as conn:
         assert readings(conn) == expected
+
+
+def test_the_places_of_the_last_block_are_kept_while_they_fit() -> None:
+    rng = np.random.default_rng(8)
+    values = np.stack(
+        [
+            np.round(rng.normal(size=300), 2),
+            np.round(rng.normal(size=300), 1),
+            rng.normal(size=300),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    # A hint with more places than needed still fits (larger integers, same values); one
+    # with too few, or none, is searched again.
+    hint = np.array([3, 0, -1], dtype=np.int64)
+    assert blocks.decimal_places(values, hint).tolist() == [3, 1, -1]
+    memo: blocks.PlacesMemo = {}
+    block = blocks.Block(
+        np.arange(300, dtype=np.int64), np.zeros(300, np.int64), ("a", "b", "c"), values
+    )
+    for part in (block.take(slice(0, 150)), block.take(slice(150, 300))):
+        back = blocks.decode(blocks.encode(part, memo=memo), part.sensors)
+        assert np.array_equal(back.values, part.values)  # -0.0 reads back as 0.0
+    assert memo[("a", "b", "c")].tolist() == [2, 1, -1]
