@@ -97,6 +97,9 @@ class LocalBroker:
                 "persistence false",
                 "max_queued_messages 1000000",
                 "max_inflight_messages 1000",
+                # $SYS counts (dropped messages: simulate --as-fast-as-possible reads
+                # them after its run) published every second, not every 10.
+                "sys_interval 1",
                 f"max_packet_size {self.max_packet_bytes}",
                 f"log_dest file {self.workdir / 'mosquitto.log'}",
                 "log_type error",

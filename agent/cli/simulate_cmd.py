@@ -298,17 +298,65 @@ FastOpt = Annotated[
         "--as-fast-as-possible",
         help=(
             "No pacing: publish flat out. The broker must queue what a subscriber cannot "
-            "take yet (Mosquitto drops past max_queued_messages, 1000 by default)."
+            "take yet (Mosquitto drops past max_queued_messages, 1000 by default); the "
+            "broker's $SYS drop count is read after the run, which fails if it dropped any."
         ),
     ),
 ]
-#: Said after a flat-out run: the acknowledgements counted are the broker's, and a
-#: broker with default limits drops what the agent could not take in time.
+#: Said after a flat-out run when the broker gives no drop count: the acknowledgements
+#: counted are the broker's, and a broker with default limits drops what the agent
+#: could not take in time.
 FLAT_OUT_NOTE = (
     "note: published flat out; the broker acknowledged every message, but it drops QoS 1 "
     "messages a subscriber cannot take in time once its queue is full (Mosquitto: "
     "max_queued_messages, 1000 by default): raise it, or pace the run with --speedup"
 )
+#: After a flat-out run, how long to wait for the broker to publish its $SYS counts
+#: again (Mosquitto's sys_interval is 10 s by default).
+SYS_WAIT_S = 11.0
+#: How long the broker's first drop count may take: it is retained, so it comes at
+#: once or not at all.
+SYS_FIRST_S = 1.0
+
+
+def _flat_out(target: _Target, description: str, run: Runner, as_json: bool) -> None:
+    """A run published flat out, then what the broker dropped of it ($SYS), if it says."""
+    from simulators.brokerdrops import DropWatch
+
+    with DropWatch(target.host, target.port, target.username, target.password) as watch:
+        counted = watch.wait_started(SYS_FIRST_S)
+        report = _with_progress(description, run)
+        if counted:
+            with err_console.status(
+                f"reading the broker's drop count ($SYS, up to {SYS_WAIT_S:.0f} s)"
+            ):
+                dropped = watch.dropped(SYS_WAIT_S)
+        else:
+            dropped = None
+    _render(report, as_json)
+    if dropped is None:
+        typer.echo(FLAT_OUT_NOTE, err=True)
+    elif not dropped:
+        typer.echo(
+            "note: published flat out; the broker dropped none of it "
+            "($SYS/broker/publish/messages/dropped)",
+            err=True,
+        )
+    else:
+        err_console.print(
+            Text.assemble(
+                ("error:", "red"),
+                f" the broker dropped {dropped:,} messages while this run published "
+                "($SYS/broker/publish/messages/dropped): a subscriber could not take them "
+                "in time and its queue was full (Mosquitto: max_queued_messages, 1000 by "
+                "default); the agent never got them. Pace the run (--rate or --speedup) "
+                "or raise the broker's limit.",
+            ),
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="Readings per message (1 = single payloads).")
 ]
@@ -528,9 +576,11 @@ def fleet(
             stop=stop,
         )
 
-    _render(_with_progress(f"fleet -> {target.host}:{target.port}", run), as_json)
+    description = f"fleet -> {target.host}:{target.port}"
     if as_fast_as_possible:
-        typer.echo(FLAT_OUT_NOTE, err=True)
+        _flat_out(target, description, run, as_json)
+    else:
+        _render(_with_progress(description, run), as_json)
 
 
 def _fleet_sparkplug(
@@ -775,6 +825,8 @@ def replay(
             stop=stop,
         )
 
-    _render(_with_progress(f"replay {path.name} -> {target.host}:{target.port}", run), as_json)
+    description = f"replay {path.name} -> {target.host}:{target.port}"
     if as_fast_as_possible:
-        typer.echo(FLAT_OUT_NOTE, err=True)
+        _flat_out(target, description, run, as_json)
+    else:
+        _render(_with_progress(description, run), as_json)
