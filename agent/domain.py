@@ -327,6 +327,9 @@ class AssetStatus:
     state: AssetState
     ts_ms: int
     baseline_version: str | None = None
+    #: The data times (first, last) of the readings the new baseline was learnt from
+    #: (``ts_ms`` is when it was learnt: a replay's readings may be from another year).
+    baseline_span: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,10 @@ assets = Table(
     Column("sensors", Text, nullable=True, comment="JSON list of sensor names seen"),
     Column("baseline_version", String(64), nullable=True),
     Column("commissioned_ms", BigInteger, nullable=True),
+    # Data times of the readings the baseline was learnt from (0011); none for a
+    # plan without a baseline (RUL only).
+    Column("baseline_first_ms", BigInteger, nullable=True),
+    Column("baseline_last_ms", BigInteger, nullable=True),
     UniqueConstraint("site", "name"),
 )
 

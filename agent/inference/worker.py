@@ -544,7 +544,8 @@ class InferenceStage:
                 detail={"baseline_version": version, **_plain(baseline.info)},
             )
         )
-        await out.put(AssetStatus(asset, AssetState.HEALTHY, now_ms(), version))
+        span = (request.first_ms, request.last_ms)
+        await out.put(AssetStatus(asset, AssetState.HEALTHY, now_ms(), version, span))
         await self._release(asset, out)
 
     def _fit(self, request: CommissionRequest) -> AssetBaseline:

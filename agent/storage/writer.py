@@ -376,6 +376,8 @@ class Writer:
         values: dict[str, object] = {"state": str(s.state)}
         if s.baseline_version is not None:
             values.update(baseline_version=s.baseline_version, commissioned_ms=s.ts_ms)
+        if s.baseline_span is not None:
+            values.update(baseline_first_ms=s.baseline_span[0], baseline_last_ms=s.baseline_span[1])
         conn.execute(update(t.assets).where(t.assets.c.id == aid).values(**values))
 
     def _event(self, conn: Connection, e: Event) -> None:

@@ -2,7 +2,8 @@
 
 Kept rows: raw readings around every alert (``retraining_before_s`` before it opened
 to ``retraining_after_s`` after it closed, or up to now while it is open), each asset's
-commissioning baseline (first reading to ``commissioned_ms``), and a small random
+commissioning baseline (the readings it was learnt from, ``baseline_first_ms`` to
+``baseline_last_ms``), and a small random
 sample of normal windows. The sample is a hash of (site, asset, window start), so a
 repeated export picks the same windows.
 
@@ -186,7 +187,12 @@ class RetrainingExporter:
             hit = (ts >= lo) & (ts <= hi) & (alert_id < 0)
             alert_id[hit] = int(al.id)
         baseline = np.zeros(len(ts), dtype=bool)
-        if asset.commissioned_ms is not None:
+        if asset.baseline_last_ms is not None:
+            # The readings the baseline was learnt from, by their own times (a replay's
+            # or a backfill's are not the wall clock of commissioning).
+            baseline = (ts >= int(asset.baseline_first_ms)) & (ts <= int(asset.baseline_last_ms))
+        elif asset.commissioned_ms is not None:
+            # Commissioned before 0011 recorded the span: from first seen to then.
             baseline = (ts >= int(asset.first_seen_ms)) & (ts <= int(asset.commissioned_ms))
         win_ms = int(cfg.sample_window_s * 1000)
         starts = (ts // win_ms) * win_ms

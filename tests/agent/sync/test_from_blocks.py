@@ -11,7 +11,7 @@ from sqlalchemy import insert, select
 
 from agent import outbox
 from agent import schema as t
-from agent.domain import Accepted, Alert, AlertKind, Reading, Severity
+from agent.domain import Accepted, Alert, AlertKind, AssetState, AssetStatus, Reading, Severity
 from agent.sqlite import open_engine
 from agent.storage.writer import Writer
 from agent.sync.retraining import HOUR_MS, RetrainingConfig, RetrainingExporter
@@ -91,3 +91,32 @@ def test_a_retraining_file_holds_the_readings_around_an_alert(
     assert ts == [T0 + i * 60_000 for i in range(25, 37)]  # 5 min before to 5 min after
     assert table.column("temp_c").to_pylist() == [40.0 + i for i in range(25, 37)]
     assert table.column("vib").to_pylist() == [0.25 if i % 2 else None for i in range(25, 37)]
+
+
+def test_baseline_rows_are_the_readings_the_baseline_was_learnt_from(
+    migrated_db: Path, tmp_path: Path
+) -> None:
+    # A replay with its original timestamps: two hours of readings from long ago, the
+    # baseline learnt from the first 30 minutes of them, commissioned today. Only those
+    # 30 minutes are baseline ("normal"); the rest, a fault among it, is not.
+    engine = open_engine(migrated_db, create=False)
+    writer = Writer(engine, site=SITE, agent=AGENT)
+    readings = tuple(
+        Reading(SITE, "rig-3", T0 + i * 60_000, {"temp_c": 40.0 + i}) for i in range(120)
+    )
+    today = T0 + 400 * 24 * HOUR_MS
+    learnt = AssetStatus("rig-3", AssetState.HEALTHY, today, "v1", (T0, T0 + 29 * 60_000))
+    writer.write([Accepted(None, today, readings=readings), learnt], today)
+    exporter = RetrainingExporter(
+        engine, tmp_path, RetrainingConfig(SITE, AGENT, before_s=300, after_s=300, sample_rate=0)
+    )
+    assert exporter.run_once(today) == 1
+    with engine.connect() as conn:
+        rel = conn.execute(select(t.outbox.c.path).where(t.outbox.c.kind == "retraining"))
+        table = pq.read_table(
+            io.BytesIO((tmp_path / outbox.OUTBOX_DIR / rel.scalar_one()).read_bytes())
+        )
+    engine.dispose()
+    ts = [int(x.timestamp() * 1000) for x in table.column("ts").to_pylist()]
+    assert ts == [T0 + i * 60_000 for i in range(30)]
+    assert set(table.column("label").to_pylist()) == {"normal"}
