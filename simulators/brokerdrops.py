@@ -22,8 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 UPTIME_TOPIC = "$SYS/broker/uptime"
-#: How long a first count may take to arrive (it is retained: at once, if at all).
-FIRST_COUNT_S = 2.0
+#: How long connecting and subscribing may take at most.
+FIRST_COUNT_S = 5.0
+#: The count is retained: a broker with $SYS sends it right behind the SUBACK, so one
+#: that has sent nothing this long after the SUBACK has no count to give.
+RETAINED_GRACE_S = 0.5
 #: After the uptime update, the counts of the same ``$SYS`` pass still on their way.
 SAME_PASS_S = 0.2
 
@@ -38,12 +41,14 @@ class DropWatch:
         if username is not None:
             self._client.username_pw_set(username, password)
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._host, self._port = host, port
         self._lock = threading.Lock()
         self._first: int | None = None
         self._latest: int | None = None
         self._uptime_at = 0.0
+        self._subscribed_at: float | None = None
         self._changed = threading.Condition(self._lock)
 
     def __enter__(self) -> DropWatch:
@@ -57,6 +62,11 @@ class DropWatch:
 
     def _on_connect(self, client: mqtt.Client, *_: object) -> None:
         client.subscribe([(DROPPED_TOPIC, 0), (UPTIME_TOPIC, 0)])
+
+    def _on_subscribe(self, *_: object) -> None:
+        with self._changed:
+            self._subscribed_at = time.monotonic()
+            self._changed.notify_all()
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._changed:
@@ -73,9 +83,20 @@ class DropWatch:
             self._changed.notify_all()
 
     def wait_started(self, timeout_s: float = FIRST_COUNT_S) -> bool:
-        """Until the broker's count before the run is known; False if it gives none."""
+        """Until the broker's count before the run is known; False if it gives none
+        (nothing right behind the SUBACK) or could not be asked within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
         with self._changed:
-            return self._changed.wait_for(lambda: self._first is not None, timeout_s)
+            while self._first is None:
+                now = time.monotonic()
+                subscribed = self._subscribed_at
+                if now >= deadline or (
+                    subscribed is not None and now - subscribed >= RETAINED_GRACE_S
+                ):
+                    return False
+                # Woken by the count or the SUBACK; the grace needs the clock too.
+                self._changed.wait(min(deadline - now, RETAINED_GRACE_S / 10))
+            return True
 
     def dropped(self, timeout_s: float) -> int | None:
         """Messages the broker dropped since the watch began, once ``$SYS`` has been

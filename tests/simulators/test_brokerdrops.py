@@ -87,3 +87,14 @@ def test_a_flat_out_replay_the_broker_dropped_from_fails_with_one_clear_line(
     assert result.returncode == 1, result.stderr[-2000:]
     assert "the broker dropped 35 messages" in result.stderr
     assert "--rate" in result.stderr
+
+
+def test_a_broker_without_sys_gives_no_count(tmp_path: Path) -> None:
+    # The embedded broker has no $SYS: nothing follows the SUBACK, so no count (and
+    # the flat-out run ends with a note rather than a claim either way).
+    with (
+        LocalBroker(tmp_path, choice="embedded") as plain,
+        DropWatch(plain.host, plain.port) as watch,
+    ):
+        assert not watch.wait_started(WAIT_S)
+        assert watch.dropped(WAIT_S) is None
