@@ -28,7 +28,7 @@ FIRST_COUNT_S = 5.0
 #: that has sent nothing this long after the SUBACK has no count to give.
 RETAINED_GRACE_S = 0.5
 #: After the uptime update, the counts of the same ``$SYS`` pass still on their way.
-SAME_PASS_S = 0.2
+SAME_PASS_S = 0.5
 
 
 class DropWatch:
