@@ -592,7 +592,7 @@ def compact(conn: Connection, limit: int) -> tuple[int, int]:
     unchanged; blocks are never appended to, so any of them may be merged any time."""
     b = t.reading_blocks
     found = conn.execute(
-        select(b.c.id, b.c.asset_id, b.c.count, b.c.sensor_set_id, b.c.data)
+        select(b.c.id, b.c.asset_id, b.c.count)
         .where(b.c.count < COMPACT_BELOW)
         .order_by(b.c.asset_id, b.c.first_ts_ms, b.c.id)
         .limit(limit)
@@ -604,11 +604,23 @@ def compact(conn: Connection, limit: int) -> tuple[int, int]:
     def flush() -> None:
         nonlocal removed, written
         if len(group) > 1:
-            merged = concat([decode(r.data, sets.names(conn, int(r.sensor_set_id))) for r in group])
-            conn.execute(delete(b).where(b.c.id.in_([r.id for r in group])))
-            write_blocks(conn, int(group[0].asset_id), merged, sets)
-            removed += len(group)
-            written += 1
+            # Merged as they are when deleted, not as they were read: the read came
+            # before this transaction held the write lock (its first DELETE takes it),
+            # and the disk budget or retention may have dropped or trimmed a block
+            # since (merging the old copy would bring its readings back).
+            taken = conn.execute(
+                delete(b)
+                .where(b.c.id.in_([r.id for r in group]))
+                .returning(b.c.first_ts_ms, b.c.sensor_set_id, b.c.data)
+            ).all()
+            if taken:
+                parts = sorted(taken, key=lambda r: int(r.first_ts_ms))
+                merged = concat(
+                    [decode(r.data, sets.names(conn, int(r.sensor_set_id))) for r in parts]
+                )
+                write_blocks(conn, int(group[0].asset_id), merged, sets)
+                removed += len(taken)
+                written += 1
         group.clear()
 
     for row in found:

@@ -571,12 +571,22 @@ class Housekeeper:
                 return 0, 0, []
             width = len(key)
             keys = [tuple(row[:width]) for row in chosen]
+            # The rows were chosen before this transaction held the write lock (the
+            # first DELETE takes it): one may be gone since, merged into a new block
+            # by compaction or trimmed by retention. Only what this DELETE removed is
+            # dropped, and only that goes into the ledger.
+            gone: set[tuple[Any, ...]] = set()
             for start in range(0, len(keys), 400):
                 part = keys[start : start + 400]
                 if width == 1:
-                    conn.execute(delete(table).where(key[0].in_([k[0] for k in part])))
+                    stmt = delete(table).where(key[0].in_([k[0] for k in part]))
                 else:
-                    conn.execute(delete(table).where(tuple_(*key).in_(part)))
+                    stmt = delete(table).where(tuple_(*key).in_(part))
+                gone.update(tuple(r) for r in conn.execute(stmt.returning(*key)))
+            chosen = [row for row in chosen if tuple(row[:width]) in gone]
+            if not chosen:
+                return 0, 0, []
+            size = sum(int(row.size or 0) for row in chosen)
             first = min(int(row.stamp) for row in chosen)
             last = max(int(row.stamp_end) for row in chosen)
             items = sum(int(row.items) for row in chosen)

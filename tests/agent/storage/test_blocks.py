@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, delete, event, insert, select
 
 from agent import blocks
 from agent import schema as t
@@ -236,3 +236,37 @@ def test_the_places_of_the_last_block_are_kept_while_they_fit() -> None:
         back = blocks.decode(blocks.encode(part, memo=memo), part.sensors)
         assert np.array_equal(back.values, part.values)  # -0.0 reads back as 0.0
     assert memo[("a", "b", "c")].tolist() == [2, 1, -1]
+
+
+def test_a_block_dropped_while_compaction_runs_is_not_merged_back(
+    engine: Engine, migrated_db: Path
+) -> None:
+    # The disk budget drops the oldest block (another connection, committed) after
+    # compaction has chosen its blocks and before it deletes them: the merged block
+    # holds only the readings still stored, the dropped ones do not come back.
+    with engine.begin() as conn:
+        for i in range(3):
+            blocks.insert_readings(conn, 1, [(1_000 * (i + 1), 0, {"x": float(i)})])
+        oldest = (
+            conn.execute(select(t.reading_blocks.c.id).order_by(t.reading_blocks.c.first_ts_ms))
+            .scalars()
+            .first()
+        )
+    other = open_engine(migrated_db)
+    dropped: list[int] = []
+
+    def budget_drop(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("DELETE FROM reading_blocks") and not dropped:
+            with other.begin() as side:
+                side.execute(delete(t.reading_blocks).where(t.reading_blocks.c.id == oldest))
+            dropped.append(1)
+
+    event.listen(engine, "before_cursor_execute", budget_drop)
+    try:
+        with engine.begin() as conn:
+            assert blocks.compact(conn, 100) == (2, 1)
+    finally:
+        event.remove(engine, "before_cursor_execute", budget_drop)
+        other.dispose()
+    with engine.connect() as conn:
+        assert readings(conn) == [(2_000, 0, {"x": 1.0}), (3_000, 0, {"x": 2.0})]
