@@ -26,7 +26,7 @@ UPTIME_TOPIC = "$SYS/broker/uptime"
 FIRST_COUNT_S = 5.0
 #: The count is retained: a broker with $SYS sends it right behind the SUBACK, so one
 #: that has sent nothing this long after the SUBACK has no count to give.
-RETAINED_GRACE_S = 0.5
+RETAINED_GRACE_S = 2.0
 #: After the uptime update, the counts of the same ``$SYS`` pass still on their way.
 SAME_PASS_S = 0.5
 
