@@ -183,7 +183,10 @@ class AssetStream:
     def _run_length(self, stamps: npt.NDArray[np.int64], prev: int) -> int:
         """:meth:`_run_length_of` on an array: the same verdicts and period updates, a
         stretch of intervals at a time (the period is fixed until its next refresh)."""
-        steps: list[int] = np.diff(stamps, prepend=np.int64(prev)).tolist()
+        diffs = np.diff(stamps, prepend=np.int64(prev))
+        if self._steady(diffs):
+            return len(diffs)
+        steps: list[int] = diffs.tolist()
         limit = len(steps)
         done = 0
         while done < limit:
@@ -212,6 +215,37 @@ class AssetStream:
             if good < len(part):
                 break
         return done
+
+    def _steady(self, steps: npt.NDArray[np.int64]) -> bool:
+        """Take ``steps`` at once when each equals the estimated period and so does
+        every interval it was estimated from: all are appended, and every refresh on
+        the way would find the same median, so only the refresh countdown moves.
+
+        A regularly sampled sensor's batch payloads are this case; refreshing the
+        median every few intervals of them cost a good part of the bulk path.
+        """
+        period = self._period
+        if self._fixed_period or period is None or not len(steps):
+            return False
+        step = int(steps[0])
+        history = self._intervals
+        if (
+            step <= 0
+            or step != period
+            or step > self.gap_factor * period
+            or len(history) < PERIOD_HISTORY
+            or history.count(step) != len(history)
+            or not bool((steps == step).all())
+        ):
+            return False
+        countdown = self._until_refresh - len(steps)
+        if countdown <= 0:
+            # The first refresh comes at the old countdown's step (the first step if
+            # it had already run out), then one every PERIOD_REFRESH steps.
+            after_first = len(steps) - max(1, self._until_refresh)
+            countdown = PERIOD_REFRESH - after_first % PERIOD_REFRESH
+        self._until_refresh = countdown
+        return True
 
     def _rows_of(self, names: tuple[str, ...]) -> list[int]:
         """Where each of this stream's sensors is among a batch's ``names``."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.domain import Reading
+from agent.domain import Batch, Reading
 from agent.windowing.stream import AssetStream, Verdict
 
 SENSORS = ("a", "b")
@@ -113,3 +113,61 @@ def test_min_rows_emits_front_padded_windows_until_the_window_is_whole() -> None
 def test_min_rows_outside_the_window_is_refused() -> None:
     with pytest.raises(ValueError, match="min_rows 5"):
         AssetStream("p1", SENSORS, window=4, hop=1, reorder_samples=2, gap_factor=5, min_rows=5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_regular_batches_leave_the_stream_as_one_reading_at_a_time_does(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of a regularly sampled sensor skip the period's median refreshes
+    # (AssetStream._steady); the verdicts, windows and the estimate's state after
+    # each batch must be the ones reading-by-reading appends give, jitter and gaps
+    # included.
+    rng = np.random.default_rng(seed)
+    stamps: list[int] = []
+    ts = 0
+    for _ in range(40):
+        period = int(rng.choice([100, 1000]))
+        jitter = bool(rng.random() < 0.3)
+        for _ in range(int(rng.integers(1, 200))):
+            ts += period + (int(rng.integers(-20, 20)) if jitter else 0)
+            stamps.append(ts)
+        if rng.random() < 0.1:
+            ts += 50 * period
+    steady = AssetStream._steady
+    taken_whole = 0
+
+    def counted(self: AssetStream, steps: np.ndarray) -> bool:
+        nonlocal taken_whole
+        whole = steady(self, steps)
+        taken_whole += whole
+        return whole
+
+    monkeypatch.setattr(AssetStream, "_steady", counted)
+    one, bulk = stream(window=8, hop=3), stream(window=8, hop=3)
+    i = 0
+    while i < len(stamps):
+        size = int(rng.integers(1, 70))
+        part = stamps[i : i + size]
+        i += size
+        want = feed(one, part)
+        batch = Batch.of([reading(t) for t in part])
+        got: list[tuple[int, int]] = []
+        j = 0
+        while j < len(batch):
+            taken, windows = bulk.extend(batch, j)
+            got.extend((w.start_ms, w.end_ms) for w in windows)
+            if taken:
+                j += taken
+                continue
+            result = bulk.add(batch[j])
+            j += 1
+            if result.window is not None:
+                got.append((result.window.start_ms, result.window.end_ms))
+        assert got == want
+        assert (bulk.period_ms(), bulk._until_refresh, list(bulk._intervals)) == (
+            one.period_ms(),
+            one._until_refresh,
+            list(one._intervals),
+        )
+    assert taken_whole >= 10
