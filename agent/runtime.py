@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,14 +52,12 @@ from agent.ingest.decode import DecodeLimits
 from agent.ingest.link import MqttLink
 from agent.ingest.opcua import OpcUaIngest
 from agent.ingest.publisher import AlertPublisher, publish_json
-from agent.ingest.sparkplug import REBIRTH_PUBLISH_TIMEOUT_S, SparkplugSubscriber, subscription
 from agent.ingest.subscriber import Subscriber
 from agent.ingest.topics import TopicMatcher, format_topic
 from agent.logs import fields, loop_exception_handler
 from agent.memory import release_free_memory
 from agent.metrics import Metrics, process_age_s
 from agent.profiles import PROFILE_CACHE_ASSETS, BundleShape, Profiles
-from agent.publish.sparkplug_out import SparkplugPublisher
 from agent.sdnotify import Notifier
 from agent.settings import Backend, Settings
 from agent.storage import migrate, queries
@@ -79,6 +77,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from agent.dashboard.server import DashboardServer
+    from agent.ingest.sparkplug import SparkplugSubscriber
+    from agent.publish.sparkplug_out import SparkplugPublisher
     from models.bundle import Bundle
     from models.lean import LeanBundle, OnnxPredictor
     from models.predictor import Predictor
@@ -310,11 +310,14 @@ class Agent:
             if s.sparkplug.enabled
             else None
         )
-        link = MqttLink(
-            s,
-            self.metrics,
-            subscription=None if sparkplug is None else subscription(sparkplug.group_id),
-        )
+        link_subscription: str | None = None
+        if sparkplug is not None:
+            # Sparkplug's modules are imported only when it is on: their protobuf
+            # code would cost every agent about 4 MB of memory.
+            from agent.ingest.sparkplug import subscription
+
+            link_subscription = subscription(sparkplug.group_id)
+        link = MqttLink(s, self.metrics, subscription=link_subscription)
         assembler = WindowAssembler(
             profiles=profiles,
             bundle=shape,
@@ -391,13 +394,25 @@ class Agent:
         )
         limits = DecodeLimits.from_settings(s.ingest)
         dead_max = s.storage.dead_letter_max_bytes
-        subscriber = (
-            Subscriber(link, matcher, limits, queues.inbound, self.metrics, dead_max, profiles)
-            if sparkplug is None
-            else SparkplugSubscriber(
+        subscriber: Subscriber | SparkplugSubscriber
+        spb_effects: Callable[[], Awaitable[None]] | None = None
+        if sparkplug is None:
+            subscriber = Subscriber(
+                link, matcher, limits, queues.inbound, self.metrics, dead_max, profiles
+            )
+        else:
+            from agent.ingest.sparkplug import REBIRTH_PUBLISH_TIMEOUT_S, SparkplugSubscriber
+
+            subscriber = SparkplugSubscriber(
                 link, matcher, limits, queues.inbound, self.metrics, dead_max, sparkplug, profiles
             )
-        )
+            spb_effects = partial(
+                subscriber.run_effects,
+                lambda topic, payload: link.publish(
+                    topic, payload, qos=0, timeout_s=REBIRTH_PUBLISH_TIMEOUT_S
+                ),
+                queues.records.put,
+            )
         # OPC UA reads beside the MQTT subscriber, onto the same queue (asyncua is only
         # imported once it runs).
         opcua = (
@@ -415,17 +430,17 @@ class Agent:
         )
         self.opcua = opcua
         publisher = AlertPublisher(link, s.mqtt.alerts_topic, s.identity.site, queues.alerts)
-        spb_out = (
-            SparkplugPublisher(
+        spb_out: SparkplugPublisher | None = None
+        if s.sparkplug.publish:
+            from agent.publish.sparkplug_out import SparkplugPublisher
+
+            spb_out = SparkplugPublisher(
                 s.mqtt.host,
                 s.mqtt.port,
                 s.sparkplug.group_id,
                 s.sparkplug.edge_node_id or s.identity.agent,
                 max_pending=s.sparkplug.publish_max_pending,
             )
-            if s.sparkplug.publish
-            else None
-        )
         sync = SyncStage(s, metrics=self.metrics) if s.sync.enabled else None
         await queues.records.put(
             Event(
@@ -484,16 +499,8 @@ class Agent:
                 start(subscriber.run(), "subscriber")
                 if opcua is not None:
                     start(opcua.run(), "opcua")
-                if isinstance(subscriber, SparkplugSubscriber):
-                    start(
-                        subscriber.run_effects(
-                            lambda topic, payload: link.publish(
-                                topic, payload, qos=0, timeout_s=REBIRTH_PUBLISH_TIMEOUT_S
-                            ),
-                            queues.records.put,
-                        ),
-                        "sparkplug-effects",
-                    )
+                if spb_effects is not None:
+                    start(spb_effects(), "sparkplug-effects")
                 start(self._mark_ready(link, t0), "ready")
                 # Its own duty, sync or not: no export failure can switch it off.
                 start(BudgetDuty(s).run(), "disk-budget")

@@ -64,7 +64,7 @@ def _wait_subscribed(process: subprocess.Popen[bytes], err: Path) -> None:
         time.sleep(0.05)  # polling a file for a condition, with a deadline
 
 
-def test_the_running_onnx_agent_imports_no_other_command_no_rich_and_no_torch(
+def test_the_running_onnx_agent_imports_no_other_command_no_rich_no_torch_no_sparkplug(
     tmp_path: Path, mqtt_broker: Broker
 ) -> None:
     config = tmp_path / "agent.toml"
@@ -113,6 +113,8 @@ def test_the_running_onnx_agent_imports_no_other_command_no_rich_and_no_torch(
         if m == "torch"
         or m == "rich"
         or m.startswith(("torch.", "rich.", "simulators", "agent.bench", "pandas", "pyarrow"))
+        # Sparkplug is off: neither its modules nor protobuf (about 4 MB).
+        or m.startswith(("agent.sparkplug", "agent.ingest.sparkplug", "google.protobuf"))
         or (
             m.startswith("agent.cli.")
             and m
