@@ -49,6 +49,7 @@ from simulators.payloads import encode_batch, encode_single
 from simulators.publisher import make_publisher
 
 if TYPE_CHECKING:
+    from agent.storage.writer import Item
     from models.commission import AssetBaseline
 
 SITE = "bench"
@@ -879,6 +880,8 @@ class StorageFigures:
     #: Database file size per reading after a final checkpoint.
     file_bytes_per_reading: float = 0.0
     commits: int = 0
+    #: WAL pages one more commit of the same kind writes, per table or index.
+    pages_per_commit: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -892,6 +895,10 @@ def _self_write_bytes() -> int:
     return 0
 
 
+#: Extra transactions after the timed run whose WAL pages are counted per table.
+WAL_SAMPLE_COMMITS = 10
+
+
 def storage_bench(
     workdir: Path,
     *,
@@ -899,57 +906,32 @@ def storage_bench(
     readings: int = 300_000,
     per_commit: int = 25_000,
     prediction_every: int = 0,
+    per_message: int = BATCH_READINGS,
 ) -> StorageFigures:
-    """Write ``readings`` pump readings of ``assets`` assets in BATCH_READINGS-reading
+    """Write ``readings`` pump readings of ``assets`` assets in ``per_message``-reading
     messages through the agent's writer, ``per_commit`` readings a transaction (the
     recorder's commit_max_rows), optionally with a prediction every
-    ``prediction_every`` readings. Messages are made before the clock starts."""
-    from agent.domain import Accepted, Batch, Prediction
-    from agent.sqlite import open_engine
-    from agent.storage.writer import Item, Writer
+    ``prediction_every`` readings. Messages are made before the clock starts.
 
-    steps = max(1, readings // (assets * BATCH_READINGS))
-    values = _healthy_values(assets, steps * BATCH_READINGS)
-    names = list(values[0])
-    t0_ms = int(time.time() * 1000) - steps * BATCH_READINGS * 1000
-    messages: list[Item] = []
-    for step in range(steps):
-        for a in range(assets):
-            base = step * BATCH_READINGS
-            # As the agent's decoder hands a batch payload on: columns (Batch).
-            rows = Batch(
-                SITE,
-                f"pump-{a:03d}",
-                tuple(names),
-                t0_ms + (base + np.arange(BATCH_READINGS, dtype=np.int64)) * 1000,
-                np.array(
-                    [values[a][n][base : base + BATCH_READINGS] for n in names], dtype=np.float64
-                ),
-            )
-            messages.append(Accepted(None, t0_ms + base * 1000, readings=rows))
-            if prediction_every:
-                messages.extend(
-                    Prediction(rows.asset, ts, "bench", 1.0, 2.0, False, 80.0)
-                    for ts in rows.ts_ms[prediction_every - 1 :: prediction_every].tolist()
-                )
+    Then WAL_SAMPLE_COMMITS more transactions of the same kind are written to a copy
+    of the database with the WAL kept whole, and its pages counted per table or
+    index: what each commit rewrites (``pages_per_commit``).
+    """
+    from agent.sqlite import open_engine
+    from agent.storage.writer import Writer
+
+    per_step = assets * per_message
+    per_txn = max(1, per_commit // per_message)
+    steps = max(1, readings // per_step)
+    extra_steps = -(-WAL_SAMPLE_COMMITS * per_txn // assets)
+    values = _healthy_values(assets, (steps + extra_steps) * per_message)
+    t0_ms = int(time.time() * 1000) - (steps + extra_steps) * per_message * 1000
+    messages = _storage_messages(values, per_message, prediction_every, t0_ms, range(steps))
     db = workdir / "storage.db"
     migrate.upgrade(db)
     engine = open_engine(db)
     writer = Writer(engine, site=SITE, outbox_enabled=False)
-    per_txn = max(1, per_commit // BATCH_READINGS)
-    batches: list[list[Item]] = []
-    current: list[Item] = []
-    count = 0
-    for item in messages:
-        # A message's predictions go in the transaction of its readings.
-        if isinstance(item, Accepted):
-            if count == per_txn:
-                batches.append(current)
-                current, count = [], 0
-            count += 1
-        current.append(item)
-    if current:
-        batches.append(current)
+    batches = _transactions(messages, per_txn)
     written0, cpu0, t0 = _self_write_bytes(), time.process_time(), time.perf_counter()
     for batch in batches:
         writer.write(batch, int(time.time() * 1000))
@@ -958,16 +940,130 @@ def storage_bench(
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     written = _self_write_bytes() - written0
+    size = db.stat().st_size
     engine.dispose()
-    total = steps * assets * BATCH_READINGS
+    extra = _storage_messages(
+        values, per_message, prediction_every, t0_ms, range(steps, steps + extra_steps)
+    )
+    # On a copy: the database keeps exactly the readings counted above.
+    sample = shutil.copyfile(db, workdir / "storage-wal-sample.db")
+    pages = _wal_pages_per_commit(sample, _transactions(extra, per_txn)[:WAL_SAMPLE_COMMITS])
+    total = steps * per_step
     return StorageFigures(
         readings=total,
-        readings_per_message=BATCH_READINGS,
-        readings_per_commit=per_txn * BATCH_READINGS,
+        readings_per_message=per_message,
+        readings_per_commit=per_txn * per_message,
         prediction_every=prediction_every,
         readings_per_s=round(total / elapsed, 1),
         cpu_us_per_reading=round(cpu / total * 1e6, 2),
         write_bytes_per_reading=round(written / total, 1),
-        file_bytes_per_reading=round(db.stat().st_size / total, 1),
+        file_bytes_per_reading=round(size / total, 1),
         commits=len(batches),
+        pages_per_commit=pages,
     )
+
+
+def _storage_messages(
+    values: list[dict[str, np.ndarray]],
+    per_message: int,
+    prediction_every: int,
+    t0_ms: int,
+    steps: range,
+) -> list[Item]:
+    """Each step, one message per asset of ``per_message`` readings a second apart (as
+    the agent's decoder hands a batch payload on: columns), with its predictions."""
+    from agent.domain import Accepted, Batch, Prediction
+
+    names = list(values[0])
+    messages: list[Item] = []
+    for step in steps:
+        base = step * per_message
+        for a, columns in enumerate(values):
+            rows = Batch(
+                SITE,
+                f"pump-{a:03d}",
+                tuple(names),
+                t0_ms + (base + np.arange(per_message, dtype=np.int64)) * 1000,
+                np.array([columns[n][base : base + per_message] for n in names], np.float64),
+            )
+            messages.append(Accepted(None, t0_ms + base * 1000, readings=rows))
+            if prediction_every:
+                messages.extend(
+                    Prediction(rows.asset, ts, "bench", 1.0, 2.0, False, 80.0)
+                    for ts in rows.ts_ms[prediction_every - 1 :: prediction_every].tolist()
+                )
+    return messages
+
+
+def _transactions(messages: list[Item], per_txn: int) -> list[list[Item]]:
+    """``messages`` cut into transactions of ``per_txn`` messages; a message's
+    predictions go in the transaction of its readings."""
+    from agent.domain import Accepted
+
+    batches: list[list[Item]] = []
+    current: list[Item] = []
+    count = 0
+    for item in messages:
+        if isinstance(item, Accepted):
+            if count == per_txn:
+                batches.append(current)
+                current, count = [], 0
+            count += 1
+        current.append(item)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _wal_pages_per_commit(db: Path, batches: list[list[Item]]) -> dict[str, float]:
+    """Write ``batches`` with checkpoints off and count the WAL's frames per table or
+    index (SQLite's dbstat); {} where this SQLite has no dbstat."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.exc import OperationalError
+
+    from agent.storage.writer import Writer
+
+    def no_checkpoints(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
+    engine = create_engine(f"sqlite+pysqlite:///{db}")
+    event.listen(engine, "connect", no_checkpoints)
+    try:
+        writer = Writer(engine, site=SITE, outbox_enabled=False)
+        for batch in batches:
+            writer.write(batch, int(time.time() * 1000))
+        with engine.connect() as conn:
+            try:
+                owners: dict[int, str] = dict(
+                    (int(row[0]), str(row[1]))
+                    for row in conn.exec_driver_sql("SELECT pageno, name FROM dbstat")
+                )
+            except OperationalError:  # an SQLite built without dbstat
+                return {}
+        counts: dict[str, int] = {}
+        for page in _wal_frame_pages(db.with_name(db.name + "-wal")):
+            name = owners.get(page, "(free or other)")
+            counts[name] = counts.get(name, 0) + 1
+    finally:
+        engine.dispose()
+    commits = max(1, len(batches))
+    return {
+        name: round(n / commits, 1) for name, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    }
+
+
+#: SQLite's WAL: a 32-byte header (page size at byte 8), then frames of a 24-byte
+#: header (page number first) and one page.
+_WAL_HEADER = 32
+_WAL_FRAME_HEADER = 24
+
+
+def _wal_frame_pages(wal: Path) -> Iterator[int]:
+    """The page number of every frame in the WAL file ``wal``."""
+    with contextlib.suppress(FileNotFoundError), wal.open("rb") as f:
+        header = f.read(_WAL_HEADER)
+        if len(header) < _WAL_HEADER:
+            return
+        page_size = int.from_bytes(header[8:12], "big")
+        while len(frame := f.read(_WAL_FRAME_HEADER + page_size)) == _WAL_FRAME_HEADER + page_size:
+            yield int.from_bytes(frame[:4], "big")

@@ -42,9 +42,18 @@ def bench_storage(
             help="Also write a prediction every N readings (0: readings only).",
         ),
     ] = 0,
+    per_message: Annotated[
+        int,
+        typer.Option(
+            "--per-message",
+            min=1,
+            help="Readings per message and asset (100: batch payloads; 1-10: plant rates).",
+        ),
+    ] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print figures as JSON.")] = False,
 ) -> None:
-    """The database writer alone: batched readings/s, CPU and bytes written per reading."""
+    """The database writer alone: batched readings/s, CPU and bytes written per reading,
+    and the WAL pages a commit writes per table or index."""
     from agent.bench import storage_bench
 
     with (
@@ -57,6 +66,7 @@ def bench_storage(
             readings=readings,
             per_commit=per_commit,
             prediction_every=prediction_every,
+            per_message=per_message,
         )
     if as_json:
         emit_json(figures.as_dict())
@@ -77,6 +87,8 @@ def bench_storage(
     table.add_row("CPU per reading, us", f"{figures.cpu_us_per_reading:.2f}")
     table.add_row("bytes written to disk per reading", f"{figures.write_bytes_per_reading:,.1f}")
     table.add_row("database file per reading, bytes", f"{figures.file_bytes_per_reading:,.1f}")
+    for name, pages in figures.pages_per_commit.items():
+        table.add_row(f"WAL pages a commit writes: {name}", f"{pages:,.1f}")
     console.print(table)
 
 
