@@ -649,14 +649,20 @@ def _blocks_in_range(
     by first time (oldest first) or by last time (newest first)."""
     b = t.reading_blocks
     meta = select(b.c.id, b.c.asset_id, b.c.first_ts_ms, b.c.last_ts_ms, b.c.sensor_set_id)
+    first: ColumnElement[int] = b.c.first_ts_ms
     if asset_id is not None:
         meta = meta.where(b.c.asset_id == asset_id)
+        # One asset's blocks are found on the (last time, asset) index, which skips
+        # the other assets' blocks without opening their rows. "+ 0" keeps SQLite
+        # (which has no statistics) from walking the first-time index from the
+        # oldest block of all for the sake of its order.
+        first = b.c.first_ts_ms + 0
     if since_ms is not None:
         meta = meta.where(b.c.last_ts_ms >= since_ms)
     if until_ms is not None:
-        meta = meta.where(b.c.first_ts_ms < until_ms)
+        meta = meta.where(first < until_ms)
     meta = meta.order_by(
-        *((b.c.last_ts_ms.desc(), b.c.id.desc()) if newest_first else (b.c.first_ts_ms, b.c.id))
+        *((b.c.last_ts_ms.desc(), b.c.id.desc()) if newest_first else (first, b.c.id))
     )
     # The sorted list holds no blobs; the blobs are fetched a few blocks at a time,
     # all in one snapshot (see _snapshot).

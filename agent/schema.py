@@ -246,9 +246,12 @@ Index("ix_alert_labels_alert_time", alert_labels.c.alert_id, alert_labels.c.crea
 Index("ix_dead_letters_time", dead_letters.c.received_ms)
 Index("ix_dead_letters_reason", dead_letters.c.reason, dead_letters.c.received_ms)
 Index("ix_dead_letters_digest", dead_letters.c.digest, unique=True)
-# An asset's newest block (redelivery checks) and its blocks by time; every asset's
-# oldest blocks first (retention, disk budget).
-Index("ix_reading_blocks_asset_time", reading_blocks.c.asset_id, reading_blocks.c.last_ts_ms)
+# Blocks by last time, asset beside it: an asset's newest block (redelivery checks)
+# and its blocks in a time range, found without opening another asset's rows; by
+# time, not by asset, so that a commit's blocks of every asset are one place in the
+# index, not a page per asset (migration 0012). Every asset's oldest blocks first
+# (retention, disk budget) by first time.
+Index("ix_reading_blocks_last", reading_blocks.c.last_ts_ms, reading_blocks.c.asset_id)
 Index("ix_reading_blocks_time", reading_blocks.c.first_ts_ms)
 Index("ix_summaries_time", summaries.c.period_start_ms)
 Index(
