@@ -33,16 +33,25 @@ def list_baselines(
     if as_json:
         emit_json(rows)
         return
-    table = Table("asset", "state", "baseline", "commissioned", "last seen")
+    table = Table("asset", "state", "baseline", "learnt from readings", "commissioned", "last seen")
     for row in rows:
         table.add_row(
             printable(row["asset"]),
             printable(row["state"]),
             row["baseline_version"] or ("on disk" if row["baseline_on_disk"] else "-"),
+            _span(row["baseline_first_ms"], row["baseline_last_ms"]),
             local_time(row["commissioned_ms"]),
             local_time(row["last_seen_ms"]),
         )
     console.print(table)
+
+
+def _span(first_ms: int | None, last_ms: int | None) -> str:
+    """The data times of the readings a baseline was learnt from (a replay's are its
+    own, not when it was commissioned); "-" for baselines learnt before they were kept."""
+    if first_ms is None or last_ms is None:
+        return "-"
+    return f"{local_time(first_ms)} to {local_time(last_ms)}"
 
 
 @app.command("reset")

@@ -166,6 +166,8 @@ def asset_baselines(engine: Engine, site: str) -> list[dict[str, Any]]:
                 t.assets.c.state,
                 t.assets.c.baseline_version,
                 t.assets.c.commissioned_ms,
+                t.assets.c.baseline_first_ms,
+                t.assets.c.baseline_last_ms,
                 t.assets.c.last_seen_ms,
             )
             .where(t.assets.c.site == site)

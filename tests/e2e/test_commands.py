@@ -76,7 +76,12 @@ def test_demo_runs_the_whole_system_and_exits_cleanly(cli: CliRunner, tmp_path: 
     # baseline of its own, and is scored like the pumps.
     assert set(scored) == {"pump-001", "pump-002", "pump-003", "comp-001"}
     listed = cli("baseline", "list", "--json")
-    assert {row["asset"] for row in json.loads(listed.stdout)} == set(scored)
+    baselines = json.loads(listed.stdout)
+    assert {row["asset"] for row in baselines} == set(scored)
+    # Each shows the data times of the readings its baseline was learnt from.
+    assert all(0 < row["baseline_first_ms"] < row["baseline_last_ms"] for row in baselines)
+    table = cli("baseline", "list")
+    assert "learnt from" in table.stdout and " to " in table.stdout
     # Run again, as users do: the new run simulates the same days up to now, and
     # starts from a cleared directory instead of dead-lettering them as out of order.
     again = demo_until(
