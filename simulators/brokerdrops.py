@@ -88,14 +88,16 @@ class DropWatch:
         deadline = time.monotonic() + timeout_s
         with self._changed:
             while self._first is None:
-                now = time.monotonic()
+                # Until the deadline, or the grace after the SUBACK once it has come
+                # (the SUBACK wakes this wait, so the limit is worked out again).
                 subscribed = self._subscribed_at
-                if now >= deadline or (
-                    subscribed is not None and now - subscribed >= RETAINED_GRACE_S
-                ):
+                limit = (
+                    deadline if subscribed is None else min(deadline, subscribed + RETAINED_GRACE_S)
+                )
+                left = limit - time.monotonic()
+                if left <= 0:
                     return False
-                # Woken by the count or the SUBACK; the grace needs the clock too.
-                self._changed.wait(min(deadline - now, RETAINED_GRACE_S / 10))
+                self._changed.wait(left)
             return True
 
     def dropped(self, timeout_s: float) -> int | None:
