@@ -583,7 +583,7 @@ class Housekeeper:
                 else:
                     stmt = delete(table).where(tuple_(*key).in_(part))
                 gone.update(tuple(r) for r in conn.execute(stmt.returning(*key)))
-            chosen = [row for row in chosen if tuple(row[:width]) in gone]
+            chosen = [row for row, k in zip(chosen, keys, strict=True) if k in gone]
             if not chosen:
                 return 0, 0, []
             size = sum(int(row.size or 0) for row in chosen)
