@@ -386,7 +386,13 @@ class WindowAssembler:
         # Kept as they come: a well-formed reading is stored whatever the vote says.
         out.kept.append(readings)
         needed = self.profiles.for_asset(asset).learn_readings
-        state.votes.append(frozenset(readings[0].values))
+        # A vote per reading, however they are packed: a batch payload of 20 readings
+        # weighs what 20 single-reading messages do (it was one vote, so a machine
+        # sending batches stayed unlearnt, unscored, for 20 messages).
+        if isinstance(readings, Batch):
+            state.votes.extend([frozenset(readings.names)] * len(readings))
+        else:
+            state.votes.extend(frozenset(r.values) for r in readings)
         del state.votes[: -LEARN_GIVE_UP_FACTOR * needed]
         room = self.profiles.commission_samples(asset) - len(state.learnt)
         state.learnt.extend(readings[:room])

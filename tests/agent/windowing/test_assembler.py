@@ -125,6 +125,28 @@ def test_an_unknown_machine_learns_its_sensor_set_and_gets_its_own_model() -> No
     assert request.samples[:3, 2].tolist() == [2.0, 3.0, 4.0]
 
 
+@pytest.mark.parametrize("columns", [False, True], ids=["readings", "columns"])
+def test_a_machine_sending_batches_learns_its_sensors_from_as_many_readings(
+    columns: bool,
+) -> None:
+    # learn_readings (20) counts readings, not messages: two 10-reading batch payloads
+    # learn the set as 20 single-reading messages do. (C-MAPSS engines replayed in
+    # 20-reading batches, 7-18 messages each, were never learnt nor scored.)
+    asm = assembler(set(), 50)
+    learnt_at = []
+    for i in range(4):
+        batch = tuple(
+            Reading("s", "rig-2", ts, {"p_bar": 1.0, "t_c": ts / 1000})
+            for ts in range(1000 + 10_000 * i, 11_000 + 10_000 * i, 1000)
+        )
+        given = Batch.of(batch) if columns else batch
+        out = asm.process(Inbound(MessageRef(i, 1, 0), 5, readings=given))
+        assert len(out.accepted.readings) == 10
+        learnt_at += [i for e in out.events if e.kind == "sensors_learnt"]
+    assert learnt_at == [1]
+    assert asm.plan_of("rig-2") == AssetPlan(("p_bar", "t_c"), from_bundle=False, rul=False)
+
+
 def test_an_asset_with_the_bundle_sensors_and_more_uses_the_bundle() -> None:
     metrics = Metrics()
     asm = assembler({"p1"}, metrics=metrics)
